@@ -1,0 +1,48 @@
+import type { Submitter } from '../audit/types.js'
+
+/**
+ * What the gateway tells capture. The gateway calls these synchronously on its hot path and never awaits
+ * anything: an implementation must only enqueue work (parse, hash and store later) and never throw.
+ * All times are epoch milliseconds taken when the gateway saw the bytes.
+ */
+export interface CaptureTap {
+  /**
+   * A POST /prompt is about to be forwarded. `body` is the raw request body as the client sent it
+   * (the gateway may have rewritten `client_id`/`prompt_id`; `forwardedBody` is what went upstream).
+   * `promptId` is the id the gateway assigned or the client chose.
+   */
+  promptSubmitted(e: {
+    promptId: string
+    /** Namespaced client id the prompt runs under upstream (always set: injected when absent). */
+    upstreamClientId: string
+    /** Client id the downstream client gave (null when it gave none). */
+    clientId: string | null
+    body: Buffer
+    forwardedBody: Buffer
+    submitter: Submitter
+    timeMs: number
+  }): void
+  /** ComfyUI answered that POST /prompt (or the gateway refused it itself: `refusedBy: 'gateway'`). */
+  promptAnswered(e: {
+    promptId: string
+    status: number
+    body: Buffer
+    timeMs: number
+    refusedBy?: 'gateway'
+    /** Set when ComfyUI could not be reached. */
+    error?: string
+  }): void
+  /** One frame received from ComfyUI on the upstream socket of `upstreamClientId`. */
+  frame(e: { upstreamClientId: string; data: string | Buffer; isBinary: boolean; timeMs: number }): void
+  /** A state-changing request other than POST /prompt, after ComfyUI answered it. */
+  action(e: {
+    kind: 'interrupt' | 'queue' | 'history' | 'upload' | 'free'
+    method: string
+    path: string
+    body: Buffer
+    status: number
+    responseBody: Buffer | null
+    submitter: Submitter
+    timeMs: number
+  }): void
+}
