@@ -1,0 +1,395 @@
+/**
+ * PostgreSQL store dialect (node-postgres): one database shared by many gateways, each its own log origin.
+ * `pg` is imported lazily in `init()`, so SQLite users never load it.
+ */
+import { reportError } from '../../audit/report-error.js'
+import type { AuditEvent, JsonValue, OutputRecord, SessionRecord } from '../../audit/types.js'
+import { pendingMigrations, type MigrationOutcome, type MigrationResult } from '../migrations.js'
+import { applyOutputChange, applySessionChange, projectEvents, type DerivedChanges } from '../project.js'
+import {
+  DERIVED_TABLES,
+  NODE_RUN_UPSERT,
+  ORDER_DERIVED_SQL,
+  OUTPUT_UPSERT,
+  SELECT_DERIVED_SQL,
+  SELECT_SESSION_SQL,
+  SESSION_UPSERT,
+  decodeState,
+  encodeState,
+  eventParams,
+  eventsPageQuery,
+  insertEventsSql,
+  nodeRunParams,
+  nodeRunsQuery,
+  outputParams,
+  pagedEvents,
+  rowToNodeRun,
+  rowToOutput,
+  rowToSession,
+  rowToStoredEvent,
+  sessionParams,
+  sessionsQuery,
+  storedToEvent,
+  upsertSql,
+  type SqlQuery,
+  type SqlRow,
+  type UpsertSpec,
+} from '../sql-common.js'
+import type {
+  DerivedRows,
+  EventFilter,
+  NodeRunFilter,
+  NodeRunRow,
+  ProjectionOutcome,
+  RebuildOutcome,
+  SessionFilter,
+  StoreDialect,
+  StoreDriver,
+  StoredEventRow,
+} from '../store.js'
+import { POSTGRES_MIGRATIONS } from './postgres-migrations.js'
+import type { ColumnValue } from '../derived-columns.js'
+
+/** Options of {@link createPostgresDialect}. */
+export interface PostgresDialectOptions {
+  /** `postgres://user:password@host:port/database` (take the password from the environment; never log it). */
+  readonly url: string
+  /** Pool size (default 4): one connection writes, the others serve queries. */
+  readonly maxConnections?: number
+  /** Receives errors of idle pooled connections (default: reportError). */
+  readonly onError?: (error: unknown, context: string) => void
+}
+
+/** The subset of a node-postgres result this driver reads. */
+interface PgResult {
+  readonly rows: SqlRow[]
+}
+
+/** The subset of a node-postgres client this driver calls. */
+interface PgClient {
+  query(text: string, values?: readonly unknown[]): Promise<PgResult>
+  release(error?: Error | boolean): void
+}
+
+/** The subset of a node-postgres pool this driver calls. */
+interface PgPool {
+  connect(): Promise<PgClient>
+  query(text: string, values?: readonly unknown[]): Promise<PgResult>
+  end(): Promise<void>
+  on(event: 'error', listener: (error: Error) => void): unknown
+}
+
+type PgPoolConstructor = new (config: { connectionString: string; max?: number }) => PgPool
+
+/** Any value of int8 range works; this one spells "comfyaud" so it is recognisable in pg_locks. */
+const MIGRATION_LOCK_KEY = '7237970109966541156'
+/** PostgreSQL allows 65535 bind parameters per statement; stay well below. */
+const MAX_PARAMS = 30_000
+const REBUILD_PAGE_SIZE = 1000
+
+/**
+ * A PostgreSQL dialect; several writers may commit at once (`concurrentWriters: true`).
+ * @example
+ * const store = createRuntimeStore(createPostgresDialect({ url: process.env.AUDIT_DB_URL! }), { origin: 'comfy-audit/a' })
+ */
+export function createPostgresDialect(options: PostgresDialectOptions): StoreDialect {
+  return {
+    name: 'postgres',
+    capabilities: { transactions: true, concurrentWriters: true },
+    createDriver: () => new PostgresDriver(options),
+  }
+}
+
+/** Rewrites the shared `?` placeholders to PostgreSQL's `$1, $2, …` (our SQL has no `?` literals). */
+function numbered(sql: string): string {
+  let n = 0
+  return sql.replace(/\?/g, () => `$${++n}`)
+}
+
+class PostgresDriver implements StoreDriver {
+  readonly #options: PostgresDialectOptions
+  #pool: PgPool | undefined
+
+  constructor(options: PostgresDialectOptions) {
+    this.#options = options
+  }
+
+  async init(signal?: AbortSignal): Promise<void> {
+    signal?.throwIfAborted()
+    const mod = await import('pg')
+    const Pool = mod.default.Pool as unknown as PgPoolConstructor
+    const pool = new Pool({ connectionString: this.#options.url, max: this.#options.maxConnections ?? 4 })
+    // Without a listener an idle connection's error (server restart) would crash the process.
+    pool.on('error', (error) =>
+      (this.#options.onError ?? reportError)(error, 'postgres store: idle connection'),
+    )
+    try {
+      signal?.throwIfAborted()
+      const outcome = await migrate(pool)
+      if (outcome.error) throw outcome.error
+    } catch (error) {
+      await pool.end().catch(() => {})
+      throw error
+    }
+    this.#pool = pool
+  }
+
+  async append(events: readonly AuditEvent[]): Promise<ProjectionOutcome> {
+    return this.#transaction(async (client) => {
+      const perStatement = Math.floor(MAX_PARAMS / 6)
+      for (let i = 0; i < events.length; i += perStatement) {
+        const chunk = events.slice(i, i + perStatement)
+        await client.query(numbered(insertEventsSql(chunk.length)), chunk.flatMap(eventParams))
+      }
+      const changes = projectEvents(events)
+      await applyChanges(client, changes)
+      return { problems: changes.problems }
+    })
+  }
+
+  async lastSeq(origin: string): Promise<number> {
+    const rows = await this.#all({
+      sql: 'SELECT MAX(seq) AS seq FROM events WHERE origin = ?',
+      params: [origin],
+    })
+    const seq = rows[0]?.seq
+    return seq === null || seq === undefined ? -1 : Number(seq)
+  }
+
+  async origins(): Promise<string[]> {
+    const rows = await this.#all({ sql: 'SELECT DISTINCT origin FROM events ORDER BY origin', params: [] })
+    return rows.map((row) => String(row.origin))
+  }
+
+  async *events(filter: EventFilter): AsyncGenerator<AuditEvent> {
+    for await (const row of this.rawEvents(filter)) yield storedToEvent(row)
+  }
+
+  rawEvents(filter: EventFilter): AsyncGenerator<StoredEventRow> {
+    return pagedEvents(filter, (query) => this.#all(query))
+  }
+
+  async sessions(filter: SessionFilter): Promise<SessionRecord[]> {
+    return (await this.#all(sessionsQuery(filter))).map(rowToSession)
+  }
+
+  async session(sessionId: string, origin?: string): Promise<SessionRecord | undefined> {
+    const query: SqlQuery =
+      origin === undefined
+        ? { sql: 'SELECT * FROM sessions WHERE session_id = ? ORDER BY origin LIMIT 1', params: [sessionId] }
+        : { sql: SELECT_SESSION_SQL, params: [origin, sessionId] }
+    const row = (await this.#all(query))[0]
+    return row ? rowToSession(row) : undefined
+  }
+
+  async nodeRuns(filter: NodeRunFilter): Promise<NodeRunRow[]> {
+    return (await this.#all(nodeRunsQuery(filter))).map(rowToNodeRun)
+  }
+
+  async outputsBySha256(sha256: string): Promise<OutputRecord[]> {
+    const query = {
+      sql: `${SELECT_DERIVED_SQL.outputs} WHERE sha256 = ? ${ORDER_DERIVED_SQL.outputs}`,
+      params: [sha256],
+    }
+    return (await this.#all(query)).map(rowToOutput)
+  }
+
+  async derivedRows(origin?: string): Promise<DerivedRows> {
+    // One REPEATABLE READ transaction: the three tables from one snapshot, even while gateways append.
+    return this.#transaction(async (client) => {
+      const read = async (table: (typeof DERIVED_TABLES)[number]): Promise<SqlRow[]> => {
+        const sql = `${SELECT_DERIVED_SQL[table]}${origin === undefined ? '' : ' WHERE origin = ?'} ${ORDER_DERIVED_SQL[table]}`
+        return (await client.query(numbered(sql), origin === undefined ? [] : [origin])).rows
+      }
+      return {
+        sessions: (await read('sessions')).map(rowToSession),
+        nodeRuns: (await read('node_runs')).map(rowToNodeRun),
+        outputs: (await read('outputs')).map(rowToOutput),
+      }
+    }, 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')
+  }
+
+  async rebuildDerived(origin?: string): Promise<RebuildOutcome> {
+    return this.#transaction(async (client) => {
+      // EXCLUSIVE blocks other writers (appends of any gateway) but not readers, until the rebuild commits;
+      // events first, in the order appends take them, so the two cannot deadlock.
+      await client.query('LOCK TABLE events, sessions, node_runs, outputs IN EXCLUSIVE MODE')
+      for (const table of DERIVED_TABLES) {
+        if (origin === undefined) await client.query(`DELETE FROM ${table}`)
+        else await client.query(`DELETE FROM ${table} WHERE origin = $1`, [origin])
+      }
+      const problems: string[] = []
+      let count = 0
+      let after: { origin: string; seq: number } | undefined
+      for (;;) {
+        const query = eventsPageQuery(origin === undefined ? {} : { origin }, after, REBUILD_PAGE_SIZE)
+        const rows = (await client.query(numbered(query.sql), query.params)).rows
+        if (rows.length === 0) break
+        const events = rows.map((row) => storedToEvent(rowToStoredEvent(row)))
+        const changes = projectEvents(events)
+        await applyChanges(client, changes)
+        problems.push(...changes.problems)
+        count += events.length
+        const last = events[events.length - 1] as AuditEvent
+        after = { origin: last.origin, seq: last.seq }
+        if (rows.length < REBUILD_PAGE_SIZE) break
+      }
+      return { events: count, problems }
+    })
+  }
+
+  async getState(key: string): Promise<JsonValue | undefined> {
+    const rows = await this.#all({ sql: 'SELECT value FROM state WHERE key = ?', params: [key] })
+    return rows[0] === undefined ? undefined : decodeState(key, rows[0].value)
+  }
+
+  async setState(key: string, value: JsonValue): Promise<void> {
+    await this.#all({
+      sql: 'INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
+      params: [key, encodeState(value)],
+    })
+  }
+
+  async close(): Promise<void> {
+    const pool = this.#pool
+    this.#pool = undefined
+    await pool?.end()
+  }
+
+  #open(): PgPool {
+    if (!this.#pool) throw new Error('postgres store is not open (init() not called, or closed)')
+    return this.#pool
+  }
+
+  async #all(query: SqlQuery): Promise<SqlRow[]> {
+    return (await this.#open().query(numbered(query.sql), query.params)).rows
+  }
+
+  async #transaction<T>(fn: (client: PgClient) => Promise<T>, begin = 'BEGIN'): Promise<T> {
+    return transaction(this.#open(), fn, begin)
+  }
+}
+
+async function transaction<T>(
+  pool: PgPool,
+  fn: (client: PgClient) => Promise<T>,
+  begin = 'BEGIN',
+): Promise<T> {
+  const client = await pool.connect()
+  let broken: Error | undefined
+  try {
+    await client.query(begin)
+    try {
+      const result = await fn(client)
+      await client.query('COMMIT')
+      return result
+    } catch (error) {
+      await client.query('ROLLBACK').catch((rollbackError: unknown) => {
+        // A connection that cannot even roll back is discarded rather than returned to the pool.
+        broken = rollbackError instanceof Error ? rollbackError : new Error(String(rollbackError))
+      })
+      throw error
+    }
+  } finally {
+    client.release(broken)
+  }
+}
+
+/** Reads the rows of `spec.table` whose keys are listed, in one statement. */
+async function selectByKeys(
+  client: PgClient,
+  spec: UpsertSpec,
+  keys: readonly (readonly string[])[],
+): Promise<SqlRow[]> {
+  if (keys.length === 0) return []
+  const keyColumns = spec.columns.slice(0, spec.keyCount)
+  const arrays = keyColumns.map((_, i) => keys.map((key) => key[i]))
+  const sql =
+    `SELECT * FROM ${spec.table} WHERE (${keyColumns.join(', ')}) IN ` +
+    `(SELECT * FROM unnest(${keyColumns.map((_, i) => `$${i + 1}::text[]`).join(', ')}))`
+  return (await client.query(sql, arrays)).rows
+}
+
+/** Upserts rows (distinct keys) in as few statements as the parameter limit allows. */
+async function upsertMany(client: PgClient, spec: UpsertSpec, rows: readonly ColumnValue[][]): Promise<void> {
+  const perStatement = Math.max(1, Math.floor(MAX_PARAMS / spec.columns.length))
+  for (let i = 0; i < rows.length; i += perStatement) {
+    const chunk = rows.slice(i, i + perStatement)
+    await client.query(numbered(upsertSql(spec, chunk.length)), chunk.flat())
+  }
+}
+
+function keyOf(row: object, spec: UpsertSpec): string {
+  const fields = row as Readonly<Record<string, unknown>>
+  return JSON.stringify(spec.columns.slice(0, spec.keyCount).map((c) => String(fields[c])))
+}
+
+/** Applies projected changes with read-merge-write, batched per table; runs inside the caller's transaction. */
+async function applyChanges(client: PgClient, changes: DerivedChanges): Promise<void> {
+  if (changes.sessions.length > 0) {
+    const existing = new Map<string, SqlRow>()
+    const keys = changes.sessions.map((c) => [c.origin, c.session_id])
+    for (const row of await selectByKeys(client, SESSION_UPSERT, keys))
+      existing.set(keyOf(row, SESSION_UPSERT), row)
+    const rows = changes.sessions.map((change) => {
+      const row = existing.get(keyOf(change, SESSION_UPSERT))
+      return sessionParams(applySessionChange(row ? rowToSession(row) : undefined, change))
+    })
+    await upsertMany(client, SESSION_UPSERT, rows)
+  }
+  if (changes.nodeRuns.length > 0)
+    await upsertMany(client, NODE_RUN_UPSERT, changes.nodeRuns.map(nodeRunParams))
+  if (changes.outputs.length > 0) {
+    const existing = new Map<string, SqlRow>()
+    const keys = changes.outputs.map((c) => [
+      c.origin,
+      c.session_id,
+      c.node_id,
+      c.type,
+      c.subfolder,
+      c.filename,
+    ])
+    for (const row of await selectByKeys(client, OUTPUT_UPSERT, keys))
+      existing.set(keyOf(row, OUTPUT_UPSERT), row)
+    const rows = changes.outputs.map((change) => {
+      const row = existing.get(keyOf(change, OUTPUT_UPSERT))
+      return outputParams(applyOutputChange(row ? rowToOutput(row) : undefined, change))
+    })
+    await upsertMany(client, OUTPUT_UPSERT, rows)
+  }
+}
+
+/**
+ * Applies pending migrations in one transaction under a transaction-level advisory lock: a second gateway
+ * starting at the same moment waits, then finds them applied.
+ */
+async function migrate(pool: PgPool): Promise<MigrationOutcome> {
+  const results: MigrationResult[] = []
+  try {
+    await transaction(pool, async (client) => {
+      await client.query(`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_KEY})`)
+      await client.query(
+        'CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at text NOT NULL)',
+      )
+      const rows = (await client.query('SELECT version FROM schema_migrations')).rows
+      const applied = new Set(rows.map((r) => Number(r.version)))
+      const done: MigrationResult[] = []
+      for (const m of POSTGRES_MIGRATIONS) {
+        if (applied.has(m.version)) done.push({ version: m.version, name: m.name, status: 'already-applied' })
+      }
+      for (const m of pendingMigrations(POSTGRES_MIGRATIONS, applied)) {
+        for (const statement of m.statements) await client.query(statement)
+        await client.query('INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)', [
+          m.version,
+          m.name,
+          new Date().toISOString(),
+        ])
+        done.push({ version: m.version, name: m.name, status: 'applied' })
+      }
+      results.push(...done)
+    })
+    return { results }
+  } catch (error) {
+    return { results, error: error instanceof Error ? error : new Error(String(error)) }
+  }
+}

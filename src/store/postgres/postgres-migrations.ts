@@ -1,0 +1,105 @@
+/**
+ * PostgreSQL schema, the same tables and columns as SQLite's.
+ *
+ * Payloads and JSON fields are TEXT holding lossless JSON, not JSONB: JSONB cannot hold NaN or Infinity
+ * (ComfyUI's JSON can), and it rewrites the text (key order, whitespace, number spelling), while the ledger
+ * hashes and `verify` compares exactly what was stored. Bigints stay exact digits in the text.
+ * Key and ordering columns use the "C" collation so rows sort by bytes, as in SQLite, whatever the
+ * database's locale. Derived numbers are double precision: a fractional value in a field capture meant as
+ * an integer must never make a commit (and its events) fail.
+ */
+import type { Migration } from '../migrations.js'
+
+export const POSTGRES_MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'initial',
+    statements: [
+      `CREATE TABLE events (
+        origin text COLLATE "C" NOT NULL,
+        seq bigint NOT NULL,
+        kind text NOT NULL,
+        time text COLLATE "C" NOT NULL,
+        session_id text COLLATE "C",
+        payload text NOT NULL,
+        PRIMARY KEY (origin, seq)
+      )`,
+      `CREATE INDEX events_session_id ON events (session_id)`,
+      `CREATE INDEX events_time ON events (time)`,
+      `CREATE TABLE sessions (
+        origin text COLLATE "C" NOT NULL,
+        session_id text COLLATE "C" NOT NULL,
+        status text NOT NULL,
+        http_status double precision,
+        number double precision,
+        client_id text,
+        submitter text,
+        prompt text,
+        workflow text,
+        prompt_sha256 text,
+        workflow_sha256 text,
+        extra_data text,
+        validation text,
+        queued_at text COLLATE "C",
+        started_at text COLLATE "C",
+        ended_at text COLLATE "C",
+        duration_ms double precision,
+        environment text,
+        models text,
+        seeds text,
+        outputs text,
+        error text,
+        status_reason text,
+        flags text,
+        submitter_user text,
+        PRIMARY KEY (origin, session_id)
+      )`,
+      `CREATE INDEX sessions_queued_at ON sessions (queued_at)`,
+      `CREATE INDEX sessions_status ON sessions (status)`,
+      `CREATE INDEX sessions_submitter_user ON sessions (submitter_user)`,
+      `CREATE TABLE node_runs (
+        origin text COLLATE "C" NOT NULL,
+        session_id text COLLATE "C" NOT NULL,
+        node_id text COLLATE "C" NOT NULL,
+        node_type text,
+        timestamp_start text COLLATE "C" NOT NULL,
+        timestamp_end text COLLATE "C",
+        duration_ms double precision,
+        inputs text,
+        outputs text,
+        status text NOT NULL,
+        error_message text,
+        exception_type text,
+        traceback text,
+        gpu_memory_used double precision,
+        gpu_memory_torch double precision,
+        display_node text,
+        real_node_id text,
+        parent_node_id text,
+        progress text,
+        PRIMARY KEY (origin, session_id, node_id)
+      )`,
+      `CREATE INDEX node_runs_node_type ON node_runs (node_type, timestamp_start)`,
+      `CREATE INDEX node_runs_timestamp_start ON node_runs (timestamp_start)`,
+      `CREATE TABLE outputs (
+        origin text COLLATE "C" NOT NULL,
+        session_id text COLLATE "C" NOT NULL,
+        node_id text COLLATE "C" NOT NULL,
+        type text COLLATE "C" NOT NULL,
+        subfolder text COLLATE "C" NOT NULL,
+        filename text COLLATE "C" NOT NULL,
+        sha256 text,
+        bytes double precision,
+        width double precision,
+        height double precision,
+        time text NOT NULL,
+        PRIMARY KEY (origin, session_id, node_id, type, subfolder, filename)
+      )`,
+      `CREATE INDEX outputs_sha256 ON outputs (sha256)`,
+      `CREATE TABLE state (
+        key text PRIMARY KEY,
+        value text NOT NULL
+      )`,
+    ],
+  },
+]

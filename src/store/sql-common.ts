@@ -1,0 +1,330 @@
+/**
+ * SQL both dialects share: SQLite (3.24+) and PostgreSQL accept the same `INSERT … ON CONFLICT … DO UPDATE`
+ * and row-value comparisons, so the statements are written once with `?` placeholders (PostgreSQL's driver
+ * renumbers them) and rows are converted to and from records here.
+ */
+import { parseJson, stringifyJson } from '../audit/json.js'
+import type { AuditEvent, AuditEventKind, JsonValue, OutputRecord, SessionRecord } from '../audit/types.js'
+import {
+  NODE_RUN_COLUMNS,
+  OUTPUT_COLUMNS,
+  OUTPUT_KEY_COLUMNS,
+  SESSION_COLUMNS,
+  SESSION_USER_COLUMN,
+  decodeColumn,
+  encodeColumn,
+  type ColumnValue,
+} from './derived-columns.js'
+import type { EventFilter, NodeRunFilter, NodeRunRow, SessionFilter, StoredEventRow } from './store.js'
+
+/** A statement and its parameters, `?` placeholders. */
+export interface SqlQuery {
+  readonly sql: string
+  readonly params: ColumnValue[]
+}
+
+/** A row as a driver returns it. */
+export type SqlRow = Record<string, unknown>
+
+/** Rows read per page when streaming events; keyset pagination keeps no cursor open between pages. */
+export const EVENT_PAGE_SIZE = 500
+
+const EVENT_COLUMNS = ['origin', 'seq', 'kind', 'time', 'session_id', 'payload'] as const
+
+export const INSERT_EVENT_SQL = `INSERT INTO events (${EVENT_COLUMNS.join(', ')}) VALUES (?, ?, ?, ?, ?, ?)`
+
+const sessionColumns = ['origin', 'session_id', ...SESSION_COLUMNS.map(([c]) => c), SESSION_USER_COLUMN]
+const nodeRunColumns = ['origin', 'session_id', 'node_id', ...NODE_RUN_COLUMNS.map(([c]) => c)]
+const outputColumns = [...OUTPUT_KEY_COLUMNS, ...OUTPUT_COLUMNS.map(([c]) => c)]
+
+/** Columns and key length of a derived table, for building its upsert. */
+export interface UpsertSpec {
+  readonly table: string
+  readonly columns: readonly string[]
+  /** The first `keyCount` columns are the conflict key. */
+  readonly keyCount: number
+}
+
+export const SESSION_UPSERT: UpsertSpec = { table: 'sessions', columns: sessionColumns, keyCount: 2 }
+export const NODE_RUN_UPSERT: UpsertSpec = { table: 'node_runs', columns: nodeRunColumns, keyCount: 3 }
+export const OUTPUT_UPSERT: UpsertSpec = {
+  table: 'outputs',
+  columns: outputColumns,
+  keyCount: OUTPUT_KEY_COLUMNS.length,
+}
+
+/** `INSERT … VALUES (…)×rows ON CONFLICT (key) DO UPDATE SET` every other column. Keys must be distinct. */
+export function upsertSql(spec: UpsertSpec, rows = 1): string {
+  const keys = spec.columns.slice(0, spec.keyCount)
+  const rest = spec.columns.slice(spec.keyCount)
+  const tuple = `(${spec.columns.map(() => '?').join(', ')})`
+  return (
+    `INSERT INTO ${spec.table} (${spec.columns.join(', ')}) VALUES ${Array.from({ length: rows }, () => tuple).join(', ')} ` +
+    `ON CONFLICT (${keys.join(', ')}) DO UPDATE SET ${rest.map((c) => `${c} = excluded.${c}`).join(', ')}`
+  )
+}
+
+/** Multi-row `INSERT INTO events`. */
+export function insertEventsSql(rows: number): string {
+  const tuple = `(${EVENT_COLUMNS.map(() => '?').join(', ')})`
+  return `INSERT INTO events (${EVENT_COLUMNS.join(', ')}) VALUES ${Array.from({ length: rows }, () => tuple).join(', ')}`
+}
+
+export const UPSERT_SESSION_SQL = upsertSql(SESSION_UPSERT)
+export const UPSERT_NODE_RUN_SQL = upsertSql(NODE_RUN_UPSERT)
+export const UPSERT_OUTPUT_SQL = upsertSql(OUTPUT_UPSERT)
+export const SELECT_SESSION_SQL = `SELECT * FROM sessions WHERE origin = ? AND session_id = ?`
+export const SELECT_OUTPUT_SQL = `SELECT * FROM outputs WHERE ${OUTPUT_KEY_COLUMNS.map((c) => `${c} = ?`).join(' AND ')}`
+export const DERIVED_TABLES = ['sessions', 'node_runs', 'outputs'] as const
+export const SELECT_DERIVED_SQL = {
+  sessions: 'SELECT * FROM sessions',
+  node_runs: 'SELECT * FROM node_runs',
+  outputs: 'SELECT * FROM outputs',
+} as const
+export const ORDER_DERIVED_SQL = {
+  sessions: 'ORDER BY origin, session_id',
+  node_runs: 'ORDER BY origin, session_id, node_id',
+  outputs: `ORDER BY ${OUTPUT_KEY_COLUMNS.join(', ')}`,
+} as const
+
+/** Parameters of INSERT_EVENT_SQL; the payload as lossless JSON text. */
+export function eventParams(event: AuditEvent): ColumnValue[] {
+  return [event.origin, event.seq, event.kind, event.time, event.session_id, stringifyJson(event.payload)]
+}
+
+/** Parameters of UPSERT_SESSION_SQL. */
+export function sessionParams(session: SessionRecord): ColumnValue[] {
+  const fields: Readonly<Record<string, JsonValue>> = session as unknown as Record<string, JsonValue>
+  const user = session.submitter && typeof session.submitter.user === 'string' ? session.submitter.user : null
+  return [
+    session.origin,
+    session.session_id,
+    ...SESSION_COLUMNS.map(([c, kind]) => encodeColumn(kind, fields[c])),
+    user,
+  ]
+}
+
+/** Parameters of UPSERT_NODE_RUN_SQL. */
+export function nodeRunParams(run: NodeRunRow): ColumnValue[] {
+  const fields: Readonly<Record<string, JsonValue>> = run as unknown as Record<string, JsonValue>
+  return [
+    run.origin,
+    run.session_id,
+    run.node_id,
+    ...NODE_RUN_COLUMNS.map(([c, kind]) => encodeColumn(kind, fields[c])),
+  ]
+}
+
+/** Parameters of UPSERT_OUTPUT_SQL (and, the first six, of SELECT_OUTPUT_SQL). */
+export function outputParams(output: OutputRecord): ColumnValue[] {
+  const fields: Readonly<Record<string, JsonValue | undefined>> = output as unknown as Record<
+    string,
+    JsonValue
+  >
+  return [
+    ...OUTPUT_KEY_COLUMNS.map((c) => encodeColumn('text', fields[c])),
+    ...OUTPUT_COLUMNS.map(([c, kind]) => encodeColumn(kind, fields[c])),
+  ]
+}
+
+/** A sessions row as a SessionRecord. */
+export function rowToSession(row: SqlRow): SessionRecord {
+  const where = `sessions(${String(row.origin)}, ${String(row.session_id)})`
+  const record: Record<string, JsonValue> = { origin: String(row.origin), session_id: String(row.session_id) }
+  for (const [c, kind] of SESSION_COLUMNS) record[c] = decodeColumn(kind, row[c], `${where}.${c}`)
+  // Built column by column from the schema SessionRecord is stored under.
+  return record as unknown as SessionRecord
+}
+
+/** A node_runs row as a NodeRunRow. */
+export function rowToNodeRun(row: SqlRow): NodeRunRow {
+  const where = `node_runs(${String(row.origin)}, ${String(row.session_id)}, ${String(row.node_id)})`
+  const record: Record<string, JsonValue> = {
+    origin: String(row.origin),
+    session_id: String(row.session_id),
+    node_id: String(row.node_id),
+  }
+  for (const [c, kind] of NODE_RUN_COLUMNS) record[c] = decodeColumn(kind, row[c], `${where}.${c}`)
+  return record as unknown as NodeRunRow
+}
+
+/** An outputs row as an OutputRecord. */
+export function rowToOutput(row: SqlRow): OutputRecord {
+  const record: Record<string, JsonValue> = {}
+  for (const c of OUTPUT_KEY_COLUMNS) record[c] = String(row[c])
+  for (const [c, kind] of OUTPUT_COLUMNS) record[c] = decodeColumn(kind, row[c], `outputs.${c}`)
+  return record as unknown as OutputRecord
+}
+
+/** An events row exactly as stored. */
+export function rowToStoredEvent(row: SqlRow): StoredEventRow {
+  return {
+    origin: String(row.origin),
+    seq: Number(row.seq),
+    kind: String(row.kind),
+    time: String(row.time),
+    session_id: row.session_id === null || row.session_id === undefined ? null : String(row.session_id),
+    payload: String(row.payload),
+  }
+}
+
+/** A stored events row as an AuditEvent; throws, naming origin and seq, when its payload does not parse. */
+export function storedToEvent(row: StoredEventRow): AuditEvent {
+  const parsed = parseJson(row.payload)
+  if (!parsed.ok)
+    throw new Error(`stored payload of event ${row.origin}#${row.seq} does not parse: ${parsed.reason}`)
+  const payload = parsed.value
+  if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) {
+    throw new Error(`stored payload of event ${row.origin}#${row.seq} is not an object`)
+  }
+  return {
+    origin: row.origin,
+    seq: row.seq,
+    // The events table only holds kinds the runtime store accepted; `verify` reads raw rows for the rest.
+    kind: row.kind as AuditEventKind,
+    time: row.time,
+    session_id: row.session_id,
+    payload,
+  }
+}
+
+function checkCount(name: string, value: number | undefined): void {
+  if (value !== undefined && (!Number.isSafeInteger(value) || value < 0)) {
+    throw new RangeError(`${name} must be a non-negative integer, got ${value}`)
+  }
+}
+
+/**
+ * One page of the events query: rows after `after` (exclusive) in (origin, seq) order, at most `pageSize`.
+ * Keyset pagination keeps pages consistent without holding a cursor (or a connection) between them.
+ */
+export function eventsPageQuery(
+  filter: EventFilter,
+  after: { origin: string; seq: number } | undefined,
+  pageSize: number,
+): SqlQuery {
+  checkCount('limit', filter.limit)
+  const where: string[] = []
+  const params: ColumnValue[] = []
+  const add = (clause: string, ...values: ColumnValue[]): void => {
+    where.push(clause)
+    params.push(...values)
+  }
+  if (filter.origin !== undefined) add('origin = ?', filter.origin)
+  if (filter.fromSeq !== undefined) add('seq >= ?', filter.fromSeq)
+  if (filter.toSeq !== undefined) add('seq <= ?', filter.toSeq)
+  if (filter.sessionId !== undefined) add('session_id = ?', filter.sessionId)
+  if (filter.kinds !== undefined) {
+    if (filter.kinds.length === 0) where.push('1 = 0')
+    else add(`kind IN (${filter.kinds.map(() => '?').join(', ')})`, ...filter.kinds)
+  }
+  if (filter.since !== undefined) add('time >= ?', filter.since)
+  if (filter.until !== undefined) add('time < ?', filter.until)
+  if (after) add('(origin, seq) > (?, ?)', after.origin, after.seq)
+  return {
+    sql:
+      `SELECT ${EVENT_COLUMNS.join(', ')} FROM events` +
+      (where.length ? ` WHERE ${where.join(' AND ')}` : '') +
+      ` ORDER BY origin, seq LIMIT ${pageSize}`,
+    params,
+  }
+}
+
+/**
+ * Streams raw event rows page by page through `page`, honouring `filter.limit` across pages.
+ */
+export async function* pagedEvents(
+  filter: EventFilter,
+  page: (query: SqlQuery) => Promise<SqlRow[]>,
+): AsyncGenerator<StoredEventRow> {
+  let remaining = filter.limit ?? Infinity
+  let after: { origin: string; seq: number } | undefined
+  while (remaining > 0) {
+    const size = Math.min(EVENT_PAGE_SIZE, remaining)
+    const rows = await page(eventsPageQuery(filter, after, size))
+    for (const row of rows) {
+      const stored = rowToStoredEvent(row)
+      after = { origin: stored.origin, seq: stored.seq }
+      yield stored
+    }
+    remaining -= rows.length
+    if (rows.length < size) return
+  }
+}
+
+/** The sessions query: newest first by queued_at (sessions without one last), ties by key. */
+export function sessionsQuery(filter: SessionFilter): SqlQuery {
+  checkCount('limit', filter.limit)
+  checkCount('offset', filter.offset)
+  const where: string[] = []
+  const params: ColumnValue[] = []
+  if (filter.origin !== undefined) {
+    where.push('origin = ?')
+    params.push(filter.origin)
+  }
+  if (filter.since !== undefined) {
+    where.push('queued_at >= ?')
+    params.push(filter.since)
+  }
+  if (filter.until !== undefined) {
+    where.push('queued_at < ?')
+    params.push(filter.until)
+  }
+  if (filter.status !== undefined) {
+    if (filter.status.length === 0) where.push('1 = 0')
+    else {
+      where.push(`status IN (${filter.status.map(() => '?').join(', ')})`)
+      params.push(...filter.status)
+    }
+  }
+  if (filter.user !== undefined) {
+    where.push(`${SESSION_USER_COLUMN} = ?`)
+    params.push(filter.user)
+  }
+  let sql =
+    'SELECT * FROM sessions' +
+    (where.length ? ` WHERE ${where.join(' AND ')}` : '') +
+    // NULLs sort differently in SQLite and PostgreSQL; put them last explicitly in both.
+    ' ORDER BY (queued_at IS NULL), queued_at DESC, origin, session_id'
+  if (filter.limit !== undefined || filter.offset !== undefined) {
+    // OFFSET needs a LIMIT in SQLite, and `LIMIT -1` means "no limit" only there: use a bound both accept.
+    sql += ` LIMIT ${filter.limit ?? Number.MAX_SAFE_INTEGER} OFFSET ${filter.offset ?? 0}`
+  }
+  return { sql, params }
+}
+
+/** The node runs query: by timestamp_start, then key. */
+export function nodeRunsQuery(filter: NodeRunFilter): SqlQuery {
+  checkCount('limit', filter.limit)
+  const where: string[] = []
+  const params: ColumnValue[] = []
+  const add = (clause: string, value: ColumnValue): void => {
+    where.push(clause)
+    params.push(value)
+  }
+  if (filter.origin !== undefined) add('origin = ?', filter.origin)
+  if (filter.sessionId !== undefined) add('session_id = ?', filter.sessionId)
+  if (filter.nodeType !== undefined) add('node_type = ?', filter.nodeType)
+  if (filter.since !== undefined) add('timestamp_start >= ?', filter.since)
+  if (filter.until !== undefined) add('timestamp_start < ?', filter.until)
+  return {
+    sql:
+      'SELECT * FROM node_runs' +
+      (where.length ? ` WHERE ${where.join(' AND ')}` : '') +
+      ' ORDER BY timestamp_start, origin, session_id, node_id' +
+      (filter.limit !== undefined ? ` LIMIT ${filter.limit}` : ''),
+    params,
+  }
+}
+
+/** Rows of the state table carry lossless JSON text. */
+export function encodeState(value: JsonValue): string {
+  return stringifyJson(value)
+}
+
+/** Parses a stored state value; throws naming the key when it does not parse. */
+export function decodeState(key: string, text: unknown): JsonValue {
+  const parsed = parseJson(String(text))
+  if (!parsed.ok) throw new Error(`stored state ${key} does not parse: ${parsed.reason}`)
+  return parsed.value
+}

@@ -1,0 +1,351 @@
+/**
+ * SQLite store dialect (better-sqlite3): the default, one file per gateway.
+ *
+ * Durability: WAL journal with `synchronous=FULL` by default. In WAL mode NORMAL survives a process crash
+ * but may roll back the last commits on power loss or an OS crash, because it fsyncs the WAL only at
+ * checkpoints. comfy-audit acknowledges an event only once it is committed and promises never to lose an
+ * acknowledged event, so every commit fsyncs the WAL; group commits (see runtime-store.ts) spread that one
+ * fsync over many events. `synchronous: 'normal'` is available for throwaway data.
+ */
+import { mkdirSync } from 'node:fs'
+import { dirname } from 'node:path'
+import type { AuditEvent, JsonValue, OutputRecord, SessionRecord } from '../../audit/types.js'
+import { pendingMigrations, type MigrationOutcome, type MigrationResult } from '../migrations.js'
+import { applyOutputChange, applySessionChange, projectEvents, type DerivedChanges } from '../project.js'
+import {
+  DERIVED_TABLES,
+  INSERT_EVENT_SQL,
+  ORDER_DERIVED_SQL,
+  SELECT_DERIVED_SQL,
+  SELECT_OUTPUT_SQL,
+  SELECT_SESSION_SQL,
+  UPSERT_NODE_RUN_SQL,
+  UPSERT_OUTPUT_SQL,
+  UPSERT_SESSION_SQL,
+  decodeState,
+  encodeState,
+  eventParams,
+  eventsPageQuery,
+  nodeRunParams,
+  nodeRunsQuery,
+  outputParams,
+  pagedEvents,
+  rowToNodeRun,
+  rowToOutput,
+  rowToSession,
+  rowToStoredEvent,
+  sessionParams,
+  sessionsQuery,
+  storedToEvent,
+  type SqlQuery,
+  type SqlRow,
+} from '../sql-common.js'
+import type {
+  DerivedRows,
+  EventFilter,
+  NodeRunFilter,
+  NodeRunRow,
+  ProjectionOutcome,
+  RebuildOutcome,
+  SessionFilter,
+  StoreDialect,
+  StoreDriver,
+  StoredEventRow,
+} from '../store.js'
+import { SQLITE_MIGRATIONS } from './sqlite-migrations.js'
+
+/** Options of {@link createSqliteDialect}. */
+export interface SqliteDialectOptions {
+  /** Database file (parent folders are created), or `:memory:`. */
+  readonly path: string
+  /** `full` (default): every commit is fsynced. `normal`: may lose the last commits on power loss. */
+  readonly synchronous?: 'full' | 'normal'
+  /** How long to wait for another process's write lock, in ms (default 5000). */
+  readonly busyTimeoutMillis?: number
+}
+
+/** The subset of a better-sqlite3 statement this driver calls. */
+interface SqliteStatement {
+  run(...params: unknown[]): unknown
+  get(...params: unknown[]): unknown
+  all(...params: unknown[]): unknown[]
+}
+
+/** The subset of a better-sqlite3 database this driver calls. */
+interface SqliteDatabase {
+  prepare(sql: string): SqliteStatement
+  exec(sql: string): unknown
+  pragma(source: string, options?: { simple?: boolean }): unknown
+  transaction<A extends unknown[], R>(fn: (...args: A) => R): { (...args: A): R; immediate(...args: A): R }
+  close(): unknown
+}
+
+type SqliteConstructor = new (path: string) => SqliteDatabase
+
+/**
+ * A SQLite dialect. One writer at a time (`concurrentWriters: false`), so the runtime store serializes writes.
+ * @example
+ * const store = createRuntimeStore(createSqliteDialect({ path: './data/audit.db' }), { origin: 'comfy-audit/a' })
+ */
+export function createSqliteDialect(options: SqliteDialectOptions): StoreDialect {
+  return {
+    name: 'sqlite',
+    capabilities: { transactions: true, concurrentWriters: false },
+    createDriver: () => new SqliteDriver(options),
+  }
+}
+
+interface Statements {
+  insertEvent: SqliteStatement
+  selectSession: SqliteStatement
+  upsertSession: SqliteStatement
+  upsertNodeRun: SqliteStatement
+  selectOutput: SqliteStatement
+  upsertOutput: SqliteStatement
+  lastSeq: SqliteStatement
+  getState: SqliteStatement
+  setState: SqliteStatement
+}
+
+class SqliteDriver implements StoreDriver {
+  readonly #options: SqliteDialectOptions
+  #db: SqliteDatabase | undefined
+  #statements: Statements | undefined
+  #appendTx: ((events: readonly AuditEvent[]) => string[]) | undefined
+  #rebuildTx: ((origin: string | undefined) => RebuildOutcome) | undefined
+
+  constructor(options: SqliteDialectOptions) {
+    this.#options = options
+  }
+
+  async init(signal?: AbortSignal): Promise<void> {
+    signal?.throwIfAborted()
+    const { path } = this.#options
+    if (path !== ':memory:' && !path.startsWith('file:')) mkdirSync(dirname(path), { recursive: true })
+    const Database = await loadBetterSqlite3()
+    signal?.throwIfAborted()
+    const db = new Database(path)
+    try {
+      db.pragma('journal_mode = WAL')
+      db.pragma(`synchronous = ${this.#options.synchronous === 'normal' ? 'NORMAL' : 'FULL'}`)
+      db.pragma(`busy_timeout = ${Math.max(0, Math.trunc(this.#options.busyTimeoutMillis ?? 5000))}`)
+      const outcome = migrate(db)
+      if (outcome.error) throw outcome.error
+    } catch (error) {
+      db.close()
+      throw error
+    }
+    const statements: Statements = {
+      insertEvent: db.prepare(INSERT_EVENT_SQL),
+      selectSession: db.prepare(SELECT_SESSION_SQL),
+      upsertSession: db.prepare(UPSERT_SESSION_SQL),
+      upsertNodeRun: db.prepare(UPSERT_NODE_RUN_SQL),
+      selectOutput: db.prepare(SELECT_OUTPUT_SQL),
+      upsertOutput: db.prepare(UPSERT_OUTPUT_SQL),
+      lastSeq: db.prepare('SELECT MAX(seq) AS seq FROM events WHERE origin = ?'),
+      getState: db.prepare('SELECT value FROM state WHERE key = ?'),
+      setState: db.prepare(
+        'INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
+      ),
+    }
+    const apply = (changes: DerivedChanges): void => applyChanges(statements, changes)
+    const append = db.transaction((events: readonly AuditEvent[]): string[] => {
+      for (const event of events) statements.insertEvent.run(...eventParams(event))
+      const changes = projectEvents(events)
+      apply(changes)
+      return changes.problems
+    })
+    const rebuild = db.transaction((origin: string | undefined): RebuildOutcome => {
+      for (const table of DERIVED_TABLES) {
+        if (origin === undefined) db.prepare(`DELETE FROM ${table}`).run()
+        else db.prepare(`DELETE FROM ${table} WHERE origin = ?`).run(origin)
+      }
+      const problems: string[] = []
+      let count = 0
+      let after: { origin: string; seq: number } | undefined
+      const pageSize = 1000
+      for (;;) {
+        const query = eventsPageQuery(origin === undefined ? {} : { origin }, after, pageSize)
+        const rows = db.prepare(query.sql).all(...query.params) as SqlRow[]
+        if (rows.length === 0) break
+        const events = rows.map((row) => storedToEvent(rowToStoredEvent(row)))
+        const changes = projectEvents(events)
+        apply(changes)
+        problems.push(...changes.problems)
+        count += events.length
+        const last = events[events.length - 1] as AuditEvent
+        after = { origin: last.origin, seq: last.seq }
+        if (rows.length < pageSize) break
+      }
+      return { events: count, problems }
+    })
+    // IMMEDIATE takes the write lock at BEGIN, so a transaction never fails halfway on another process's lock.
+    this.#appendTx = (events) => append.immediate(events)
+    this.#rebuildTx = (origin) => rebuild.immediate(origin)
+    this.#db = db
+    this.#statements = statements
+  }
+
+  async append(events: readonly AuditEvent[]): Promise<ProjectionOutcome> {
+    const append = this.#appendTx
+    if (!append) throw notOpen()
+    return { problems: append(events) }
+  }
+
+  async lastSeq(origin: string): Promise<number> {
+    const row = this.#stmts().lastSeq.get(origin) as { seq: number | null } | undefined
+    return row?.seq ?? -1
+  }
+
+  async origins(): Promise<string[]> {
+    const rows = this.#all({ sql: 'SELECT DISTINCT origin FROM events ORDER BY origin', params: [] })
+    return rows.map((row) => String(row.origin))
+  }
+
+  async *events(filter: EventFilter): AsyncGenerator<AuditEvent> {
+    for await (const row of this.rawEvents(filter)) yield storedToEvent(row)
+  }
+
+  rawEvents(filter: EventFilter): AsyncGenerator<StoredEventRow> {
+    return pagedEvents(filter, async (query) => this.#all(query))
+  }
+
+  async sessions(filter: SessionFilter): Promise<SessionRecord[]> {
+    return this.#all(sessionsQuery(filter)).map(rowToSession)
+  }
+
+  async session(sessionId: string, origin?: string): Promise<SessionRecord | undefined> {
+    const query: SqlQuery =
+      origin === undefined
+        ? { sql: 'SELECT * FROM sessions WHERE session_id = ? ORDER BY origin LIMIT 1', params: [sessionId] }
+        : { sql: SELECT_SESSION_SQL, params: [origin, sessionId] }
+    const row = this.#all(query)[0]
+    return row ? rowToSession(row) : undefined
+  }
+
+  async nodeRuns(filter: NodeRunFilter): Promise<NodeRunRow[]> {
+    return this.#all(nodeRunsQuery(filter)).map(rowToNodeRun)
+  }
+
+  async outputsBySha256(sha256: string): Promise<OutputRecord[]> {
+    const query = {
+      sql: `${SELECT_DERIVED_SQL.outputs} WHERE sha256 = ? ${ORDER_DERIVED_SQL.outputs}`,
+      params: [sha256],
+    }
+    return this.#all(query).map(rowToOutput)
+  }
+
+  async derivedRows(origin?: string): Promise<DerivedRows> {
+    const read = (table: (typeof DERIVED_TABLES)[number]): SqlRow[] =>
+      this.#all({
+        sql: `${SELECT_DERIVED_SQL[table]}${origin === undefined ? '' : ' WHERE origin = ?'} ${ORDER_DERIVED_SQL[table]}`,
+        params: origin === undefined ? [] : [origin],
+      })
+    return {
+      sessions: read('sessions').map(rowToSession),
+      nodeRuns: read('node_runs').map(rowToNodeRun),
+      outputs: read('outputs').map(rowToOutput),
+    }
+  }
+
+  async rebuildDerived(origin?: string): Promise<RebuildOutcome> {
+    const rebuild = this.#rebuildTx
+    if (!rebuild) throw notOpen()
+    return rebuild(origin)
+  }
+
+  async getState(key: string): Promise<JsonValue | undefined> {
+    const row = this.#stmts().getState.get(key) as { value: string } | undefined
+    return row === undefined ? undefined : decodeState(key, row.value)
+  }
+
+  async setState(key: string, value: JsonValue): Promise<void> {
+    this.#stmts().setState.run(key, encodeState(value))
+  }
+
+  async close(): Promise<void> {
+    const db = this.#db
+    this.#db = undefined
+    this.#statements = undefined
+    this.#appendTx = undefined
+    this.#rebuildTx = undefined
+    db?.close()
+  }
+
+  #stmts(): Statements {
+    if (!this.#statements) throw notOpen()
+    return this.#statements
+  }
+
+  #all(query: SqlQuery): SqlRow[] {
+    if (!this.#db) throw notOpen()
+    // Whole pages, not iterate(): a cursor left open between awaits would block every other statement.
+    return this.#db.prepare(query.sql).all(...query.params) as SqlRow[]
+  }
+}
+
+function notOpen(): Error {
+  return new Error('sqlite store is not open (init() not called, or closed)')
+}
+
+async function loadBetterSqlite3(): Promise<SqliteConstructor> {
+  // Loaded on first use so that importing the dialect costs nothing until a store opens.
+  const mod = await import('better-sqlite3')
+  return mod.default as unknown as SqliteConstructor
+}
+
+/** Applies projected changes with read-merge-write per row; runs inside the caller's transaction. */
+function applyChanges(s: Statements, changes: DerivedChanges): void {
+  for (const change of changes.sessions) {
+    const row = s.selectSession.get(change.origin, change.session_id) as SqlRow | undefined
+    const next = applySessionChange(row ? rowToSession(row) : undefined, change)
+    s.upsertSession.run(...sessionParams(next))
+  }
+  for (const run of changes.nodeRuns) s.upsertNodeRun.run(...nodeRunParams(run))
+  for (const change of changes.outputs) {
+    const key = [
+      change.origin,
+      change.session_id,
+      change.node_id,
+      change.type,
+      change.subfolder,
+      change.filename,
+    ]
+    const row = s.selectOutput.get(...key) as SqlRow | undefined
+    const next = applyOutputChange(row ? rowToOutput(row) : undefined, change)
+    s.upsertOutput.run(...outputParams(next))
+  }
+}
+
+/** Applies pending migrations inside one IMMEDIATE transaction, so two processes cannot both apply one. */
+function migrate(db: SqliteDatabase): MigrationOutcome {
+  const results: MigrationResult[] = []
+  try {
+    db.exec(
+      'CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)',
+    )
+    const run = db.transaction(() => {
+      const rows = db.prepare('SELECT version FROM schema_migrations').all() as { version: number }[]
+      const applied = new Set(rows.map((r) => r.version))
+      // Collected aside and published only after COMMIT, so a failed run reports nothing as applied.
+      const done: MigrationResult[] = []
+      for (const m of SQLITE_MIGRATIONS) {
+        if (applied.has(m.version)) done.push({ version: m.version, name: m.name, status: 'already-applied' })
+      }
+      for (const m of pendingMigrations(SQLITE_MIGRATIONS, applied)) {
+        for (const statement of m.statements) db.exec(statement)
+        db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)').run(
+          m.version,
+          m.name,
+          new Date().toISOString(),
+        )
+        done.push({ version: m.version, name: m.name, status: 'applied' })
+      }
+      return done
+    })
+    results.push(...run.immediate())
+    return { results }
+  } catch (error) {
+    return { results, error: error instanceof Error ? error : new Error(String(error)) }
+  }
+}

@@ -1,0 +1,99 @@
+/**
+ * SQLite schema. Text keys compare as bytes (BINARY), the same order as PostgreSQL's "C" collation, so both
+ * dialects list rows identically. JSON fields are lossless JSON text (see derived-columns.ts).
+ */
+import type { Migration } from '../migrations.js'
+
+export const SQLITE_MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'initial',
+    statements: [
+      `CREATE TABLE events (
+        origin TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        time TEXT NOT NULL,
+        session_id TEXT,
+        payload TEXT NOT NULL,
+        PRIMARY KEY (origin, seq)
+      ) WITHOUT ROWID`,
+      `CREATE INDEX events_session_id ON events (session_id)`,
+      `CREATE INDEX events_time ON events (time)`,
+      `CREATE TABLE sessions (
+        origin TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        http_status INTEGER,
+        number INTEGER,
+        client_id TEXT,
+        submitter TEXT,
+        prompt TEXT,
+        workflow TEXT,
+        prompt_sha256 TEXT,
+        workflow_sha256 TEXT,
+        extra_data TEXT,
+        validation TEXT,
+        queued_at TEXT,
+        started_at TEXT,
+        ended_at TEXT,
+        duration_ms REAL,
+        environment TEXT,
+        models TEXT,
+        seeds TEXT,
+        outputs TEXT,
+        error TEXT,
+        status_reason TEXT,
+        flags TEXT,
+        submitter_user TEXT,
+        PRIMARY KEY (origin, session_id)
+      )`,
+      `CREATE INDEX sessions_queued_at ON sessions (queued_at)`,
+      `CREATE INDEX sessions_status ON sessions (status)`,
+      `CREATE INDEX sessions_submitter_user ON sessions (submitter_user)`,
+      `CREATE TABLE node_runs (
+        origin TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        node_id TEXT NOT NULL,
+        node_type TEXT,
+        timestamp_start TEXT NOT NULL,
+        timestamp_end TEXT,
+        duration_ms REAL,
+        inputs TEXT,
+        outputs TEXT,
+        status TEXT NOT NULL,
+        error_message TEXT,
+        exception_type TEXT,
+        traceback TEXT,
+        gpu_memory_used REAL,
+        gpu_memory_torch REAL,
+        display_node TEXT,
+        real_node_id TEXT,
+        parent_node_id TEXT,
+        progress TEXT,
+        PRIMARY KEY (origin, session_id, node_id)
+      )`,
+      `CREATE INDEX node_runs_node_type ON node_runs (node_type, timestamp_start)`,
+      `CREATE INDEX node_runs_timestamp_start ON node_runs (timestamp_start)`,
+      `CREATE TABLE outputs (
+        origin TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        node_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        subfolder TEXT NOT NULL,
+        filename TEXT NOT NULL,
+        sha256 TEXT,
+        bytes INTEGER,
+        width INTEGER,
+        height INTEGER,
+        time TEXT NOT NULL,
+        PRIMARY KEY (origin, session_id, node_id, type, subfolder, filename)
+      )`,
+      `CREATE INDEX outputs_sha256 ON outputs (sha256)`,
+      `CREATE TABLE state (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+      )`,
+    ],
+  },
+]

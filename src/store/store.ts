@@ -1,0 +1,149 @@
+/**
+ * The store contract: a dialect is a small factory for a driver, and `createRuntimeStore()` wraps whatever
+ * driver it creates (init-once, closed checks, sequence numbers, group commits, write mutex, timing).
+ * Drivers stay small: they only translate these calls to their database.
+ */
+import type {
+  AuditEvent,
+  AuditEventKind,
+  JsonValue,
+  NodeRunRecord,
+  OutputRecord,
+  SessionRecord,
+  SessionStatus,
+} from '../audit/types.js'
+
+/** What a dialect's database can do; the runtime store branches on these, never on the dialect's name. */
+export interface StoreCapabilities {
+  /** True when writes are atomic transactions (every dialect we ship). */
+  readonly transactions: boolean
+  /**
+   * True when several writers may run transactions at once (PostgreSQL). False (SQLite) makes the
+   * runtime store serialize every write through one mutex, because the database has a single writer.
+   */
+  readonly concurrentWriters: boolean
+}
+
+/**
+ * A store backend: a name, what it can do, and a factory for its driver.
+ * @example
+ * const store = createRuntimeStore(createSqliteDialect({ path: './data/audit.db' }), { origin: 'comfy-audit/host-a' })
+ */
+export interface StoreDialect {
+  /** Short name for logs and errors (`sqlite`, `postgres`); never branched on. */
+  readonly name: string
+  readonly capabilities: StoreCapabilities
+  /** Creates an unopened driver; `init()` opens it. */
+  createDriver(): StoreDriver
+}
+
+/** Which events to read. `since` is inclusive and `until` exclusive (ISO 8601 strings, compared as text). */
+export interface EventFilter {
+  readonly origin?: string
+  /** Inclusive. */
+  readonly fromSeq?: number
+  /** Inclusive. */
+  readonly toSeq?: number
+  readonly sessionId?: string
+  readonly kinds?: readonly AuditEventKind[]
+  readonly since?: string
+  readonly until?: string
+  readonly limit?: number
+}
+
+/** Which sessions to read; `since`/`until` apply to `queued_at` (inclusive / exclusive). */
+export interface SessionFilter {
+  readonly origin?: string
+  readonly since?: string
+  readonly until?: string
+  readonly status?: readonly SessionStatus[]
+  /** `submitter.user`. */
+  readonly user?: string
+  readonly limit?: number
+  readonly offset?: number
+}
+
+/** Which node runs to read; `since`/`until` apply to `timestamp_start` (inclusive / exclusive). */
+export interface NodeRunFilter {
+  readonly sessionId?: string
+  readonly origin?: string
+  readonly nodeType?: string
+  readonly since?: string
+  readonly until?: string
+  readonly limit?: number
+}
+
+/** A node run as stored: the record plus the log it came from (node ids repeat across origins). */
+export interface NodeRunRow extends NodeRunRecord {
+  readonly origin: string
+}
+
+/** One row of the events table exactly as stored, for `verify`: the payload is the stored text, unparsed. */
+export interface StoredEventRow {
+  readonly origin: string
+  readonly seq: number
+  readonly kind: string
+  readonly time: string
+  readonly session_id: string | null
+  readonly payload: string
+}
+
+/** Every derived row, as stored, in a deterministic order (by key). */
+export interface DerivedRows {
+  readonly sessions: SessionRecord[]
+  readonly nodeRuns: NodeRunRow[]
+  readonly outputs: OutputRecord[]
+}
+
+/** What an append or a rebuild did besides writing: projected fields skipped as malformed (see project.ts). */
+export interface ProjectionOutcome {
+  readonly problems: readonly string[]
+}
+
+/** What `rebuildDerived` did. */
+export interface RebuildOutcome extends ProjectionOutcome {
+  /** Events replayed. */
+  readonly events: number
+}
+
+/**
+ * The calls a dialect implements. Callers go through the runtime store, which guarantees that `init()` ran
+ * once before anything else, that nothing runs after `close()`, and that appends of one origin never overlap.
+ */
+export interface StoreDriver {
+  /** Opens the database and runs pending migrations (PostgreSQL under an advisory lock). */
+  init(signal?: AbortSignal): Promise<void>
+  /**
+   * Writes the events (origin and seq already assigned) and the derived rows of every event in ONE
+   * transaction: after a failure nothing of the call is stored.
+   */
+  append(events: readonly AuditEvent[]): Promise<ProjectionOutcome>
+  /** Highest stored seq of the origin, or -1 when it has none. */
+  lastSeq(origin: string): Promise<number>
+  /** Origins present in the events table, sorted. */
+  origins(): Promise<string[]>
+  /** Events in (origin, seq) order. Throws (naming origin and seq) on a stored payload that does not parse. */
+  events(filter: EventFilter): AsyncIterable<AuditEvent>
+  /** Events rows exactly as stored, in (origin, seq) order; `kinds` filters on the stored text. */
+  rawEvents(filter: EventFilter): AsyncIterable<StoredEventRow>
+  /** Sessions, newest first by `queued_at` (sessions without one last). */
+  sessions(filter: SessionFilter): Promise<SessionRecord[]>
+  /** One session; without `origin`, the first match in origin order. */
+  session(sessionId: string, origin?: string): Promise<SessionRecord | undefined>
+  /** Node runs by `timestamp_start`, then origin, session and node id. */
+  nodeRuns(filter: NodeRunFilter): Promise<NodeRunRow[]>
+  /** Every stored output with this SHA-256 (lowercase hex), across origins. */
+  outputsBySha256(sha256: string): Promise<OutputRecord[]>
+  /** Derived rows as stored (all origins, or one), for `verify` to compare with a replay of the log. */
+  derivedRows(origin?: string): Promise<DerivedRows>
+  /**
+   * Deletes the derived rows (of one origin, or all) and recomputes them from the log, in one transaction.
+   */
+  rebuildDerived(origin?: string): Promise<RebuildOutcome>
+  /** A value of the gateway's key-value state, or undefined. */
+  getState(key: string): Promise<JsonValue | undefined>
+  /** Sets (or replaces) a state value; stored losslessly. */
+  setState(key: string, value: JsonValue): Promise<void>
+  /** Closes connections; idempotent. */
+  close(): Promise<void>
+}
