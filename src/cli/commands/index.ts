@@ -1,4 +1,11 @@
 import type { Command } from 'commander'
+import { registerQueryCommands } from './query-commands.js'
+import { registerServeCommand } from './serve.js'
+import { registerSimCommand } from './sim.js'
 
 /** Adds every command to the program; each lives in its own file. */
-export function registerCommands(_program: Command): void {}
+export function registerCommands(program: Command): void {
+  registerServeCommand(program)
+  registerSimCommand(program)
+  registerQueryCommands(program)
+}

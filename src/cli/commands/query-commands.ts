@@ -1,0 +1,160 @@
+import { createWriteStream } from 'node:fs'
+import type { Writable } from 'node:stream'
+import type { Command } from 'commander'
+import { SESSION_STATUSES, type SessionStatus } from '../../audit/types.js'
+import { parseTimeSpec } from '../../config/duration.js'
+import {
+  NODE_RUN_EXPORT_FIELDS,
+  SESSION_EXPORT_FIELDS,
+  csvHeader,
+  csvRow,
+  formatSessionTimeline,
+  formatSessionsTable,
+  jsonLine,
+  nodeRunExportRow,
+  sessionExportRow,
+} from '../../query/format.js'
+import { CliError, openCliStore, type CliStoreOptions } from '../open-store.js'
+
+function timeOption(name: string, value: string | undefined): string | undefined {
+  if (value === undefined) return undefined
+  const r = parseTimeSpec(value)
+  if (!r.ok) throw new CliError(`--${name}: ${r.reason}`)
+  return r.value.toISOString()
+}
+
+function statusOption(value: string | undefined): SessionStatus[] | undefined {
+  if (value === undefined) return undefined
+  const list = value.split(',').map((s) => s.trim())
+  for (const s of list) {
+    if (!(SESSION_STATUSES as readonly string[]).includes(s)) {
+      throw new CliError(
+        `--status: unknown status ${JSON.stringify(s)} (one of ${SESSION_STATUSES.join(', ')})`,
+      )
+    }
+  }
+  return list as SessionStatus[]
+}
+
+function addStoreOptions(cmd: Command): Command {
+  return cmd
+    .option('--data <dir>', 'data directory', process.env.COMFY_AUDIT_DATA ?? './data')
+    .option('--store <url>', 'store URL: sqlite (default), sqlite:/path, postgres://user@host:port/db')
+    .option('--config <file>', 'config file (JSON)')
+}
+
+async function write(stream: Writable, text: string): Promise<void> {
+  if (!stream.write(text)) await new Promise<void>((resolve) => stream.once('drain', () => resolve()))
+}
+
+/** `sessions`, `show` and `export`: read the store directly. */
+export function registerQueryCommands(program: Command): void {
+  addStoreOptions(
+    program
+      .command('sessions')
+      .description('list recorded sessions (prompt runs), newest first')
+      .option('--since <time>', 'only sessions queued since (90d, 12h, 2026-11-01)')
+      .option('--until <time>', 'only sessions queued before')
+      .option('--status <list>', `comma list of ${SESSION_STATUSES.join(', ')}`)
+      .option('--user <name>', 'only sessions of this person')
+      .option('--limit <n>', 'at most this many', '50')
+      .option('--json', 'one JSON object per line'),
+  ).action(async (opts: CliStoreOptions & Record<string, string | boolean | undefined>) => {
+    const store = await openCliStore(opts)
+    try {
+      const sessions = await store.sessions({
+        since: timeOption('since', opts.since as string | undefined),
+        until: timeOption('until', opts.until as string | undefined),
+        status: statusOption(opts.status as string | undefined),
+        user: opts.user as string | undefined,
+        limit: Number(opts.limit ?? 50),
+      })
+      if (opts.json) for (const s of sessions) await write(process.stdout, jsonLine(sessionExportRow(s)))
+      else await write(process.stdout, formatSessionsTable(sessions))
+    } finally {
+      await store.close()
+    }
+  })
+
+  addStoreOptions(
+    program
+      .command('show')
+      .description('show one session: submitter, models, seeds and a per-node timeline')
+      .argument('<session>', 'session id (ComfyUI prompt_id)')
+      .option('--origin <origin>', 'the gateway log it belongs to, when several share a store')
+      .option('--json', 'the session and its node runs as JSON'),
+  ).action(
+    async (sessionId: string, opts: CliStoreOptions & Record<string, string | boolean | undefined>) => {
+      const store = await openCliStore(opts)
+      try {
+        const session = await store.session(sessionId, opts.origin as string | undefined)
+        if (!session) throw new CliError(`no session ${JSON.stringify(sessionId)} in the store`)
+        const runs = await store.nodeRuns({ sessionId, origin: session.origin })
+        if (opts.json) {
+          await write(
+            process.stdout,
+            jsonLine({
+              ...sessionExportRow(session),
+              prompt: session.prompt,
+              workflow: session.workflow,
+              node_runs: runs.map(nodeRunExportRow),
+            }),
+          )
+        } else {
+          await write(process.stdout, formatSessionTimeline(session, runs))
+        }
+      } finally {
+        await store.close()
+      }
+    },
+  )
+
+  addStoreOptions(
+    program
+      .command('export')
+      .description('export node runs or sessions as JSONL or CSV')
+      .option('--format <format>', 'jsonl or csv', 'jsonl')
+      .option('--table <table>', 'node_runs or sessions', 'node_runs')
+      .option('--since <time>', 'from this time (90d, 12h, 2026-11-01)')
+      .option('--until <time>', 'up to this time')
+      .option('-o, --output <file>', 'write to a file instead of stdout'),
+  ).action(async (opts: CliStoreOptions & Record<string, string | boolean | undefined>) => {
+    const format = String(opts.format)
+    const table = String(opts.table)
+    if (format !== 'jsonl' && format !== 'csv')
+      throw new CliError(`--format: expected jsonl or csv, got ${JSON.stringify(format)}`)
+    if (table !== 'node_runs' && table !== 'sessions') {
+      throw new CliError(`--table: expected node_runs or sessions, got ${JSON.stringify(table)}`)
+    }
+    const since = timeOption('since', opts.since as string | undefined)
+    const until = timeOption('until', opts.until as string | undefined)
+    const store = await openCliStore(opts)
+    const out: Writable = opts.output ? createWriteStream(String(opts.output)) : process.stdout
+    let rows = 0
+    try {
+      const fields = table === 'sessions' ? SESSION_EXPORT_FIELDS : NODE_RUN_EXPORT_FIELDS
+      if (format === 'csv') await write(out, csvHeader(fields))
+      const emit = async (row: Parameters<typeof jsonLine>[0]): Promise<void> => {
+        rows++
+        await write(out, format === 'csv' ? csvRow(fields, row) : jsonLine(row))
+      }
+      if (table === 'sessions') {
+        const pageSize = 1000
+        for (let offset = 0; ; offset += pageSize) {
+          const page = await store.sessions({ since, until, limit: pageSize, offset })
+          for (const s of page) await emit(sessionExportRow(s))
+          if (page.length < pageSize) break
+        }
+      } else {
+        for (const r of await store.nodeRuns({ since, until })) await emit(nodeRunExportRow(r))
+      }
+    } finally {
+      await store.close()
+      if (out !== process.stdout)
+        await new Promise<void>((resolve, reject) =>
+          out.end((err?: Error | null) => (err ? reject(err) : resolve())),
+        )
+    }
+    if (opts.output) process.stderr.write(`exported ${rows} ${table} rows to ${String(opts.output)}\n`)
+  })
+}

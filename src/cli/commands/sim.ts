@@ -1,0 +1,47 @@
+/**
+ * `comfy-audit sim`: runs the ComfyUI 0.8 stand-in (src/sim) as a standalone server.
+ */
+import type { Command } from 'commander'
+import { createSimServer } from '../../sim/index.js'
+
+/** Adds `sim --host 127.0.0.1 --port 8188 --data DIR [--speed 1]` to the program. */
+export function registerSimCommand(program: Command): void {
+  program
+    .command('sim')
+    .description('run the ComfyUI 0.8 stand-in (HTTP + WebSocket) on a data directory')
+    .option('--host <host>', 'interface to listen on', '127.0.0.1')
+    .option('--port <port>', 'port to listen on (0 = any free port)', '8188')
+    .requiredOption('--data <dir>', 'data directory (input/, output/, temp/, models/ are created and seeded)')
+    .option('--speed <factor>', 'time scale: 1 = recorded timings, 10 = ten times faster', '1')
+    .action(async (opts: { host: string; port: string; data: string; speed: string }) => {
+      const port = Number(opts.port)
+      const speed = Number(opts.speed)
+      if (!Number.isInteger(port) || port < 0 || port > 65535) {
+        console.error(`--port must be an integer between 0 and 65535, got ${opts.port}`)
+        process.exitCode = 2
+        return
+      }
+      if (!(speed > 0)) {
+        console.error(`--speed must be a positive number, got ${opts.speed}`)
+        process.exitCode = 2
+        return
+      }
+      const sim = await createSimServer({ dataDir: opts.data, host: opts.host, port, speed })
+      console.log(`ComfyUI stand-in listening on ${sim.url} (data ${sim.dir.base}, speed ${speed})`)
+      let stopping = false
+      const stop = (signal: string): void => {
+        if (stopping) return
+        stopping = true
+        console.log(`${signal}: closing the stand-in`)
+        sim.close().then(
+          () => process.exit(0),
+          (err: unknown) => {
+            console.error(err)
+            process.exit(1)
+          },
+        )
+      }
+      process.once('SIGINT', () => stop('SIGINT'))
+      process.once('SIGTERM', () => stop('SIGTERM'))
+    })
+}

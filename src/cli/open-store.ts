@@ -1,0 +1,73 @@
+import { mkdirSync } from 'node:fs'
+import { userInfo } from 'node:os'
+import { isAbsolute, join, resolve } from 'node:path'
+import { loadConfig, type Config } from '../config/config.js'
+import type { StoreDialect } from '../store/store.js'
+import { createRuntimeStore, type RuntimeStore } from '../store/runtime-store.js'
+
+/** An error the CLI prints as one line, without a stack. */
+export class CliError extends Error {
+  override readonly name = 'CliError'
+}
+
+/** Options every store-reading command takes. */
+export interface CliStoreOptions {
+  data?: string
+  store?: string
+  config?: string
+}
+
+/** Builds the dialect a store URL names: `sqlite` (in the data dir), `sqlite:/path`, `postgres://…`. */
+export async function dialectFor(storeUrl: string, dataDir: string): Promise<StoreDialect> {
+  if (storeUrl === 'sqlite' || storeUrl.startsWith('sqlite:')) {
+    const rest = storeUrl === 'sqlite' ? '' : storeUrl.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, '')
+    const path =
+      rest === ''
+        ? join(dataDir, 'audit.sqlite')
+        : rest === ':memory:'
+          ? ':memory:'
+          : isAbsolute(rest)
+            ? rest
+            : resolve(rest)
+    if (path !== ':memory:') mkdirSync(resolve(path, '..'), { recursive: true })
+    const { createSqliteDialect } = await import('../store/sqlite/sqlite-dialect.js')
+    return createSqliteDialect({ path })
+  }
+  if (storeUrl.startsWith('postgres://') || storeUrl.startsWith('postgresql://')) {
+    const { createPostgresDialect } = await import('../store/postgres/postgres-dialect.js')
+    return createPostgresDialect({ url: storeUrl })
+  }
+  throw new CliError(
+    `store: unknown store URL ${JSON.stringify(storeUrl)} (expected sqlite, sqlite:/path or postgres://…)`,
+  )
+}
+
+/** Loads the config for a CLI command (file, environment, flags), throwing a CliError listing every problem. */
+export function cliConfig(
+  opts: CliStoreOptions & Record<string, unknown>,
+  flags: Record<string, unknown> = {},
+): Readonly<Config> {
+  const r = loadConfig({ file: opts.config, flags: { data: opts.data, 'store.url': opts.store, ...flags } })
+  if (!r.ok) throw new CliError(`configuration problems:\n  ${r.problems.join('\n  ')}`)
+  return r.value
+}
+
+/**
+ * Opens the store for a command that reads it directly. CLI commands act as `local:<os user>`.
+ */
+export async function openCliStore(opts: CliStoreOptions & Record<string, unknown>): Promise<RuntimeStore> {
+  const config = cliConfig(opts)
+  const dialect = await dialectFor(config.store.url, config.data)
+  const store = createRuntimeStore(dialect, { origin: config.origin ?? 'comfy-audit' })
+  await store.init()
+  return store
+}
+
+/** The identity CLI commands are recorded under. */
+export function cliUser(): string {
+  try {
+    return `local:${userInfo().username}`
+  } catch {
+    return 'local:unknown'
+  }
+}

@@ -1,0 +1,197 @@
+/**
+ * The composition root: the one place that knows concrete stores, capture and the proxy, and wires them.
+ */
+import { mkdirSync } from 'node:fs'
+import type { IncomingMessage } from 'node:http'
+import { parseJson } from './audit/json.js'
+import { reportError, silentLogger, type Logger } from './audit/report-error.js'
+import type { AuditEventInput, JsonValue, Submitter } from './audit/types.js'
+import { createCapture, type Capture, type ResumedSession } from './capture/capture.js'
+import { environmentFromSystemStats, gpuSampleFromSystemStats } from './capture/environment.js'
+import { zObjectInfo, zSystemStats } from './capture/schemas.js'
+import { dialectFor } from './cli/open-store.js'
+import { parseHostPort, type Config } from './config/config.js'
+import { createGateway, type Gateway } from './gateway/create-gateway.js'
+import { createAuditApi } from './query/audit-api.js'
+import { createRuntimeStore, type RuntimeStore } from './store/runtime-store.js'
+
+/** A running audit gateway: proxy, capture and store wired together. */
+export interface AuditGateway {
+  readonly gateway: Gateway
+  readonly store: RuntimeStore
+  readonly capture: Capture
+  readonly url: string
+  /** Drains requests, flushes capture and the store, and closes everything. Idempotent. */
+  close(): Promise<void>
+}
+
+export interface AuditGatewayOptions {
+  logger?: Logger
+  /** Epoch-ms clock (tests). */
+  now?: () => number
+  /** Identity of each request (the identity issue plugs authentication in here). */
+  identify?: (req: IncomingMessage) => Submitter | Promise<Submitter>
+  /** Timer period of the bypass/reconciliation sweep, ms (default 30 000; 0 turns it off). */
+  sweepIntervalMillis?: number
+}
+
+const CLIENT_IDS_STATE_KEY = 'gateway.client_ids'
+
+async function fetchJson(url: string, timeoutMillis: number): Promise<JsonValue | null> {
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMillis) })
+    if (!res.ok) return null
+    const parsed = parseJson(Buffer.from(await res.arrayBuffer()))
+    return parsed.ok ? parsed.value : null
+  } catch {
+    return null
+  }
+}
+
+/** Starts the gateway described by `config`. */
+export async function startAuditGateway(
+  config: Readonly<Config>,
+  options: AuditGatewayOptions = {},
+): Promise<AuditGateway> {
+  const logger = options.logger ?? silentLogger
+  const upstream = config.comfyui.url.replace(/\/+$/, '')
+  mkdirSync(config.data, { recursive: true, mode: 0o700 })
+
+  const store = createRuntimeStore(await dialectFor(config.store.url, config.data), {
+    origin: config.origin ?? 'comfy-audit',
+    onError: (err, context) => reportError(err, `store: ${context}`),
+  })
+  await store.init()
+
+  // Capture emits events in order; the runtime store assigns sequence numbers in call order and group-commits.
+  // Nothing on the proxy path waits for this promise.
+  const emit = (events: AuditEventInput[]): void => {
+    store.append(events).catch((err: unknown) => reportError(err, 'store append'))
+  }
+
+  let objectInfoCache: ReturnType<typeof zObjectInfo.safeParse> | null = null
+  const capture = createCapture({
+    origin: store.origin,
+    now: options.now,
+    emit,
+    gpuSampleIntervalMs: config.capture.gpuSampleIntervalMillis,
+    maxInputStringLength: config.capture.maxInputLength,
+    sampleGpu: async () => {
+      const stats = zSystemStats.safeParse(await fetchJson(`${upstream}/system_stats`, 2000))
+      return stats.success ? gpuSampleFromSystemStats(stats.data) : null
+    },
+    environment: async () => {
+      const stats = zSystemStats.safeParse(await fetchJson(`${upstream}/system_stats`, 5000))
+      if (!stats.success) return null
+      if (!objectInfoCache?.success)
+        objectInfoCache = zObjectInfo.safeParse(await fetchJson(`${upstream}/object_info`, 30_000))
+      return environmentFromSystemStats(stats.data, objectInfoCache.success ? objectInfoCache.data : null)
+    },
+  })
+
+  let draining = false
+  const auditApi = createAuditApi({
+    store,
+    upstreamHealthy: () => gateway?.upstreamHealthy ?? false,
+    draining: () => draining,
+    version: '0.1.0',
+    healthDetails: () => ({
+      origin: store.origin,
+      store: store.dialect,
+      open_sessions: capture.openSessions().length,
+    }),
+  })
+
+  const { host, port } = parseHostPort(config.listen)
+  // Ids of prompts submitted but perhaps not yet committed: a duplicate must be refused even within a group commit.
+  const recentPromptIds = new Set<string>()
+  const gateway: Gateway = await createGateway({
+    upstreamUrl: upstream,
+    host,
+    port,
+    tap: {
+      promptSubmitted: (e) => {
+        recentPromptIds.add(e.promptId)
+        capture.promptSubmitted(e)
+      },
+      promptAnswered: (e) => capture.promptAnswered(e),
+      frame: (e) => capture.frame(e),
+      action: (e) => capture.action(e),
+    },
+    identify: options.identify,
+    auditHandler: auditApi,
+    now: options.now,
+    logger,
+    upstreamTimeoutMs: config.comfyui.timeoutMillis,
+    isPromptIdTaken: async (id) => recentPromptIds.has(id) || (await store.session(id)) !== undefined,
+    state: {
+      load: async () => {
+        const v = await store.getState(CLIENT_IDS_STATE_KEY)
+        return Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : []
+      },
+      save: async (ids) => store.setState(CLIENT_IDS_STATE_KEY, ids),
+    },
+  })
+
+  // Take back the sessions a previous process left open, so their remaining frames attach to them.
+  const open = await store.sessions({ origin: store.origin, status: ['queued', 'running'], limit: 10_000 })
+  if (open.length > 0) {
+    const resumed: ResumedSession[] = []
+    for (const session of open) {
+      const nodeRuns = await store.nodeRuns({ sessionId: session.session_id, origin: store.origin })
+      const startedNodes = new Map<string, number>()
+      for await (const e of store.events({
+        origin: store.origin,
+        sessionId: session.session_id,
+        kinds: ['node.started'],
+      })) {
+        const id = e.payload.node_id
+        if (typeof id === 'string') startedNodes.set(id, Date.parse(e.time))
+      }
+      resumed.push({ session, nodeRuns, startedNodes })
+    }
+    capture.resume(resumed)
+    logger.info(`resumed ${open.length} open session(s) from the store`)
+  }
+
+  // Close what a previous run left open (restart) and flag prompts that bypassed the gateway.
+  const reconcile = async (restarted: boolean): Promise<void> => {
+    const history = await fetchJson(`${upstream}/history?max_items=1000`, 30_000)
+    const queue = await fetchJson(`${upstream}/queue`, 10_000)
+    if (history === null) return
+    const known = new Set((await store.sessions({ limit: 5000 })).map((s) => s.session_id))
+    capture.reconcile({
+      history,
+      queue,
+      comfyRestarted: restarted,
+      isKnown: (id) => known.has(id) || recentPromptIds.has(id),
+    })
+  }
+  reconcile(true).catch((err: unknown) => reportError(err, 'reconcile at start'))
+  const sweepEvery = options.sweepIntervalMillis ?? 30_000
+  const sweep =
+    sweepEvery > 0
+      ? setInterval(() => reconcile(false).catch((err: unknown) => reportError(err, 'reconcile')), sweepEvery)
+      : null
+  sweep?.unref()
+
+  let closing: Promise<void> | null = null
+  return {
+    gateway,
+    store,
+    capture,
+    url: gateway.url,
+    close() {
+      closing ??= (async () => {
+        draining = true
+        if (sweep) clearInterval(sweep)
+        await gateway.close({ drainMs: config.drainMillis })
+        await capture.flush()
+        capture.close()
+        await store.flush()
+        await store.close()
+      })()
+      return closing
+    },
+  }
+}

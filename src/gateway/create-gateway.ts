@@ -1,0 +1,729 @@
+import { randomUUID } from 'node:crypto'
+import http from 'node:http'
+import https from 'node:https'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import type { Duplex } from 'node:stream'
+import { WebSocketServer } from 'ws'
+import { silentLogger, type Logger } from '../audit/report-error.js'
+import type { Submitter } from '../audit/types.js'
+import type { CaptureTap } from '../capture/tap.js'
+import { generateSocketId, namespacedClientId, noClientId } from './client-ids.js'
+import {
+  forwardRequestHeaders,
+  forwardResponseHeaders,
+  isLoopbackHost,
+  originMatchesHost,
+} from './forward-headers.js'
+import { preparePrompt, rewriteStringMember } from './prompt-request.js'
+import { SocketHub, type ClientIdState } from './socket-hub.js'
+import type { ReconnectOptions } from './upstream-socket.js'
+
+export type { ClientIdState } from './socket-hub.js'
+export type { ReconnectOptions } from './upstream-socket.js'
+
+/** Options of {@link createGateway}. */
+export interface GatewayOptions {
+  /** ComfyUI's base URL (`http://127.0.0.1:8188`); a path prefix is kept. */
+  readonly upstreamUrl: string
+  /** Address to listen on (default `127.0.0.1`). */
+  readonly host?: string
+  /** Port to listen on (default 8189; 0 picks a free one). */
+  readonly port?: number
+  /** Where proxied traffic is reported. Called synchronously; never awaited. */
+  readonly tap: CaptureTap
+  /** Who sent a request (default: user `local`, auth method `none`, the client address and user agent). */
+  readonly identify?: (req: IncomingMessage) => Submitter | Promise<Submitter>
+  /** Serves `/_audit/*`; returning false answers 404. */
+  readonly auditHandler?: (req: IncomingMessage, res: ServerResponse) => boolean | Promise<boolean>
+  /** Persisted namespaced client ids, re-attached at start. */
+  readonly state?: ClientIdState
+  /** Whether a client-chosen prompt_id was already recorded (then the gateway answers 400 itself). */
+  readonly isPromptIdTaken?: (promptId: string) => boolean | Promise<boolean>
+  /** Epoch ms clock (default `Date.now`). */
+  readonly now?: () => number
+  /** [0, 1) randomness for reconnect jitter (default `Math.random`). */
+  readonly random?: () => number
+  /** Makes prompt ids (default `crypto.randomUUID`, as ComfyUI does). */
+  readonly newPromptId?: () => string
+  readonly logger?: Logger
+  /** Longest wait for ComfyUI's response headers or WebSocket handshake, ms (default 60 000). */
+  readonly upstreamTimeoutMs?: number
+  /** Backoff of upstream socket reconnects (default 250 ms doubling to 10 s, 50 % jitter). */
+  readonly reconnect?: ReconnectOptions
+  /** How long an id with no prompt in flight and no downstream socket keeps its upstream socket (default 10 000 ms). */
+  readonly idleCloseMs?: number
+  /** Bytes queued for one downstream socket beyond which it is dropped (default 16 MiB). */
+  readonly downstreamHighWaterMarkBytes?: number
+  /** Largest POST /prompt body the gateway buffers (default 256 MiB); larger ones get 413. */
+  readonly maxPromptBytes?: number
+  /** Largest request body of a tapped action (uploads) handed to the tap (default 256 MiB); the stream is not limited. */
+  readonly maxTapBodyBytes?: number
+  /** Refuse downstream `/ws` connects whose Origin does not match Host on a loopback Host, as ComfyUI does (default true). */
+  readonly checkWebSocketOrigin?: boolean
+}
+
+/** A running gateway. */
+export interface Gateway {
+  /** `http://host:port` the gateway listens on. */
+  readonly url: string
+  readonly port: number
+  /** Whether ComfyUI's WebSocket endpoint is reachable right now. */
+  readonly upstreamHealthy: boolean
+  /** The namespaced client ids the gateway holds upstream sockets for. */
+  readonly upstreamClientIds: string[]
+  /** The id of the gateway's observer socket (its frames reach the tap as well). */
+  readonly observerClientId: string
+  /** Listens for upstream health changes; returns a function that removes the listener. */
+  on(event: 'upstream', listener: (e: { healthy: boolean }) => void): () => void
+  /** Stops listening, closes sockets, waits up to `drainMs` (default 5000) for requests in progress. */
+  close(opts?: { drainMs?: number }): Promise<void>
+}
+
+const PROMPT_PATHS = new Set(['/prompt', '/api/prompt'])
+const WS_PATHS = new Set(['/ws', '/api/ws'])
+const ACTION_ROUTES = new Map<string, 'interrupt' | 'queue' | 'history' | 'upload' | 'free'>([
+  ['/interrupt', 'interrupt'],
+  ['/queue', 'queue'],
+  ['/history', 'history'],
+  ['/free', 'free'],
+  ['/upload/image', 'upload'],
+  ['/upload/mask', 'upload'],
+])
+const MAX_TAPPED_RESPONSE_BYTES = 1 << 20
+/** Longest a prompt waits for its new upstream socket before it is forwarded anyway. */
+const SOCKET_READY_WAIT_MS = 10_000
+const EMPTY = Buffer.alloc(0)
+const JSON_TYPE = 'application/json; charset=utf-8'
+
+function pathOf(url: string | undefined): string {
+  const raw = (url ?? '/').split('?', 1)[0]!
+  try {
+    // aiohttp routes on the decoded path, so `/prom%70t` is `/prompt` there too: match the same way.
+    return decodeURIComponent(raw)
+  } catch {
+    return raw
+  }
+}
+
+function isAuditPath(pathname: string): boolean {
+  return pathname === '/_audit' || pathname.startsWith('/_audit/')
+}
+
+function defaultIdentify(req: IncomingMessage): Submitter {
+  return {
+    user: 'local',
+    auth_method: 'none',
+    client_address: req.socket.remoteAddress ?? null,
+    user_agent: req.headers['user-agent'] ?? null,
+    client_id: null,
+  }
+}
+
+function pyQuote(s: string): string {
+  return JSON.stringify(s).replace(
+    /[\u007f-\uffff]/g,
+    (c) => '\\u' + c.charCodeAt(0).toString(16).padStart(4, '0'),
+  )
+}
+
+function errorBody(type: string, message: string, details: string): string {
+  return `{"error": {"type": ${pyQuote(type)}, "message": ${pyQuote(message)}, "details": ${pyQuote(details)}, "extra_info": {}}, "node_errors": {}}`
+}
+
+function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: string,
+  extra: Record<string, string> = {},
+): void {
+  if (res.headersSent) {
+    res.destroy()
+    return
+  }
+  const buf = Buffer.from(body, 'utf8')
+  res.writeHead(status, { 'Content-Type': JSON_TYPE, 'Content-Length': String(buf.length), ...extra })
+  res.end(buf)
+}
+
+class BodyTooLarge extends Error {}
+
+function readBody(req: IncomingMessage, limitBytes: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    req.on('data', (c: Buffer) => {
+      size += c.length
+      if (size > limitBytes) {
+        req.removeAllListeners('data')
+        req.resume()
+        reject(new BodyTooLarge(`body over ${limitBytes} bytes`))
+        return
+      }
+      chunks.push(c)
+    })
+    req.on('end', () => resolve(Buffer.concat(chunks, size)))
+    req.on('error', reject)
+  })
+}
+
+interface ForwardOptions {
+  /** Send this body instead of streaming the request's. */
+  readonly body?: Buffer
+  /** Keep up to this many request bytes (as they stream past) for the tap. */
+  readonly collectRequestBytes?: number
+  /** Keep up to this many response bytes for the tap. */
+  readonly collectResponseBytes?: number
+}
+
+interface ForwardResult {
+  /** ComfyUI's status, or the gateway's (503/504) when ComfyUI could not answer. */
+  readonly status: number
+  /** The request body as collected (null when over the limit). */
+  readonly requestBody: Buffer | null
+  /** The response body as collected (null when over the limit or not collected). */
+  readonly responseBody: Buffer | null
+  /** Why ComfyUI gave no answer. */
+  readonly error?: string
+}
+
+/** Collects chunks up to a limit; past it, gives up and reports null. */
+class Collector {
+  readonly #limit: number
+  #chunks: Buffer[] | null = []
+  #size = 0
+  constructor(limit: number) {
+    this.#limit = limit
+  }
+  push(c: Buffer): void {
+    if (this.#chunks === null) return
+    this.#size += c.length
+    if (this.#size > this.#limit) this.#chunks = null
+    else this.#chunks.push(c)
+  }
+  result(): Buffer | null {
+    return this.#chunks === null ? null : Buffer.concat(this.#chunks, this.#size)
+  }
+}
+
+/**
+ * Starts the gateway: an HTTP + WebSocket reverse proxy in front of ComfyUI that forwards every route,
+ * streams bodies both ways, and reports prompts, actions and every upstream WebSocket frame to `tap`.
+ *
+ * @example
+ * const gw = await createGateway({ upstreamUrl: 'http://127.0.0.1:8188', port: 8189, tap })
+ * // point browsers and API clients at gw.url
+ * await gw.close()
+ */
+export async function createGateway(options: GatewayOptions): Promise<Gateway> {
+  const upstream = new URL(options.upstreamUrl)
+  if (upstream.protocol !== 'http:' && upstream.protocol !== 'https:') {
+    throw new Error(`createGateway: upstreamUrl must be http(s), got ${options.upstreamUrl}`)
+  }
+  const secure = upstream.protocol === 'https:'
+  const transport = secure ? https : http
+  const agent = new transport.Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64 })
+  const upstreamPrefix = upstream.pathname.replace(/\/+$/, '')
+  const upstreamHost = upstream.host
+  const upstreamOrigin = upstream.origin
+  const wsUrl = `${secure ? 'wss' : 'ws'}://${upstream.host}${upstreamPrefix}/ws`
+
+  const tap = options.tap
+  const now = options.now ?? Date.now
+  const logger = options.logger ?? silentLogger
+  const identify = options.identify ?? defaultIdentify
+  const newPromptId = options.newPromptId ?? randomUUID
+  const timeoutMs = options.upstreamTimeoutMs ?? 60_000
+  const maxPromptBytes = options.maxPromptBytes ?? 256 * 1024 * 1024
+  const maxTapBodyBytes = options.maxTapBodyBytes ?? 256 * 1024 * 1024
+  const checkOrigin = options.checkWebSocketOrigin ?? true
+  const listeners = new Set<(e: { healthy: boolean }) => void>()
+
+  const safeTap = (what: string, call: () => void): void => {
+    try {
+      call()
+    } catch (error) {
+      logger.error(`gateway: capture tap threw in ${what}`, { error: String(error) })
+    }
+  }
+
+  /** One small GET to ComfyUI (features, queue), bounded by the upstream timeout. */
+  const getUpstream = (path: string): Promise<Buffer | null> =>
+    new Promise((resolve) => {
+      const req = transport.request(
+        { host: upstream.hostname, port: upstream.port, path: upstreamPrefix + path, agent, method: 'GET' },
+        (res) => {
+          const chunks: Buffer[] = []
+          res.on('data', (c: Buffer) => chunks.push(c))
+          res.on('end', () => resolve(res.statusCode === 200 ? Buffer.concat(chunks) : null))
+          res.on('error', () => resolve(null))
+        },
+      )
+      req.setTimeout(timeoutMs, () => req.destroy(new Error('timeout')))
+      req.on('error', () => resolve(null))
+      req.end()
+    })
+
+  const hub = new SocketHub({
+    wsUrl,
+    tap,
+    now,
+    logger,
+    random: options.random ?? Math.random,
+    reconnect: options.reconnect ?? {},
+    handshakeTimeoutMs: timeoutMs,
+    idleCloseMs: options.idleCloseMs ?? 10_000,
+    highWaterMarkBytes: options.downstreamHighWaterMarkBytes ?? 16 * 1024 * 1024,
+    fetchFeatures: async () => {
+      const body = await getUpstream('/features')
+      return body === null ? null : body.toString('utf8').trim()
+    },
+    fetchQueue: () => getUpstream('/queue'),
+    state: options.state,
+    onHealth: (healthy) => {
+      for (const l of listeners) {
+        try {
+          l({ healthy })
+        } catch (error) {
+          logger.error('gateway: upstream listener threw', { error: String(error) })
+        }
+      }
+    },
+  })
+
+  /** Proxies one request to ComfyUI and streams the answer back. Never rejects. */
+  const forward = (req: IncomingMessage, res: ServerResponse, opts: ForwardOptions): Promise<ForwardResult> =>
+    new Promise((resolve) => {
+      const reqCollector =
+        opts.collectRequestBytes !== undefined ? new Collector(opts.collectRequestBytes) : null
+      const resCollector =
+        opts.collectResponseBytes !== undefined ? new Collector(opts.collectResponseBytes) : null
+      const headers = forwardRequestHeaders(req, {
+        upstreamHost,
+        upstreamOrigin,
+        contentLength: opts.body?.length,
+      })
+      let settled = false
+      const finish = (r: ForwardResult): void => {
+        if (settled) return
+        settled = true
+        resolve(r)
+      }
+      const upReq = transport.request({
+        host: upstream.hostname,
+        port: upstream.port,
+        method: req.method,
+        path: upstreamPrefix + (req.url ?? '/'),
+        headers,
+        agent,
+      })
+      const headerTimer = setTimeout(
+        () => upReq.destroy(new Error('ComfyUI did not answer in time')),
+        timeoutMs,
+      )
+      headerTimer.unref()
+      let gotResponse = false
+      upReq.on('response', (upRes) => {
+        gotResponse = true
+        clearTimeout(headerTimer)
+        const status = upRes.statusCode ?? 502
+        if (!res.headersSent)
+          res.writeHead(status, upRes.statusMessage, forwardResponseHeaders(upRes.rawHeaders))
+        if (resCollector) upRes.on('data', (c: Buffer) => resCollector.push(c))
+        upRes.pipe(res)
+        upRes.on('end', () =>
+          finish({
+            status,
+            requestBody: reqCollector?.result() ?? opts.body ?? null,
+            responseBody: resCollector?.result() ?? null,
+          }),
+        )
+        // Aborted mid-body (client or ComfyUI went away): settle anyway so the tap still hears of it.
+        upRes.on('close', () =>
+          finish({
+            status,
+            requestBody: reqCollector?.result() ?? null,
+            responseBody: null,
+            error: 'response aborted',
+          }),
+        )
+        upRes.on('error', (error) => {
+          res.destroy()
+          finish({
+            status,
+            requestBody: reqCollector?.result() ?? null,
+            responseBody: null,
+            error: error.message,
+          })
+        })
+      })
+      upReq.on('error', (error) => {
+        clearTimeout(headerTimer)
+        if (res.destroyed) {
+          // The client went away first and its exchange with ComfyUI was cut (499, as nginx says).
+          finish({
+            status: 499,
+            requestBody: reqCollector?.result() ?? null,
+            responseBody: null,
+            error: 'client went away',
+          })
+          return
+        }
+        const timedOut = error.message === 'ComfyUI did not answer in time'
+        const status = timedOut ? 504 : 503
+        if (!res.headersSent) {
+          sendJson(
+            res,
+            status,
+            errorBody(
+              timedOut ? 'upstream_timeout' : 'upstream_unavailable',
+              timedOut
+                ? 'ComfyUI did not answer in time (comfy-audit gateway)'
+                : 'ComfyUI is not reachable (comfy-audit gateway)',
+              error.message,
+            ),
+            { 'Retry-After': '1' },
+          )
+        } else {
+          res.destroy()
+        }
+        finish({
+          status,
+          requestBody: reqCollector?.result() ?? null,
+          responseBody: null,
+          error: error.message,
+        })
+      })
+      upReq.on('close', () => {
+        if (!gotResponse)
+          finish({
+            status: 499,
+            requestBody: reqCollector?.result() ?? null,
+            responseBody: null,
+            error: 'client went away',
+          })
+      })
+      // A client that goes away mid-exchange takes the upstream exchange with it.
+      res.on('close', () => {
+        if (!res.writableFinished) upReq.destroy()
+      })
+      if (opts.body !== undefined) {
+        upReq.end(opts.body)
+      } else {
+        if (reqCollector) req.on('data', (c: Buffer) => reqCollector.push(c))
+        req.pipe(upReq)
+        req.on('error', () => upReq.destroy())
+      }
+    })
+
+  const handlePrompt = async (
+    req: IncomingMessage,
+    res: ServerResponse,
+    submitter0: Submitter,
+  ): Promise<void> => {
+    let body: Buffer
+    try {
+      body = await readBody(req, maxPromptBytes)
+    } catch (error) {
+      if (!(error instanceof BodyTooLarge)) throw error
+      const promptId = newPromptId()
+      const answer = errorBody('request_too_large', 'Prompt body too large', error.message)
+      const t = now()
+      safeTap('promptSubmitted', () =>
+        tap.promptSubmitted({
+          promptId,
+          upstreamClientId: noClientId(submitter0.user),
+          clientId: null,
+          body: EMPTY,
+          forwardedBody: EMPTY,
+          submitter: submitter0,
+          timeMs: t,
+        }),
+      )
+      sendJson(res, 413, answer, { Connection: 'close' })
+      safeTap('promptAnswered', () =>
+        tap.promptAnswered({
+          promptId,
+          status: 413,
+          body: Buffer.from(answer),
+          timeMs: now(),
+          refusedBy: 'gateway',
+        }),
+      )
+      return
+    }
+    const user = submitter0.user
+    const prepared = preparePrompt(body, {
+      upstreamClientId: (cid) => (cid === null ? noClientId(user) : namespacedClientId(user, cid)),
+      newPromptId,
+    })
+    const { promptId, upstreamClientId } = prepared
+    const submitter: Submitter = { ...submitter0, client_id: prepared.clientId }
+    const submitted = {
+      promptId,
+      upstreamClientId,
+      clientId: prepared.clientId,
+      body,
+      forwardedBody: prepared.forwardedBody,
+      submitter,
+    }
+    if (prepared.promptIdFromClient) {
+      let taken = hub.hasInflightPrompt(promptId)
+      if (!taken && options.isPromptIdTaken) taken = await options.isPromptIdTaken(promptId)
+      if (taken) {
+        safeTap('promptSubmitted', () => tap.promptSubmitted({ ...submitted, timeMs: now() }))
+        const answer = errorBody(
+          'invalid_prompt',
+          'Prompt id already used',
+          `prompt_id ${pyQuote(promptId)} was already submitted; send the prompt without prompt_id or with a new one`,
+        )
+        sendJson(res, 400, answer)
+        safeTap('promptAnswered', () =>
+          tap.promptAnswered({
+            promptId,
+            status: 400,
+            body: Buffer.from(answer),
+            timeMs: now(),
+            refusedBy: 'gateway',
+          }),
+        )
+        return
+      }
+    }
+    if (prepared.parsed) {
+      // The upstream socket must be registered before ComfyUI can send the prompt's first event.
+      const ready = await hub.preparePrompt(
+        upstreamClientId,
+        promptId,
+        Math.min(timeoutMs, SOCKET_READY_WAIT_MS),
+      )
+      if (!ready && hub.healthy)
+        logger.warn('gateway: forwarding a prompt before its upstream socket is ready', { promptId })
+    }
+    safeTap('promptSubmitted', () => tap.promptSubmitted({ ...submitted, timeMs: now() }))
+    const result = await forward(req, res, { body: prepared.forwardedBody, collectResponseBytes: Infinity })
+    if (prepared.parsed)
+      hub.promptAnswered(upstreamClientId, promptId, result.error !== undefined ? 0 : result.status)
+    safeTap('promptAnswered', () =>
+      tap.promptAnswered({
+        promptId,
+        status: result.status,
+        body: result.responseBody ?? EMPTY,
+        timeMs: now(),
+        ...(result.error !== undefined ? { error: result.error } : {}),
+      }),
+    )
+  }
+
+  const handleRequest = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const pathname = pathOf(req.url)
+    if (isAuditPath(pathname)) {
+      const handled = options.auditHandler ? await options.auditHandler(req, res) : false
+      if (!handled && !res.headersSent) sendJson(res, 404, '{"error": "not found"}')
+      return
+    }
+    if (closing) {
+      sendJson(res, 503, errorBody('gateway_closing', 'The comfy-audit gateway is shutting down', ''), {
+        Connection: 'close',
+      })
+      return
+    }
+    const method = req.method ?? 'GET'
+    if (method === 'POST' && PROMPT_PATHS.has(pathname)) {
+      await handlePrompt(req, res, await identify(req))
+      return
+    }
+    if (method === 'PATCH' && pathname === '/internal/logs/subscribe') {
+      // ComfyUI sends `logs` events to the id in the body: make it the namespaced id the client's socket has.
+      const submitter = await identify(req)
+      const body = rewriteStringMember(await readBody(req, 1 << 20), 'clientId', (id) =>
+        namespacedClientId(submitter.user, id),
+      )
+      await forward(req, res, { body })
+      return
+    }
+    const kind =
+      method === 'POST'
+        ? ACTION_ROUTES.get(pathname.startsWith('/api/') ? pathname.slice(4) : pathname)
+        : undefined
+    if (kind === undefined) {
+      await forward(req, res, {})
+      return
+    }
+    const submitter = await identify(req)
+    const r = await forward(req, res, {
+      collectRequestBytes: maxTapBodyBytes,
+      collectResponseBytes: MAX_TAPPED_RESPONSE_BYTES,
+    })
+    if (r.requestBody === null) logger.warn('gateway: action body too large for the tap', { path: pathname })
+    safeTap('action', () =>
+      tap.action({
+        kind,
+        method,
+        path: pathname,
+        body: r.requestBody ?? EMPTY,
+        status: r.status,
+        responseBody: r.responseBody,
+        submitter,
+        timeMs: now(),
+      }),
+    )
+  }
+
+  const activeResponses = new Set<ServerResponse>()
+  let drained: (() => void) | null = null
+  const server = http.createServer({ requestTimeout: 0 }, (req, res) => {
+    activeResponses.add(res)
+    res.on('close', () => {
+      activeResponses.delete(res)
+      if (activeResponses.size === 0) drained?.()
+    })
+    handleRequest(req, res).catch((error: unknown) => {
+      if (error instanceof BodyTooLarge) {
+        sendJson(res, 413, errorBody('request_too_large', 'Request body too large', error.message), {
+          Connection: 'close',
+        })
+        return
+      }
+      logger.error('gateway: request failed', { path: req.url, error: String(error) })
+      sendJson(
+        res,
+        500,
+        errorBody('gateway_error', 'The comfy-audit gateway failed on this request', String(error)),
+      )
+    })
+  })
+
+  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false })
+  const tunnels = new Set<Duplex>()
+
+  const rejectUpgrade = (socket: Duplex, status: number, reason: string): void => {
+    socket.end(`HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`)
+  }
+
+  /** Any other upgrade (a custom node's own WebSocket): a byte tunnel to ComfyUI. */
+  const tunnel = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    const upReq = transport.request({
+      host: upstream.hostname,
+      port: upstream.port,
+      method: req.method,
+      path: upstreamPrefix + (req.url ?? '/'),
+      headers: forwardRequestHeaders(req, { upstreamHost, upstreamOrigin, keepUpgrade: true }),
+    })
+    upReq.setTimeout(timeoutMs, () => upReq.destroy(new Error('timeout')))
+    upReq.on('upgrade', (upRes, upSocket, upHead) => {
+      upReq.setTimeout(0)
+      let head101 = `HTTP/1.1 ${upRes.statusCode ?? 101} ${upRes.statusMessage ?? 'Switching Protocols'}\r\n`
+      for (let i = 0; i < upRes.rawHeaders.length; i += 2)
+        head101 += `${upRes.rawHeaders[i]}: ${upRes.rawHeaders[i + 1]}\r\n`
+      socket.write(head101 + '\r\n')
+      if (upHead.length > 0) socket.write(upHead)
+      if (head.length > 0) upSocket.write(head)
+      tunnels.add(socket)
+      socket.on('close', () => tunnels.delete(socket))
+      upSocket.on('error', () => socket.destroy())
+      socket.on('error', () => upSocket.destroy())
+      upSocket.pipe(socket).pipe(upSocket)
+    })
+    upReq.on('response', (upRes) => {
+      // ComfyUI refused the upgrade: pass its answer on.
+      let text = `HTTP/1.1 ${upRes.statusCode ?? 502} ${upRes.statusMessage ?? ''}\r\n`
+      const hs = forwardResponseHeaders(upRes.rawHeaders)
+      for (let i = 0; i < hs.length; i += 2) text += `${hs[i]}: ${hs[i + 1]}\r\n`
+      socket.write(text + 'Connection: close\r\n\r\n')
+      upRes.pipe(socket)
+    })
+    upReq.on('error', () => rejectUpgrade(socket, 503, 'Service Unavailable'))
+    upReq.end()
+  }
+
+  const handleUpgrade = async (req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> => {
+    const pathname = pathOf(req.url)
+    if (isAuditPath(pathname)) return rejectUpgrade(socket, 404, 'Not Found')
+    if (closing) return rejectUpgrade(socket, 503, 'Service Unavailable')
+    if (!WS_PATHS.has(pathname)) return tunnel(req, socket, head)
+    const host = req.headers.host
+    const origin = req.headers.origin
+    if (checkOrigin && host && origin && isLoopbackHost(host) && !originMatchesHost(host, origin)) {
+      logger.warn('gateway: refused a WebSocket whose Origin does not match Host', { host, origin })
+      return rejectUpgrade(socket, 403, 'Forbidden')
+    }
+    // A direct client cannot connect while ComfyUI is down either; it will retry.
+    if (!hub.healthy) return rejectUpgrade(socket, 503, 'Service Unavailable')
+    const submitter = await identify(req)
+    const clientId =
+      new URL(req.url ?? '/', 'http://gateway').searchParams.get('clientId') || generateSocketId()
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      if (closing) {
+        ws.close(1001, 'gateway shutting down')
+        return
+      }
+      hub.attachDownstream(ws, clientId, submitter.user)
+    })
+  }
+
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => {})
+    handleUpgrade(req, socket, head).catch((error: unknown) => {
+      logger.error('gateway: upgrade failed', { path: req.url, error: String(error) })
+      rejectUpgrade(socket, 500, 'Internal Server Error')
+    })
+  })
+
+  let closing = false
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(options.port ?? 8189, options.host ?? '127.0.0.1', () => {
+      server.off('error', reject)
+      resolve()
+    })
+  })
+  await hub.restore()
+
+  const address = server.address() as AddressInfo
+  const hostForUrl = address.family === 'IPv6' ? `[${address.address}]` : address.address
+  let closePromise: Promise<void> | null = null
+
+  return {
+    url: `http://${hostForUrl}:${address.port}`,
+    port: address.port,
+    get upstreamHealthy() {
+      return hub.healthy
+    },
+    get upstreamClientIds() {
+      return hub.clientIds
+    },
+    get observerClientId() {
+      return hub.observerClientId
+    },
+    on(_event: 'upstream', listener: (e: { healthy: boolean }) => void) {
+      listeners.add(listener)
+      return () => listeners.delete(listener)
+    },
+    close(opts?: { drainMs?: number }) {
+      closePromise ??= (async () => {
+        closing = true
+        const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()))
+        server.closeIdleConnections()
+        await hub.close()
+        if (activeResponses.size > 0) {
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, opts?.drainMs ?? 5000)
+            timer.unref()
+            drained = () => {
+              clearTimeout(timer)
+              resolve()
+            }
+          })
+        }
+        for (const ws of wss.clients) ws.terminate()
+        for (const s of tunnels) s.destroy()
+        server.closeAllConnections()
+        wss.close()
+        agent.destroy()
+        await serverClosed
+      })()
+      return closePromise
+    },
+  }
+}

@@ -1,0 +1,625 @@
+import { randomBytes } from 'node:crypto'
+import WebSocket from 'ws'
+import { parseJson } from '../audit/json.js'
+import type { Logger } from '../audit/report-error.js'
+import type { JsonValue } from '../audit/types.js'
+import type { CaptureTap } from '../capture/tap.js'
+import { namespacedClientId, parseClientId } from './client-ids.js'
+import { UpstreamSocket, type ReconnectOptions } from './upstream-socket.js'
+
+/** Where the gateway keeps the namespaced client ids it holds, to re-attach them after a restart. */
+export interface ClientIdState {
+  load(): Promise<string[]>
+  save(ids: string[]): Promise<void>
+}
+
+/** Options of {@link SocketHub}. */
+export interface SocketHubOptions {
+  /** ComfyUI's WebSocket URL without query. */
+  readonly wsUrl: string
+  readonly tap: CaptureTap
+  readonly now: () => number
+  readonly logger: Logger
+  readonly random: () => number
+  readonly reconnect: ReconnectOptions
+  readonly handshakeTimeoutMs: number
+  /** How long an id with neither a prompt in flight nor a downstream socket keeps its upstream socket. */
+  readonly idleCloseMs: number
+  /** A downstream socket with more than this many bytes queued is dropped rather than slowing anyone. */
+  readonly highWaterMarkBytes: number
+  /** The raw body of ComfyUI's `GET /features`, or null when it cannot be had. */
+  readonly fetchFeatures: () => Promise<string | null>
+  /** The raw body of ComfyUI's `GET /queue`, or null when it cannot be had. */
+  readonly fetchQueue: () => Promise<Buffer | null>
+  readonly state?: ClientIdState
+  /** ComfyUI became reachable (observer socket registered) or stopped being so. */
+  readonly onHealth: (healthy: boolean) => void
+}
+
+interface Downstream {
+  readonly ws: WebSocket
+  /** ComfyUI checks only the first text frame for feature flags. */
+  first: boolean
+}
+
+interface InflightPrompt {
+  /** Hub sequence number when ComfyUI accepted it; null while its POST is unanswered. */
+  answeredSeq: number | null
+}
+
+/** One namespaced client id and its upstream socket. */
+interface Channel {
+  readonly id: string
+  readonly kind: 'client' | 'noclient'
+  /** The id as the client knows it (null for no-client ids). */
+  readonly downstreamId: string | null
+  /** The id inside JSON strings, and its replacement, for rewriting relayed frames. */
+  readonly idInJson: string
+  readonly downstreamInJson: string | null
+  readonly socket: UpstreamSocket
+  readonly downstreams: Set<Downstream>
+  /** The newest downstream socket; the only one that gets events (older ones stay silent, as in ComfyUI). */
+  active: Downstream | null
+  readonly inflight: Map<string, InflightPrompt>
+  /** A few finished prompts, for events that trail the end of a run. */
+  readonly recent: string[]
+  /** Display id of the node running for this id (ComfyUI's `last_node_id`), for the reconnect `executing`. */
+  runningNode: string | null
+  runningPrompt: string | null
+  /** The first `feature_flags` frame a downstream socket sent, replayed on each new upstream connection. */
+  clientFlags: string | null
+  /** Restored from state: kept until the first reconciliation with ComfyUI's queue. */
+  pinned: boolean
+  idleTimer: NodeJS.Timeout | null
+  closed: boolean
+}
+
+type Frame = { type: string | null; data: Record<string, JsonValue> }
+
+const NON_ASCII = /[\u007f-\uffff]/g
+
+/** JSON string the way Python's `json.dumps` writes it (ensure_ascii), so our frames match ComfyUI's bytes. */
+function pyString(s: string): string {
+  return JSON.stringify(s).replace(NON_ASCII, (c) => '\\u' + c.charCodeAt(0).toString(16).padStart(4, '0'))
+}
+
+function isRecord(v: unknown): v is Record<string, JsonValue> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
+}
+
+function parseFrame(text: string): Frame | null {
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch {
+    // Python writes NaN/Infinity bare; the tolerant parser reads them.
+    const r = parseJson(text)
+    if (!r.ok) return null
+    value = r.value
+  }
+  if (!isRecord(value)) return null
+  return {
+    type: typeof value.type === 'string' ? value.type : null,
+    data: isRecord(value.data) ? value.data : {},
+  }
+}
+
+function str(v: JsonValue | undefined): string | null {
+  return typeof v === 'string' ? v : typeof v === 'number' || typeof v === 'bigint' ? String(v) : null
+}
+
+/** Binary event types (protocol §1.4). */
+const BINARY_PREVIEW_IMAGE = 1
+const RECENT_PROMPTS = 8
+
+/**
+ * Owns every upstream WebSocket: one per namespaced client id (opened when a downstream socket connects or a
+ * prompt is submitted under the id, kept while the id has a prompt in flight or a downstream socket), plus
+ * one observer socket that tracks health and the queue length. Relays each upstream frame to the newest
+ * downstream socket of its id, answers downstream connects the way ComfyUI would, and broadcasts what
+ * ComfyUI would have broadcast for prompts whose client gave no id.
+ */
+export class SocketHub {
+  readonly #opts: SocketHubOptions
+  readonly #channels = new Map<string, Channel>()
+  /** Upstream sockets being closed, by id: a new socket for the id waits for the old one (close bug). */
+  readonly #closing = new Map<string, Promise<void>>()
+  readonly #observer: UpstreamSocket
+  #healthy = false
+  #queueRemaining = 0
+  #features: string | null = null
+  #featuresLoading: Promise<string | null> | null = null
+  #seq = 0
+  #reconcileRunning = false
+  #reconcileAgain = false
+  #saving: Promise<void> | null = null
+  #dirty = false
+  #shuttingDown = false
+  #restoring = false
+
+  constructor(opts: SocketHubOptions) {
+    this.#opts = opts
+    this.#observer = new UpstreamSocket({
+      ...this.#socketOptions(`comfy-audit~observer-${randomBytes(4).toString('hex')}`),
+      onFrame: (data, isBinary) => this.#onObserverFrame(data, isBinary),
+      onReady: () => this.#onObserverReady(),
+      onDown: () => this.#setHealthy(false),
+    })
+  }
+
+  /** Re-attaches the ids saved by an earlier run (kept until reconciled against ComfyUI's queue). */
+  async restore(): Promise<void> {
+    const state = this.#opts.state
+    if (!state) return
+    let ids: string[]
+    try {
+      ids = await state.load()
+    } catch (error) {
+      this.#opts.logger.warn('gateway: could not load client ids', { error: String(error) })
+      return
+    }
+    // These ids are what the state already holds: no save until something changes.
+    this.#restoring = true
+    for (const id of ids) {
+      if (parseClientId(id).kind === 'foreign' || this.#channels.has(id)) continue
+      this.#channel(id).pinned = true
+    }
+    this.#restoring = false
+    // An observer that connected before the ids were loaded reconciled without them.
+    if (this.#healthy) void this.#reconcile()
+  }
+
+  /** Whether ComfyUI's WebSocket endpoint is reachable (the observer socket is registered). */
+  get healthy(): boolean {
+    return this.#healthy
+  }
+
+  /** The upstream ids currently held. */
+  get clientIds(): string[] {
+    return [...this.#channels.keys()]
+  }
+
+  /** The observer's upstream id (its frames reach the tap too). */
+  get observerClientId(): string {
+    return this.#observer.clientId
+  }
+
+  /** Number of upstream connections that are open and registered (observer included). */
+  get openUpstreamSockets(): number {
+    let n = this.#observer.ready ? 1 : 0
+    for (const ch of this.#channels.values()) if (ch.socket.ready) n++
+    return n
+  }
+
+  /**
+   * Takes a downstream socket for `downstreamId` of `user` and answers the connect as ComfyUI would: the
+   * first `status` with `sid` = the client's own id, then the reconnect `executing` while one of its prompts
+   * runs a node.
+   */
+  attachDownstream(ws: WebSocket, downstreamId: string, user: string): void {
+    const ch = this.#channel(namespacedClientId(user, downstreamId))
+    const d: Downstream = { ws, first: true }
+    ch.downstreams.add(d)
+    ch.active = d
+    this.#send(
+      d,
+      `{"type": "status", "data": {"status": {"exec_info": {"queue_remaining": ${this.#queueRemaining}}}, "sid": ${pyString(downstreamId)}}}`,
+      false,
+    )
+    if (ch.runningNode !== null)
+      this.#send(d, `{"type": "executing", "data": {"node": ${pyString(ch.runningNode)}}}`, false)
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      if (isBinary || !d.first) return
+      const text = data.toString('utf8')
+      const frame = parseFrame(text)
+      if (frame === null) return // ComfyUI keeps waiting for a first valid JSON frame too
+      d.first = false
+      if (frame.type === 'feature_flags') this.#onClientFlags(ch, d, text)
+    })
+    ws.on('error', () => {})
+    ws.on('close', () => {
+      ch.downstreams.delete(d)
+      if (ch.active === d) ch.active = null
+      this.#maybeRelease(ch)
+    })
+  }
+
+  /**
+   * Makes sure the upstream socket for `upstreamId` exists and records a prompt about to be submitted under
+   * it. Resolves once ComfyUI has registered the socket (so no event of the prompt can be missed), or after
+   * `timeoutMs`.
+   */
+  async preparePrompt(upstreamId: string, promptId: string, timeoutMs: number): Promise<boolean> {
+    const ch = this.#channel(upstreamId)
+    ch.inflight.set(promptId, { answeredSeq: null })
+    if (ch.socket.ready) return true
+    if (!this.#healthy) return false
+    return ch.socket.whenReady(timeoutMs)
+  }
+
+  /** ComfyUI answered a POST /prompt (status 0: not reachable). Refused prompts stop holding their id. */
+  promptAnswered(upstreamId: string, promptId: string, status: number): void {
+    const ch = this.#channels.get(upstreamId)
+    const p = ch?.inflight.get(promptId)
+    if (!ch || !p) return
+    if (status === 200) p.answeredSeq = ++this.#seq
+    else this.#finishPrompt(ch, promptId)
+  }
+
+  /** Whether a prompt with this id is in flight through this gateway. */
+  hasInflightPrompt(promptId: string): boolean {
+    for (const ch of this.#channels.values()) if (ch.inflight.has(promptId)) return true
+    return false
+  }
+
+  /** Closes every downstream and upstream socket. Keeps the saved ids, so the next start re-attaches them. */
+  async close(): Promise<void> {
+    this.#shuttingDown = true
+    const closes: Promise<void>[] = [this.#observer.close(), ...this.#closing.values()]
+    for (const ch of this.#channels.values()) {
+      if (ch.idleTimer) clearTimeout(ch.idleTimer)
+      for (const d of ch.downstreams) d.ws.close(1001, 'gateway shutting down')
+      closes.push(ch.socket.close())
+    }
+    await Promise.all(closes)
+    if (this.#saving) await this.#saving
+  }
+
+  #socketOptions(clientId: string) {
+    const o = this.#opts
+    return {
+      wsUrl: o.wsUrl,
+      clientId,
+      handshakeTimeoutMs: o.handshakeTimeoutMs,
+      reconnect: o.reconnect,
+      random: o.random,
+      logger: o.logger,
+    }
+  }
+
+  #channel(id: string): Channel {
+    const existing = this.#channels.get(id)
+    if (existing) {
+      if (existing.idleTimer) clearTimeout(existing.idleTimer)
+      existing.idleTimer = null
+      return existing
+    }
+    const parsed = parseClientId(id)
+    const downstreamId = parsed.kind === 'client' ? parsed.downstreamId : null
+    const idJson = JSON.stringify(id).slice(1, -1)
+    // Assigned right below: the socket needs the channel in its callbacks, which run only later.
+    // eslint-disable-next-line prefer-const
+    let ch!: Channel
+    const socket = new UpstreamSocket({
+      ...this.#socketOptions(id),
+      after: this.#closing.get(id),
+      onFrame: (data, isBinary) => this.#onChannelFrame(ch, data, isBinary),
+      onReady: () => {
+        if (ch.clientFlags !== null && !ch.socket.textSent) ch.socket.sendText(ch.clientFlags)
+      },
+      onDown: () => {
+        // ComfyUI dropped the socket (it restarted): a direct client would lose its socket now, and must
+        // reconnect to learn the new state. The upstream socket itself reconnects with backoff.
+        ch.runningNode = null
+        ch.runningPrompt = null
+        for (const d of ch.downstreams) d.ws.close(1012, 'ComfyUI connection lost')
+      },
+    })
+    ch = {
+      id,
+      kind: parsed.kind === 'noclient' ? 'noclient' : 'client',
+      downstreamId,
+      idInJson: idJson,
+      downstreamInJson: downstreamId === null ? null : JSON.stringify(downstreamId).slice(1, -1),
+      socket,
+      downstreams: new Set(),
+      active: null,
+      inflight: new Map(),
+      recent: [],
+      runningNode: null,
+      runningPrompt: null,
+      clientFlags: null,
+      pinned: false,
+      idleTimer: null,
+      closed: false,
+    }
+    this.#channels.set(id, ch)
+    this.#persist()
+    return ch
+  }
+
+  #maybeRelease(ch: Channel): void {
+    if (ch.closed || ch.pinned || ch.downstreams.size > 0 || ch.inflight.size > 0 || ch.idleTimer) return
+    if (this.#shuttingDown) return
+    ch.idleTimer = setTimeout(() => {
+      ch.idleTimer = null
+      if (ch.closed || ch.pinned || ch.downstreams.size > 0 || ch.inflight.size > 0) return
+      ch.closed = true
+      this.#channels.delete(ch.id)
+      const closed = ch.socket.close()
+      this.#closing.set(ch.id, closed)
+      void closed.then(() => {
+        if (this.#closing.get(ch.id) === closed) this.#closing.delete(ch.id)
+      })
+      this.#persist()
+    }, this.#opts.idleCloseMs)
+    ch.idleTimer.unref()
+  }
+
+  #finishPrompt(ch: Channel, promptId: string): void {
+    if (!ch.inflight.delete(promptId)) return
+    ch.recent.push(promptId)
+    if (ch.recent.length > RECENT_PROMPTS) ch.recent.shift()
+    this.#maybeRelease(ch)
+  }
+
+  #persist(): void {
+    const state = this.#opts.state
+    if (!state || this.#shuttingDown || this.#restoring) return
+    this.#dirty = true
+    if (this.#saving) return
+    this.#saving = (async () => {
+      while (this.#dirty) {
+        this.#dirty = false
+        try {
+          await state.save([...this.#channels.keys()])
+        } catch (error) {
+          this.#opts.logger.warn('gateway: could not save client ids', { error: String(error) })
+        }
+      }
+      this.#saving = null
+    })()
+  }
+
+  #send(d: Downstream, data: Buffer | string, binary: boolean): void {
+    const ws = d.ws
+    if (ws.readyState !== WebSocket.OPEN) return
+    if (ws.bufferedAmount > this.#opts.highWaterMarkBytes) {
+      // Dropping one slow reader beats stalling everyone (ComfyUI's own publish loop would stall).
+      this.#opts.logger.warn('gateway: dropping a downstream socket that does not keep up', {
+        bufferedBytes: ws.bufferedAmount,
+      })
+      ws.terminate()
+      return
+    }
+    ws.send(data, { binary })
+  }
+
+  #broadcast(data: Buffer | string, binary: boolean): void {
+    for (const ch of this.#channels.values()) if (ch.active) this.#send(ch.active, data, binary)
+  }
+
+  #onClientFlags(ch: Channel, d: Downstream, text: string): void {
+    ch.clientFlags = text
+    if (ch.socket.ready && !ch.socket.textSent) ch.socket.sendText(text)
+    const reply = (features: string): void =>
+      this.#send(d, `{"type": "feature_flags", "data": ${features}}`, false)
+    if (this.#features !== null) reply(this.#features)
+    else
+      void this.#loadFeatures().then((f) => {
+        if (f !== null) reply(f)
+      })
+  }
+
+  #loadFeatures(): Promise<string | null> {
+    if (this.#features !== null) return Promise.resolve(this.#features)
+    if (!this.#featuresLoading) {
+      this.#featuresLoading = this.#opts
+        .fetchFeatures()
+        .catch(() => null)
+        .then((f) => {
+          this.#featuresLoading = null
+          if (f !== null) this.#features = f
+          return f
+        })
+    }
+    return this.#featuresLoading
+  }
+
+  #setHealthy(healthy: boolean): void {
+    if (this.#healthy === healthy) return
+    this.#healthy = healthy
+    this.#opts.logger.info(healthy ? 'gateway: ComfyUI is reachable' : 'gateway: ComfyUI is not reachable')
+    this.#opts.onHealth(healthy)
+  }
+
+  #onObserverReady(): void {
+    this.#setHealthy(true)
+    void this.#loadFeatures()
+    for (const ch of this.#channels.values()) ch.socket.kick()
+    void this.#reconcile()
+  }
+
+  #onObserverFrame(data: Buffer, isBinary: boolean): void {
+    const timeMs = this.#opts.now()
+    const payload = isBinary ? data : data.toString('utf8')
+    this.#tapFrame(this.#observer.clientId, payload, isBinary, timeMs)
+    if (isBinary) return
+    const frame = parseFrame(payload as string)
+    if (frame?.type !== 'status') return
+    const status = frame.data.status
+    const info = isRecord(status) ? status.exec_info : undefined
+    const remaining = isRecord(info) ? info.queue_remaining : undefined
+    if (typeof remaining !== 'number') return
+    this.#queueRemaining = remaining
+    if (remaining === 0 && !('sid' in frame.data) && this.#hasAnsweredInflight()) void this.#reconcile()
+  }
+
+  #hasAnsweredInflight(): boolean {
+    for (const ch of this.#channels.values())
+      for (const p of ch.inflight.values()) if (p.answeredSeq !== null) return true
+    return false
+  }
+
+  #tapFrame(upstreamClientId: string, data: string | Buffer, isBinary: boolean, timeMs: number): void {
+    try {
+      this.#opts.tap.frame({ upstreamClientId, data, isBinary, timeMs })
+    } catch (error) {
+      this.#opts.logger.error('gateway: capture tap threw on a frame', { error: String(error) })
+    }
+  }
+
+  #onChannelFrame(ch: Channel, data: Buffer, isBinary: boolean): void {
+    const timeMs = this.#opts.now()
+    if (isBinary) {
+      if (ch.kind === 'client') {
+        if (ch.active) this.#send(ch.active, data, true)
+      } else if (
+        data.length >= 4 &&
+        data.readUInt32BE(0) === BINARY_PREVIEW_IMAGE &&
+        ch.runningPrompt !== null
+      ) {
+        // A legacy preview of a prompt whose client gave no id: ComfyUI would have sent it to everyone.
+        this.#broadcast(data, true)
+      }
+      this.#tapFrame(ch.id, data, true, timeMs)
+      return
+    }
+    const text = data.toString('utf8')
+    const frame = parseFrame(text)
+    this.#route(ch, data, text, frame)
+    this.#tapFrame(ch.id, text, false, timeMs)
+  }
+
+  #route(ch: Channel, data: Buffer, text: string, frame: Frame | null): void {
+    const type = frame?.type ?? null
+    const d = frame?.data ?? {}
+    // What the gateway answers itself on a downstream connect: the connect `status` (with `sid`), the
+    // feature-flags reply, and the reconnect `executing` (no `prompt_id`).
+    if (type === 'status' && 'sid' in d) return
+    if (type === 'feature_flags') return
+    if (type === 'executing' && !('prompt_id' in d)) {
+      ch.runningNode = str(d.node)
+      return
+    }
+    const promptId = str(d.prompt_id)
+    this.#track(ch, type, d, promptId)
+    if (ch.kind === 'noclient') {
+      if (
+        promptId !== null &&
+        this.#isNoClientBroadcast(type, d) &&
+        (ch.inflight.has(promptId) || ch.recent.includes(promptId))
+      ) {
+        this.#broadcast(data, false)
+      }
+      return
+    }
+    const active = ch.active
+    if (!active) return // ComfyUI drops events for an id without a socket
+    if (ch.downstreamInJson !== null && text.includes(ch.idInJson)) {
+      this.#send(active, text.split(ch.idInJson).join(ch.downstreamInJson), false)
+    } else {
+      this.#send(active, data, false)
+    }
+  }
+
+  /** What ComfyUI broadcasts for a prompt without a client id (protocol §1.3). */
+  #isNoClientBroadcast(type: string | null, d: Record<string, JsonValue>): boolean {
+    switch (type) {
+      case 'progress':
+      case 'progress_state':
+      case 'execution_interrupted':
+        return true
+      case 'execution_error':
+        return d.exception_type === 'ExecutionBlocked'
+      default:
+        return false
+    }
+  }
+
+  #track(ch: Channel, type: string | null, d: Record<string, JsonValue>, promptId: string | null): void {
+    switch (type) {
+      case 'execution_start':
+        // ComfyUI now runs this id's prompt: no other id has a running node any more.
+        for (const other of this.#channels.values()) {
+          other.runningNode = null
+          other.runningPrompt = null
+        }
+        ch.runningPrompt = promptId
+        if (promptId !== null && !ch.inflight.has(promptId))
+          ch.inflight.set(promptId, { answeredSeq: ++this.#seq })
+        break
+      case 'executing': {
+        const node = d.node
+        if (node === null) {
+          ch.runningNode = null
+          ch.runningPrompt = null
+          // `executing {node: null}` is the last event of a run (sent after the history entry is written).
+          if (promptId !== null) this.#finishPrompt(ch, promptId)
+        } else {
+          ch.runningNode = str(d.display_node) ?? str(node)
+        }
+        break
+      }
+      case 'execution_success':
+      case 'execution_interrupted':
+        ch.runningNode = null
+        break
+      case 'execution_error':
+        if (d.exception_type !== 'ExecutionBlocked') ch.runningNode = null
+        break
+      default:
+        break
+    }
+  }
+
+  /**
+   * Brings the in-flight sets in line with ComfyUI's queue: prompts that ComfyUI accepted before the queue
+   * was read and that are no longer in it have ended (or were deleted, or lost in a restart), and prompts
+   * in the queue under one of our ids are re-attached.
+   */
+  async #reconcile(): Promise<void> {
+    if (this.#reconcileRunning) {
+      this.#reconcileAgain = true
+      return
+    }
+    this.#reconcileRunning = true
+    try {
+      do {
+        this.#reconcileAgain = false
+        const mark = ++this.#seq
+        const body = await this.#opts.fetchQueue().catch(() => null)
+        const queued = body === null ? null : parseQueue(body)
+        if (queued === null || this.#shuttingDown) return
+        for (const [clientId, promptIds] of queued) {
+          if (parseClientId(clientId).kind === 'foreign') continue
+          const ch = this.#channel(clientId)
+          for (const p of promptIds) if (!ch.inflight.has(p)) ch.inflight.set(p, { answeredSeq: mark })
+        }
+        for (const ch of [...this.#channels.values()]) {
+          ch.pinned = false
+          const stillQueued = queued.get(ch.id)
+          for (const [p, st] of [...ch.inflight]) {
+            if (st.answeredSeq !== null && st.answeredSeq < mark && !stillQueued?.has(p))
+              this.#finishPrompt(ch, p)
+          }
+          this.#maybeRelease(ch)
+        }
+      } while (this.#reconcileAgain)
+    } finally {
+      this.#reconcileRunning = false
+    }
+  }
+}
+
+/** `GET /queue` → prompt ids by client id (`[number, prompt_id, prompt, extra_data, outputs]` items). */
+function parseQueue(body: Buffer): Map<string, Set<string>> | null {
+  const r = parseJson(body)
+  if (!r.ok || !isRecord(r.value)) return null
+  const out = new Map<string, Set<string>>()
+  for (const key of ['queue_running', 'queue_pending']) {
+    const items = r.value[key]
+    if (!Array.isArray(items)) continue
+    for (const item of items) {
+      if (!Array.isArray(item)) continue
+      const promptId = str(item[1])
+      const extra = item[3]
+      const clientId = isRecord(extra) ? str(extra.client_id) : null
+      if (promptId === null || clientId === null) continue
+      let set = out.get(clientId)
+      if (!set) out.set(clientId, (set = new Set()))
+      set.add(promptId)
+    }
+  }
+  return out
+}

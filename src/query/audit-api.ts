@@ -1,0 +1,140 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { stringifyJson } from '../audit/json.js'
+import { SESSION_STATUSES, type JsonValue, type SessionStatus } from '../audit/types.js'
+import { parseTimeSpec } from '../config/duration.js'
+import type { NodeRunFilter, SessionFilter } from '../store/store.js'
+import type { RuntimeStore } from '../store/runtime-store.js'
+import { nodeRunExportRow, sessionExportRow } from './format.js'
+
+/** What the audit API needs to know about the running gateway. */
+export interface AuditApiOptions {
+  store: Pick<RuntimeStore, 'sessions' | 'session' | 'nodeRuns'>
+  /** Whether ComfyUI currently answers. */
+  upstreamHealthy: () => boolean
+  /** Whether the gateway is shutting down (ready turns false first, so orchestrators stop routing). */
+  draining: () => boolean
+  /** Extra health details (sinks, queue depth, …). */
+  healthDetails?: () => Record<string, JsonValue>
+  version?: string
+}
+
+function send(res: ServerResponse, status: number, body: JsonValue): void {
+  const text = stringifyJson(body, { strict: true })
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'cache-control': 'no-store',
+    'x-content-type-options': 'nosniff',
+  })
+  res.end(text)
+}
+
+function badRequest(res: ServerResponse, message: string): true {
+  send(res, 400, { error: message })
+  return true
+}
+
+/**
+ * Serves the gateway's own routes under `/_audit/`: health and readiness probes and the read API
+ * (`/_audit/api/sessions`, `/_audit/api/sessions/{id}`, `/_audit/api/node-runs`). Returns false for paths it does
+ * not serve, so the caller answers 404.
+ */
+export function createAuditApi(
+  options: AuditApiOptions,
+): (req: IncomingMessage, res: ServerResponse) => Promise<boolean> {
+  return async (req, res) => {
+    const url = new URL(req.url ?? '/', 'http://gateway')
+    const path = url.pathname
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      if (path.startsWith('/_audit/')) {
+        send(res, 405, { error: `method ${req.method} not allowed on ${path}` })
+        return true
+      }
+      return false
+    }
+    if (path === '/_audit/health') {
+      send(res, 200, {
+        status: 'ok',
+        version: options.version ?? null,
+        comfyui: options.upstreamHealthy() ? 'up' : 'down',
+        draining: options.draining(),
+        ...(options.healthDetails?.() ?? {}),
+      })
+      return true
+    }
+    if (path === '/_audit/ready') {
+      const ready = !options.draining() && options.upstreamHealthy()
+      send(res, ready ? 200 : 503, {
+        ready,
+        reason: options.draining()
+          ? 'draining'
+          : options.upstreamHealthy()
+            ? null
+            : 'ComfyUI does not answer',
+      })
+      return true
+    }
+    if (path === '/_audit/api/sessions') {
+      const filter: { -readonly [K in keyof SessionFilter]: SessionFilter[K] } = {}
+      for (const key of ['since', 'until'] as const) {
+        const v = url.searchParams.get(key)
+        if (v !== null) {
+          const t = parseTimeSpec(v)
+          if (!t.ok) return badRequest(res, `${key}: ${t.reason}`)
+          filter[key] = t.value.toISOString()
+        }
+      }
+      const status = url.searchParams.get('status')
+      if (status !== null) {
+        const list = status.split(',')
+        const unknown = list.find((s) => !(SESSION_STATUSES as readonly string[]).includes(s))
+        if (unknown !== undefined) return badRequest(res, `status: unknown status ${JSON.stringify(unknown)}`)
+        filter.status = list as SessionStatus[]
+      }
+      const user = url.searchParams.get('user')
+      if (user !== null) filter.user = user
+      const limit = Number(url.searchParams.get('limit') ?? 100)
+      const offset = Number(url.searchParams.get('offset') ?? 0)
+      if (!Number.isInteger(limit) || limit < 1 || limit > 10_000)
+        return badRequest(res, 'limit: expected 1..10000')
+      if (!Number.isInteger(offset) || offset < 0) return badRequest(res, 'offset: expected an integer >= 0')
+      filter.limit = limit
+      filter.offset = offset
+      const sessions = await options.store.sessions(filter)
+      send(res, 200, { sessions: sessions.map(sessionExportRow) })
+      return true
+    }
+    const one = /^\/_audit\/api\/sessions\/([^/]+)$/.exec(path)
+    if (one) {
+      const id = decodeURIComponent(one[1]!)
+      const session = await options.store.session(id, url.searchParams.get('origin') ?? undefined)
+      if (!session) {
+        send(res, 404, { error: `no session ${id}` })
+        return true
+      }
+      const runs = await options.store.nodeRuns({ sessionId: id, origin: session.origin })
+      send(res, 200, {
+        session: { ...sessionExportRow(session), prompt: session.prompt, workflow: session.workflow },
+        node_runs: runs.map(nodeRunExportRow),
+      })
+      return true
+    }
+    if (path === '/_audit/api/node-runs') {
+      const filter: { -readonly [K in keyof NodeRunFilter]: NodeRunFilter[K] } = {}
+      const nodeType = url.searchParams.get('node_type')
+      if (nodeType !== null) filter.nodeType = nodeType
+      for (const key of ['since', 'until'] as const) {
+        const v = url.searchParams.get(key)
+        if (v !== null) {
+          const t = parseTimeSpec(v)
+          if (!t.ok) return badRequest(res, `${key}: ${t.reason}`)
+          filter[key] = t.value.toISOString()
+        }
+      }
+      filter.limit = Math.min(Number(url.searchParams.get('limit') ?? 1000) || 1000, 100_000)
+      const runs = await options.store.nodeRuns(filter)
+      send(res, 200, { node_runs: runs.map(nodeRunExportRow) })
+      return true
+    }
+    return false
+  }
+}

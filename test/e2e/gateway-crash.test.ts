@@ -1,0 +1,161 @@
+/**
+ * Durability: the gateway is killed (SIGKILL) in the middle of a slow run and started again on the same data
+ * directory. Every event committed before the kill must still be there, and the run must end with its real
+ * final status.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { afterAll, describe, expect, it } from 'vitest'
+import WebSocket from 'ws'
+import { stringifyJson } from '../../src/audit/json.js'
+import type { AuditEvent } from '../../src/audit/types.js'
+import { createRuntimeStore } from '../../src/store/runtime-store.js'
+import { createSqliteDialect } from '../../src/store/sqlite/sqlite-dialect.js'
+import { createSimServer, type SimServer } from '../../src/sim/index.js'
+
+const ROOT = new URL('../..', import.meta.url).pathname
+const children: ChildProcess[] = []
+let sim: SimServer | undefined
+
+/** Starts `comfy-audit serve` in a child process and resolves with its URL once it listens. */
+async function startGateway(comfyui: string, data: string): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      'src/cli/main.ts',
+      'serve',
+      '--comfyui',
+      comfyui,
+      '--listen',
+      '127.0.0.1:0',
+      '--data',
+      data,
+      '--origin',
+      'crash-test',
+    ],
+    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, COMFY_AUDIT_CONFIG: '' } },
+  )
+  children.push(child)
+  let stderr = ''
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()))
+  const url = await new Promise<string>((resolve, reject) => {
+    const lines = createInterface({ input: child.stdout! })
+    lines.on('line', (line) => {
+      const m = /listening on (http:\/\/[\d.]+:\d+)/.exec(line)
+      if (m) resolve(m[1]!)
+    })
+    child.once('exit', (code) =>
+      reject(new Error(`gateway exited with ${code} before listening:\n${stderr}`)),
+    )
+  })
+  return { child, url }
+}
+
+function killed(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) resolve()
+    else child.once('exit', () => resolve())
+  })
+}
+
+/** Resolves with the first frame that matches, from a socket through the gateway. */
+function waitForFrame(
+  ws: WebSocket,
+  match: (msg: { type: string; data: Record<string, unknown> }) => boolean,
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onMessage = (raw: WebSocket.RawData, isBinary: boolean): void => {
+      if (isBinary) return
+      const msg = JSON.parse(raw.toString()) as { type: string; data: Record<string, unknown> }
+      if (match(msg)) {
+        ws.off('message', onMessage)
+        resolve()
+      }
+    }
+    ws.on('message', onMessage)
+    ws.once('close', () => reject(new Error('socket closed before the frame arrived')))
+  })
+}
+
+async function readEvents(path: string): Promise<AuditEvent[]> {
+  const store = createRuntimeStore(createSqliteDialect({ path }), { origin: 'reader' })
+  await store.init()
+  const events: AuditEvent[] = []
+  for await (const e of store.events({ origin: 'crash-test' })) events.push(e)
+  await store.close()
+  return events
+}
+
+afterAll(async () => {
+  for (const child of children)
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+  await Promise.all(children.map(killed))
+  await sim?.close()
+})
+
+describe('gateway crash in the middle of a run', () => {
+  it('keeps every committed event and still records the real final status', async () => {
+    sim = await createSimServer({ dataDir: mkdtempSync(join(tmpdir(), 'crash-sim-')), port: 0, speed: 1 })
+    const data = mkdtempSync(join(tmpdir(), 'crash-gateway-'))
+    const first = await startGateway(sim.url, data)
+
+    const ws = new WebSocket(`${first.url.replace('http', 'ws')}/ws?clientId=crash-client`)
+    await new Promise<void>((resolve, reject) => ws.once('open', () => resolve()).once('error', reject))
+    const prompt = {
+      '1': { class_type: 'LoadImage', inputs: { image: 'audit-input.png' } },
+      '7': { class_type: 'AuditSlowProgress', inputs: { image: ['1', 0], seconds: 4.0, steps: 8 } },
+      '5': { class_type: 'SaveImage', inputs: { images: ['7', 0], filename_prefix: 'audit/crash' } },
+    }
+    const thirdStep = waitForFrame(ws, (m) => m.type === 'progress' && Number(m.data.value) >= 3)
+    const res = await fetch(`${first.url}/prompt`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: stringifyJson({ prompt, client_id: 'crash-client' }),
+    })
+    expect(res.status).toBe(200)
+    const { prompt_id: promptId } = (await res.json()) as { prompt_id: string }
+    await thirdStep
+
+    // Events the gateway has committed so far (a second reader on the WAL database sees committed data only).
+    const dbPath = join(data, 'audit.sqlite')
+    const before = await readEvents(dbPath)
+    expect(before.some((e) => e.kind === 'prompt.submitted' && e.session_id === promptId)).toBe(true)
+    first.child.kill('SIGKILL')
+    await killed(first.child)
+    ws.terminate()
+
+    const second = await startGateway(sim.url, data)
+    // The run goes on in ComfyUI while the gateway restarts; wait until the gateway has recorded its end.
+    const deadline = Date.now() + 60_000
+    let status = 'running'
+    while (Date.now() < deadline) {
+      const r = await fetch(`${second.url}/_audit/api/sessions/${promptId}`)
+      if (r.ok) {
+        const body = (await r.json()) as { session: { status: string } }
+        status = body.session.status
+        if (!['queued', 'running'].includes(status)) break
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+    expect(status).toBe('success')
+
+    second.child.kill('SIGTERM')
+    await killed(second.child)
+    const after = await readEvents(dbPath)
+    const afterBySeq = new Map(after.map((e) => [e.seq, e]))
+    for (const e of before) expect(afterBySeq.get(e.seq)).toEqual(e)
+    // The node that was running at the kill, and the one after it, both have records.
+    const finished = after.filter((e) => e.kind === 'node.finished' && e.session_id === promptId)
+    const nodes = finished.map((e) => e.payload.node_run as { node_id: string; status: string })
+    expect(nodes.map((n) => [n.node_id, n.status]).sort()).toEqual([
+      ['1', 'success'],
+      ['5', 'success'],
+      ['7', 'success'],
+    ])
+  }, 120_000)
+})
