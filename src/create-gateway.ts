@@ -133,6 +133,20 @@ export async function startAuditGateway(
     },
   })
 
+  // Let the first connection to ComfyUI settle, so a client connecting right after start is not refused
+  // while the gateway's own observer socket is still opening. A ComfyUI that is down does not hold start-up.
+  if (!gateway.upstreamHealthy) {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, 3000)
+      const off = gateway.on('upstream', ({ healthy }) => healthy && done())
+      function done(): void {
+        clearTimeout(timer)
+        off()
+        resolve()
+      }
+    })
+  }
+
   // Take back the sessions a previous process left open, so their remaining frames attach to them.
   const open = await store.sessions({ origin: store.origin, status: ['queued', 'running'], limit: 10_000 })
   if (open.length > 0) {

@@ -149,13 +149,25 @@ describe('gateway crash in the middle of a run', () => {
     const after = await readEvents(dbPath)
     const afterBySeq = new Map(after.map((e) => [e.seq, e]))
     for (const e of before) expect(afterBySeq.get(e.seq)).toEqual(e)
-    // The node that was running at the kill, and the one after it, both have records.
+    // The node that was running at the kill has its record. SaveImage ran either after the restart (a live
+    // record) or, on a slow machine, while the gateway was down: then the session says the gap has no timings.
     const finished = after.filter((e) => e.kind === 'node.finished' && e.session_id === promptId)
-    const nodes = finished.map((e) => e.payload.node_run as { node_id: string; status: string })
-    expect(nodes.map((n) => [n.node_id, n.status]).sort()).toEqual([
-      ['1', 'success'],
-      ['5', 'success'],
-      ['7', 'success'],
-    ])
+    const nodes = new Map(
+      finished
+        .map((e) => e.payload.node_run as { node_id: string; status: string })
+        .map((n) => [n.node_id, n.status]),
+    )
+    expect(nodes.get('1')).toBe('success')
+    expect(nodes.get('7')).toBe('success')
+    if (!nodes.has('5')) {
+      const closing = after.find((e) => e.session_id === promptId && e.kind === 'session.reconciled')
+      expect(
+        closing,
+        'no live record of node 5, so the session must be closed by reconciliation',
+      ).toBeDefined()
+      expect(JSON.stringify(closing!.payload)).toContain('reconciled')
+    } else {
+      expect(nodes.get('5')).toBe('success')
+    }
   }, 120_000)
 })
