@@ -362,6 +362,17 @@ export function parseJson(text: string | Buffer, opts?: ParseJsonOptions): Parse
       return { ok: false, reason: 'Invalid UTF-8' }
     }
   }
+  // Fast path: where no token can lose information (no run of 16+ digits that might be an unsafe integer, no
+  // NaN/Infinity), the engine's parser gives the same value as ours, several times faster. It keeps the last
+  // of duplicate keys and defines `__proto__` as an own property, as ours does. Anything else (deep nesting,
+  // syntax errors, a BOM) falls through to the full parser, which also words the error.
+  if (!MAY_LOSE_INFORMATION.test(source) && nestingWithin(source, opts?.maxDepth ?? DEFAULT_MAX_DEPTH)) {
+    try {
+      return { ok: true, value: JSON.parse(source) as JsonValue }
+    } catch {
+      // fall through
+    }
+  }
   try {
     return { ok: true, value: new Parser(source, opts?.maxDepth ?? DEFAULT_MAX_DEPTH).parseDocument() }
   } catch (error) {
@@ -369,6 +380,59 @@ export function parseJson(text: string | Buffer, opts?: ParseJsonOptions): Parse
       return { ok: false, reason: error.message, position: error.position }
     if (error instanceof RangeError) return { ok: false, reason: `Too deeply nested: ${error.message}` }
     throw error
+  }
+}
+
+/** Whether brackets outside strings nest at most `max` deep: the limit holds on the fast path too. */
+function nestingWithin(text: string, max: number): boolean {
+  let depth = 0
+  let inString = false
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (inString) {
+      if (c === 0x5c) i++
+      else if (c === 0x22) inString = false
+    } else if (c === 0x22) inString = true
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) return false
+    } else if (c === 0x5d || c === 0x7d) depth--
+  }
+  return true
+}
+
+/** Tokens JSON.parse would read differently from Python: long digit runs (big integers) and NaN/Infinity. */
+const MAY_LOSE_INFORMATION = /\d{16}|NaN|Infinity/
+
+/**
+ * True when JSON.stringify writes `value` exactly as {@link stringifyJson} does (compact, non-ASCII kept):
+ * no bigint, no NaN/Infinity, no -0, no integral double beyond 2^53, and plain data only.
+ */
+function nativeSafe(value: JsonValue, depth: number): boolean {
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
+      return true
+    case 'number':
+      return Number.isFinite(value) && !Object.is(value, -0) && Math.abs(value) <= Number.MAX_SAFE_INTEGER
+        ? true
+        : Number.isFinite(value) && !Number.isInteger(value)
+    case 'object': {
+      if (value === null) return true
+      if (depth > 256) return false
+      if (Array.isArray(value)) {
+        for (let i = 0; i < value.length; i++) if (!nativeSafe(value[i] as JsonValue, depth + 1)) return false
+        return true
+      }
+      if (Object.getPrototypeOf(value) !== Object.prototype && Object.getPrototypeOf(value) !== null)
+        return false
+      for (const key in value) {
+        if (!Object.prototype.hasOwnProperty.call(value, key)) return false
+        if (!nativeSafe(value[key] as JsonValue, depth + 1)) return false
+      }
+      return true
+    }
+    default:
+      return false
   }
 }
 
@@ -405,6 +469,8 @@ function numberToken(n: number, strict: boolean): string {
  * an integral double beyond 2^53 gets a `.0` so that it stays a double rather than reading back as a bigint.
  */
 export function stringifyJson(value: JsonValue, opts?: StringifyJsonOptions): string {
+  // Fast path: plain data is written by the engine's serializer, byte for byte what the writer below produces.
+  if (!opts?.python && !opts?.ascii && nativeSafe(value, 0)) return JSON.stringify(value)
   const strict = opts?.strict ?? false
   const ascii = opts?.ascii ?? false
   const comma = opts?.python ? ', ' : ','
