@@ -153,8 +153,7 @@ function previewable(mediaType: string, item: JsonObject): boolean {
   if (PREVIEWABLE_MEDIA.has(mediaType)) return true
   // Where ComfyUI itself would fail on an odd type (a non-string `format`), nothing is previewable here.
   const format = item['format']
-  if (typeof format === 'string' && (format.startsWith('video/') || format.startsWith('audio/')))
-    return true
+  if (typeof format === 'string' && (format.startsWith('video/') || format.startsWith('audio/'))) return true
   const filename = item['filename']
   if (typeof filename !== 'string') return false
   const lower = filename.toLowerCase()
@@ -229,7 +228,8 @@ function summaryEdits(
   const before = summarize(outputsText, nodes)
   const count = member(job, 'outputs_count')
   // An entry that no longer matches the job (replaced under a reused prompt id since) says nothing about it.
-  if (count === undefined || jobText.slice(count.valueStart, count.valueEnd) !== String(before.count)) return []
+  if (count === undefined || jobText.slice(count.valueStart, count.valueEnd) !== String(before.count))
+    return []
   const after = summarize(
     outputsText,
     nodes.filter((n) => !dropped.has(n.key)),

@@ -10,6 +10,16 @@ import type { Submitter } from '../audit/types.js'
 import type { CaptureTap } from '../capture/tap.js'
 import { generateSocketId, namespacedClientId, noClientId } from './client-ids.js'
 import {
+  clientViewRoute,
+  historyEntries,
+  jobListLookups,
+  rewriteHistoryAnswer,
+  rewriteJobAnswer,
+  rewriteJobListAnswer,
+  rewriteQueueAnswer,
+  type ClientViewRoute,
+} from './client-view.js'
+import {
   forwardRequestHeaders,
   forwardResponseHeaders,
   isLoopbackHost,
@@ -59,6 +69,11 @@ export interface GatewayOptions {
   readonly maxPromptBytes?: number
   /** Largest request body of a tapped action (uploads) handed to the tap (default 256 MiB); the stream is not limited. */
   readonly maxTapBodyBytes?: number
+  /**
+   * Largest `/history`, `/queue` or jobs answer the gateway buffers to show the client its own client id
+   * (default 64 MiB); a larger one is streamed unchanged, with a warning.
+   */
+  readonly maxRewriteBytes?: number
   /** Refuse downstream `/ws` connects whose Origin does not match Host on a loopback Host, as ComfyUI does (default true). */
   readonly checkWebSocketOrigin?: boolean
 }
@@ -93,6 +108,9 @@ const ACTION_ROUTES = new Map<string, 'interrupt' | 'queue' | 'history' | 'uploa
 const MAX_TAPPED_RESPONSE_BYTES = 1 << 20
 /** Longest a prompt waits for its new upstream socket before it is forwarded anyway. */
 const SOCKET_READY_WAIT_MS = 10_000
+/** Up to this many `/api/jobs` items are looked up one by one in ComfyUI's history; beyond, all of it at once. */
+const MAX_SINGLE_LOOKUPS = 50
+const LOOKUP_CONCURRENCY = 8
 const EMPTY = Buffer.alloc(0)
 const JSON_TYPE = 'application/json; charset=utf-8'
 
@@ -174,6 +192,8 @@ interface ForwardOptions {
   readonly collectRequestBytes?: number
   /** Keep up to this many response bytes for the tap. */
   readonly collectResponseBytes?: number
+  /** Buffer a 200 answer of up to `limit` bytes and send what `apply` makes of it instead. */
+  readonly rewrite?: { readonly limit: number; readonly apply: (body: Buffer) => Promise<Buffer> }
 }
 
 interface ForwardResult {
@@ -237,6 +257,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const maxPromptBytes = options.maxPromptBytes ?? 256 * 1024 * 1024
   const maxTapBodyBytes = options.maxTapBodyBytes ?? 256 * 1024 * 1024
   const checkOrigin = options.checkWebSocketOrigin ?? true
+  const maxRewriteBytes = options.maxRewriteBytes ?? 64 * 1024 * 1024
   const listeners = new Set<(e: { healthy: boolean }) => void>()
 
   const safeTap = (what: string, call: () => void): void => {
@@ -247,15 +268,15 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     }
   }
 
-  /** One small GET to ComfyUI (features, queue), bounded by the upstream timeout. */
-  const getUpstream = (path: string): Promise<Buffer | null> =>
+  /** One GET to ComfyUI (features, queue, history), bounded by the upstream timeout and `limitBytes`. */
+  const getUpstream = (path: string, limitBytes = Infinity): Promise<Buffer | null> =>
     new Promise((resolve) => {
       const req = transport.request(
         { host: upstream.hostname, port: upstream.port, path: upstreamPrefix + path, agent, method: 'GET' },
         (res) => {
-          const chunks: Buffer[] = []
+          const chunks = new Collector(limitBytes)
           res.on('data', (c: Buffer) => chunks.push(c))
-          res.on('end', () => resolve(res.statusCode === 200 ? Buffer.concat(chunks) : null))
+          res.on('end', () => resolve(res.statusCode === 200 ? chunks.result() : null))
           res.on('error', () => resolve(null))
         },
       )
@@ -327,6 +348,11 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         gotResponse = true
         clearTimeout(headerTimer)
         const status = upRes.statusCode ?? 502
+        const encoding = upRes.headers['content-encoding']
+        if (opts.rewrite && status === 200 && (encoding === undefined || encoding === 'identity')) {
+          bufferAndRewrite(upRes, res, opts.rewrite, finish, req.url)
+          return
+        }
         if (!res.headersSent)
           res.writeHead(status, upRes.statusMessage, forwardResponseHeaders(upRes.rawHeaders))
         if (resCollector) upRes.on('data', (c: Buffer) => resCollector.push(c))
@@ -415,6 +441,116 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         req.on('error', () => upReq.destroy())
       }
     })
+
+  /**
+   * Sends the rewritten answer with a fresh Content-Length and ComfyUI's other headers; an answer over the
+   * limit goes out unchanged as it streams.
+   */
+  const bufferAndRewrite = (
+    upRes: IncomingMessage,
+    res: ServerResponse,
+    rewrite: NonNullable<ForwardOptions['rewrite']>,
+    finish: (r: ForwardResult) => void,
+    url: string | undefined,
+  ): void => {
+    const status = upRes.statusCode ?? 200
+    const headers = forwardResponseHeaders(upRes.rawHeaders)
+    const chunks: Buffer[] = []
+    let size = 0
+    let ended = false
+    const done = (error?: string): void =>
+      finish({ status, requestBody: null, responseBody: null, ...(error !== undefined ? { error } : {}) })
+    const onData = (c: Buffer): void => {
+      size += c.length
+      if (size <= rewrite.limit) {
+        chunks.push(c)
+        return
+      }
+      logger.warn('gateway: answer too large to rewrite, passed on unchanged', {
+        path: url,
+        limit: rewrite.limit,
+      })
+      upRes.off('data', onData)
+      if (!res.headersSent) res.writeHead(status, upRes.statusMessage, headers)
+      for (const b of chunks) res.write(b)
+      res.write(c)
+      chunks.length = 0
+      upRes.pipe(res)
+    }
+    upRes.on('data', onData)
+    upRes.on('end', () => {
+      ended = true
+      if (res.headersSent) {
+        done()
+        return
+      }
+      const body = Buffer.concat(chunks, size)
+      void rewrite
+        .apply(body)
+        .catch((error: unknown) => {
+          logger.error('gateway: rewriting an answer failed, passed on unchanged', {
+            path: url,
+            error: String(error),
+          })
+          return body
+        })
+        .then((out) => {
+          if (res.destroyed) return done('client went away')
+          const kept: string[] = []
+          for (let i = 0; i < headers.length; i += 2)
+            if (headers[i]!.toLowerCase() !== 'content-length') kept.push(headers[i]!, headers[i + 1]!)
+          kept.push('Content-Length', String(out.length))
+          res.writeHead(status, upRes.statusMessage, kept)
+          res.end(out)
+          done()
+        })
+        .catch((error: unknown) => {
+          logger.error('gateway: sending a rewritten answer failed', { path: url, error: String(error) })
+          res.destroy()
+          done(String(error))
+        })
+    })
+    upRes.on('close', () => {
+      if (ended) return
+      res.destroy()
+      done('response aborted')
+    })
+    upRes.on('error', (error) => {
+      res.destroy()
+      done(error.message)
+    })
+  }
+
+  /** ComfyUI's history entries for `ids` (text, by prompt id): one by one for a few, all of history for many. */
+  const lookUpHistory = async (ids: readonly string[]): Promise<Map<string, string>> => {
+    if (ids.length > MAX_SINGLE_LOOKUPS) {
+      const all = await getUpstream('/history', maxRewriteBytes)
+      if (all === null) logger.warn('gateway: could not read ComfyUI history to adjust /api/jobs')
+      return all === null ? new Map() : historyEntries(all)
+    }
+    const entries = new Map<string, string>()
+    let next = 0
+    const worker = async (): Promise<void> => {
+      while (next < ids.length) {
+        const id = ids[next++]!
+        const body = await getUpstream(`/history/${encodeURIComponent(id)}`, maxRewriteBytes)
+        const entry = body === null ? undefined : historyEntries(body).get(id)
+        if (entry !== undefined) entries.set(id, entry)
+      }
+    }
+    await Promise.all(Array.from({ length: Math.min(LOOKUP_CONCURRENCY, ids.length) }, worker))
+    return entries
+  }
+
+  const rewriters: Record<ClientViewRoute, (body: Buffer) => Promise<Buffer>> = {
+    history: (body) => Promise.resolve(rewriteHistoryAnswer(body)),
+    queue: (body) => Promise.resolve(rewriteQueueAnswer(body)),
+    job: (body) => Promise.resolve(rewriteJobAnswer(body)),
+    jobs: async (body) => {
+      const ids = jobListLookups(body)
+      return ids.length === 0 ? body : rewriteJobListAnswer(body, await lookUpHistory(ids))
+    },
+  }
 
   const handlePrompt = async (
     req: IncomingMessage,
@@ -531,6 +667,12 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     const method = req.method ?? 'GET'
     if (method === 'POST' && PROMPT_PATHS.has(pathname)) {
       await handlePrompt(req, res, await identify(req))
+      return
+    }
+    const view = clientViewRoute(method, pathname)
+    if (view !== null) {
+      // ComfyUI shows the ids the gateway gave it: show the client what ComfyUI would have shown it.
+      await forward(req, res, { rewrite: { limit: maxRewriteBytes, apply: rewriters[view] } })
       return
     }
     if (method === 'PATCH' && pathname === '/internal/logs/subscribe') {

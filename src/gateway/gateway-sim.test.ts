@@ -127,14 +127,16 @@ describe('gateway in front of the ComfyUI stand-in', () => {
     expect(shape(via.a)).toEqual(shape(direct.a))
     expect(shape(via.a)).toContain('execution_success')
     expect(shape(via.b)).toEqual(shape(direct.b))
-    // ComfyUI ran it under the namespaced id.
-    const history = (await (await fetch(`${gw.url}/history/${via.promptId}`)).json()) as Record<
-      string,
-      { prompt: unknown[] }
-    >
-    expect((history[via.promptId]!.prompt[3] as { client_id: string }).client_id).toMatch(
-      /^u-[0-9a-f]{12}~client-a$/,
-    )
+    // ComfyUI ran it under the namespaced id; the client sees its own.
+    const clientIdAt = async (base: string): Promise<string> => {
+      const history = (await (await fetch(`${base}/history/${via.promptId}`)).json()) as Record<
+        string,
+        { prompt: unknown[] }
+      >
+      return (history[via.promptId]!.prompt[3] as { client_id: string }).client_id
+    }
+    expect(await clientIdAt(sim.url)).toMatch(/^u-[0-9a-f]{12}~client-a$/)
+    expect(await clientIdAt(gw.url)).toBe('client-a')
   })
 
   it('shows every client what ComfyUI broadcasts for a prompt without a client id, and nothing more', async () => {

@@ -123,10 +123,7 @@ export function arrayElements(text: string, start: number): JsonSpan[] {
  * them, as {@link objectMembers} gives them), with their commas, so that what is left keeps the separators
  * it was written with (`{"a": 1, "c": 3}` from `{"a": 1, "b": 2, "c": 3}`; `{}` when nothing is left).
  */
-export function removeMembers(
-  members: readonly JsonMember[],
-  drop: (m: JsonMember) => boolean,
-): TextEdit[] {
+export function removeMembers(members: readonly JsonMember[], drop: (m: JsonMember) => boolean): TextEdit[] {
   const edits: TextEdit[] = []
   let i = 0
   while (i < members.length) {
