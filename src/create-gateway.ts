@@ -21,6 +21,11 @@ export interface AuditGateway {
   readonly store: RuntimeStore
   readonly capture: Capture
   readonly url: string
+  /**
+   * Reconciles now instead of at the next sweep: closes open sessions ComfyUI has finished or lost, records
+   * prompts that bypassed the gateway. Resolves once the resulting events are committed.
+   */
+  reconcileNow(): Promise<void>
   /** Drains requests, flushes capture and the store, and closes everything. Idempotent. */
   close(): Promise<void>
 }
@@ -170,9 +175,21 @@ export async function startAuditGateway(
 
   // Close what a previous run left open (restart) and flag prompts that bypassed the gateway.
   const reconcile = async (restarted: boolean): Promise<void> => {
-    const history = await fetchJson(`${upstream}/history?max_items=1000`, 30_000)
+    // Queue first, then history: a prompt that finishes in between is then in the history we read, never in
+    // neither (which would wrongly mark it lost). ComfyUI writes history before it leaves the queue.
     const queue = await fetchJson(`${upstream}/queue`, 10_000)
-    if (history === null) return
+    const history = await fetchJson(`${upstream}/history?max_items=1000`, 30_000)
+    if (history === null || typeof history !== 'object' || Array.isArray(history)) return
+    // Open sessions older than the window read above: ask for each one, so none is called lost by mistake.
+    const queued = JSON.stringify(queue ?? '')
+    for (const open of capture.openSessions()) {
+      if (open.session_id in history || queued.includes(open.session_id)) continue
+      const one = await fetchJson(`${upstream}/history/${encodeURIComponent(open.session_id)}`, 10_000)
+      if (one === null) return // ComfyUI did not answer: decide nothing this time
+      if (typeof one === 'object' && !Array.isArray(one) && one[open.session_id] !== undefined) {
+        history[open.session_id] = one[open.session_id]!
+      }
+    }
     const known = new Set((await store.sessions({ limit: 5000 })).map((s) => s.session_id))
     capture.reconcile({
       history,
@@ -182,6 +199,13 @@ export async function startAuditGateway(
     })
   }
   reconcile(true).catch((err: unknown) => reportError(err, 'reconcile at start'))
+  // ComfyUI came back after being unreachable: it may have restarted and lost its queue and history.
+  let upstreamWasDown = !gateway.upstreamHealthy
+  gateway.on('upstream', ({ healthy }) => {
+    if (healthy && upstreamWasDown)
+      reconcile(true).catch((err: unknown) => reportError(err, 'reconcile after reconnect'))
+    upstreamWasDown = !healthy
+  })
   const sweepEvery = options.sweepIntervalMillis ?? 30_000
   const sweep =
     sweepEvery > 0
@@ -195,6 +219,11 @@ export async function startAuditGateway(
     store,
     capture,
     url: gateway.url,
+    async reconcileNow() {
+      await reconcile(false)
+      await capture.flush()
+      await store.flush()
+    },
     close() {
       closing ??= (async () => {
         draining = true
