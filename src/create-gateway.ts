@@ -13,6 +13,12 @@ import { dialectFor } from './cli/open-store.js'
 import { parseHostPort, type Config } from './config/config.js'
 import { createGateway, type Gateway } from './gateway/create-gateway.js'
 import { createAuditApi } from './query/audit-api.js'
+import { loadOrCreateSigningKey } from './ledger/key-store.js'
+import { createLedger, type Ledger } from './ledger/ledger.js'
+import { createFilePublisher, createWebhookPublisher } from './ledger/publish.js'
+import { createFileHasher } from './provenance/file-hasher.js'
+import { createModelHasher } from './provenance/model-hasher.js'
+import { createOutputHasher, createProvenanceEnricher } from './provenance/provenance-enricher.js'
 import { createRuntimeStore, type RuntimeStore } from './store/runtime-store.js'
 
 /** A running audit gateway: proxy, capture and store wired together. */
@@ -20,6 +26,10 @@ export interface AuditGateway {
   readonly gateway: Gateway
   readonly store: RuntimeStore
   readonly capture: Capture
+  /** The tamper-evident log over the store: signed checkpoints every N events / T seconds and at shutdown. */
+  readonly ledger: Ledger
+  /** Resolves when every model and output hash started so far is committed. */
+  provenanceIdle(): Promise<void>
   readonly url: string
   /**
    * Reconciles now instead of at the next sweep: closes open sessions ComfyUI has finished or lost, records
@@ -67,6 +77,58 @@ export async function startAuditGateway(
     onError: (err, context) => reportError(err, `store: ${context}`),
   })
   await store.init()
+
+  // The ledger follows commits from the first event on; its key is made at first start (mode 0600).
+  const key = await loadOrCreateSigningKey(config.data, store.origin)
+  const publishers = [
+    config.ledger.publishFile ? createFilePublisher(config.ledger.publishFile) : null,
+    config.ledger.publishWebhook ? createWebhookPublisher(config.ledger.publishWebhook) : null,
+  ].filter((p) => p !== null)
+  const ledger = createLedger({
+    store,
+    signer: key.signer,
+    checkpointEvery: config.ledger.checkpointEvery,
+    checkpointIntervalMillis: config.ledger.checkpointIntervalMillis,
+    publish: publishers.length
+      ? async (note, cp) => {
+          await Promise.all(publishers.map((publish) => publish(note, cp)))
+        }
+      : undefined,
+    onError: (err, context) => reportError(err, `ledger: ${context}`),
+    now: options.now,
+  })
+  await ledger.start()
+
+  // Provenance: model files and outputs are hashed in worker threads after their events are committed, so the
+  // proxy path never waits for it; the hashes are later events of the same session.
+  const fileHasher = createFileHasher({ workers: config.provenance.workers })
+  const enricher = config.provenance.enabled
+    ? createProvenanceEnricher({
+        emit: (events) => store.append(events),
+        modelHasher: createModelHasher({
+          fileHasher,
+          cacheStore: store,
+          pathMap: config.provenance.pathMap,
+          folderPaths: async () => {
+            const v = await fetchJson(`${upstream}/internal/folder_paths`, 10_000)
+            if (!v || typeof v !== 'object' || Array.isArray(v)) return null
+            const out: Record<string, string[]> = {}
+            for (const [k, dirs] of Object.entries(v)) {
+              if (Array.isArray(dirs)) out[k] = dirs.filter((d): d is string => typeof d === 'string')
+            }
+            return out
+          },
+        }),
+        outputHasher: createOutputHasher({
+          comfyUrl: upstream,
+          fileHasher,
+          localDirs: config.provenance.localDirs,
+        }),
+        onError: (err, context) => reportError(err, `provenance: ${context}`),
+        now: options.now,
+      })
+    : null
+  const offEnricher = enricher ? store.onCommitted((events) => enricher.onCommitted(events)) : () => {}
 
   // Capture emits events in order; the runtime store assigns sequence numbers in call order and group-commits.
   // Nothing on the proxy path waits for this promise.
@@ -218,6 +280,13 @@ export async function startAuditGateway(
     gateway,
     store,
     capture,
+    ledger,
+    provenanceIdle: async () => {
+      await capture.flush()
+      await store.flush()
+      if (enricher) await enricher.idle()
+      await store.flush()
+    },
     url: gateway.url,
     async reconcileNow() {
       await reconcile(false)
@@ -232,6 +301,12 @@ export async function startAuditGateway(
         await capture.flush()
         capture.close()
         await store.flush()
+        // Hashes still running get a bounded wait; a later start re-hashes nothing it already has (cache).
+        if (enricher) await Promise.race([enricher.idle(), new Promise((r) => setTimeout(r, 10_000).unref())])
+        offEnricher()
+        await store.flush()
+        await ledger.close()
+        await fileHasher.close()
         await store.close()
       })()
       return closing

@@ -27,6 +27,7 @@ export const AUDIT_EVENT_KINDS = [
   'session.lost', // ComfyUI lost it (restart) or it vanished
   'session.bypass', // seen in ComfyUI's history without having passed the gateway
   'output.hashed', // an output file was hashed (may arrive after execution.finished)
+  'models.hashed', // the run's model files were resolved and hashed (payload.session.models)
   // user actions on ComfyUI
   'action.interrupt',
   'action.queue_delete',
@@ -37,6 +38,8 @@ export const AUDIT_EVENT_KINDS = [
   'action.free',
   // the audit trail itself
   'audit.read',
+  'audit.pruned', // retention removed old payloads (leaf hashes kept); payload lists the seq ranges
+  'audit.erased', // one session's payloads removed on request; payload lists the seq ranges and the reason
 ] as const
 export type AuditEventKind = (typeof AUDIT_EVENT_KINDS)[number]
 

@@ -44,6 +44,32 @@ export const zConfig = z.object({
     .prefault({}),
   /** Milliseconds to let in-flight requests finish on SIGTERM. */
   drainMillis: z.number().int().min(0).default(10_000),
+  ledger: z
+    .object({
+      /** Sign a checkpoint after this many new events. */
+      checkpointEvery: z.number().int().positive().default(1000),
+      /** Sign a checkpoint this often while there are new events, ms (0 turns the timer off). */
+      checkpointIntervalMillis: z.number().int().min(0).default(60_000),
+      /** Append every signed checkpoint to this file (off the machine, e.g. a mounted share). */
+      publishFile: z.string().min(1).optional(),
+      /** POST every signed checkpoint to this URL. */
+      publishWebhook: z.string().url().optional(),
+    })
+    .prefault({}),
+  provenance: z
+    .object({
+      /** Hash model files and outputs (needs file access to ComfyUI's folders, or /view for outputs). */
+      enabled: z.boolean().default(true),
+      /** `[ComfyUI's path prefix, this host's prefix]` pairs when the gateway runs on another host. */
+      pathMap: z.array(z.tuple([z.string(), z.string()])).default([]),
+      /** ComfyUI's output/temp/input folders when readable here (else outputs are streamed from /view). */
+      localDirs: z
+        .object({ output: z.string().optional(), temp: z.string().optional(), input: z.string().optional() })
+        .default({}),
+      /** Worker threads that hash files. */
+      workers: z.number().int().min(1).max(16).default(2),
+    })
+    .prefault({}),
 })
 export type Config = z.infer<typeof zConfig>
 export type ConfigInput = z.input<typeof zConfig>

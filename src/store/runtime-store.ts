@@ -20,11 +20,13 @@ import type {
   EventFilter,
   NodeRunFilter,
   NodeRunRow,
+  PruneRequest,
   RebuildOutcome,
   SessionFilter,
   StoreCapabilities,
   StoreDialect,
   StoreDriver,
+  StoredCheckpoint,
   StoredEventRow,
 } from './store.js'
 
@@ -90,6 +92,18 @@ export interface RuntimeStore {
   rebuildDerived(origin?: string): Promise<RebuildOutcome>
   getState(key: string): Promise<JsonValue | undefined>
   setState(key: string, value: JsonValue): Promise<void>
+  /** Stores a signed checkpoint (ignored when one of that origin and size exists). */
+  addCheckpoint(checkpoint: StoredCheckpoint): Promise<void>
+  /** Checkpoints of an origin (default: this one) by ascending size. */
+  checkpoints(origin?: string): Promise<StoredCheckpoint[]>
+  /** Removes payloads in seq ranges, keeping leaf hashes, and rebuilds the derived rows (see StoreDriver). */
+  prunePayloads(request: PruneRequest): Promise<number>
+  /**
+   * Calls `listener` after every successful commit of this store's appends with the committed events, in
+   * seq order (commits never overlap). Returns a function that removes the listener. A throwing listener
+   * is reported through `onError` and does not affect the append.
+   */
+  onCommitted(listener: (events: readonly AuditEvent[]) => void): () => void
   stats(): StoreStats
   /** Commits what is queued, then closes the driver; idempotent. Later calls reject. */
   close(): Promise<void>
@@ -131,6 +145,7 @@ class DefaultRuntimeStore implements RuntimeStore {
   #timer: NodeJS.Timeout | undefined
   #committing: Promise<void> | undefined
   #writeLock: Promise<void> = Promise.resolve()
+  readonly #committedListeners = new Set<(events: readonly AuditEvent[]) => void>()
   #stats = { commits: 0, failedCommits: 0, events: 0, totalCommitMillis: 0, maxCommitMillis: 0 }
 
   constructor(dialect: StoreDialect, options: RuntimeStoreOptions) {
@@ -243,6 +258,29 @@ class DefaultRuntimeStore implements RuntimeStore {
     await this.#write(() => this.#driver.setState(key, value))
   }
 
+  async addCheckpoint(checkpoint: StoredCheckpoint): Promise<void> {
+    await this.#ready()
+    await this.#write(() => this.#driver.addCheckpoint(checkpoint))
+  }
+
+  async checkpoints(origin?: string): Promise<StoredCheckpoint[]> {
+    await this.#ready()
+    return this.#driver.checkpoints(origin ?? this.origin)
+  }
+
+  async prunePayloads(request: PruneRequest): Promise<number> {
+    await this.#ready()
+    await this.flush()
+    return this.#write(() => this.#driver.prunePayloads(request))
+  }
+
+  onCommitted(listener: (events: readonly AuditEvent[]) => void): () => void {
+    // Wrapped so that adding the same function twice still gives two independent registrations.
+    const entry = (events: readonly AuditEvent[]): void => listener(events)
+    this.#committedListeners.add(entry)
+    return () => this.#committedListeners.delete(entry)
+  }
+
   stats(): StoreStats {
     return { ...this.#stats }
   }
@@ -341,6 +379,13 @@ class DefaultRuntimeStore implements RuntimeStore {
         offset += pending.inputs.length
       }
       this.#reportProblems(outcome.problems)
+      for (const listener of this.#committedListeners) {
+        try {
+          listener(events)
+        } catch (error) {
+          this.#options.onError?.(error, 'store.onCommitted')
+        }
+      }
       return undefined
     } catch (error) {
       // The seq numbers were not consumed; re-read the database's view before the next commit in case the

@@ -15,7 +15,15 @@ import {
   encodeColumn,
   type ColumnValue,
 } from './derived-columns.js'
-import type { EventFilter, NodeRunFilter, NodeRunRow, SessionFilter, StoredEventRow } from './store.js'
+import { eventLeafHex } from '../ledger/event-leaf.js'
+import type {
+  EventFilter,
+  NodeRunFilter,
+  NodeRunRow,
+  SessionFilter,
+  StoredCheckpoint,
+  StoredEventRow,
+} from './store.js'
 
 /** A statement and its parameters, `?` placeholders. */
 export interface SqlQuery {
@@ -29,9 +37,24 @@ export type SqlRow = Record<string, unknown>
 /** Rows read per page when streaming events; keyset pagination keeps no cursor open between pages. */
 export const EVENT_PAGE_SIZE = 500
 
-const EVENT_COLUMNS = ['origin', 'seq', 'kind', 'time', 'session_id', 'payload'] as const
+/** Columns an append writes; the leaf hash is computed here so that every dialect stores the same one. */
+const EVENT_COLUMNS = ['origin', 'seq', 'kind', 'time', 'session_id', 'payload', 'leaf_hash'] as const
+/** Columns read back: the written ones plus the prune mark. */
+const EVENT_READ_COLUMNS = [...EVENT_COLUMNS, 'pruned'] as const
 
-export const INSERT_EVENT_SQL = `INSERT INTO events (${EVENT_COLUMNS.join(', ')}) VALUES (?, ?, ?, ?, ?, ?)`
+/** Parameters per appended event row. */
+export const EVENT_PARAM_COUNT = EVENT_COLUMNS.length
+
+export const INSERT_EVENT_SQL = `INSERT INTO events (${EVENT_COLUMNS.join(', ')}) VALUES (${EVENT_COLUMNS.map(() => '?').join(', ')})`
+
+/** Stores a checkpoint once per (origin, size). */
+export const INSERT_CHECKPOINT_SQL =
+  'INSERT INTO checkpoints (origin, size, root_hash, note, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (origin, size) DO NOTHING'
+export const SELECT_CHECKPOINTS_SQL =
+  'SELECT origin, size, root_hash, note, created_at FROM checkpoints WHERE origin = ? ORDER BY size'
+/** Removes one range's payloads, keeping kind, time, session and leaf hash. */
+export const PRUNE_RANGE_SQL =
+  "UPDATE events SET payload = '{}', pruned = ? WHERE origin = ? AND seq >= ? AND seq <= ? AND pruned IS NULL"
 
 const sessionColumns = ['origin', 'session_id', ...SESSION_COLUMNS.map(([c]) => c), SESSION_USER_COLUMN]
 const nodeRunColumns = ['origin', 'session_id', 'node_id', ...NODE_RUN_COLUMNS.map(([c]) => c)]
@@ -87,9 +110,33 @@ export const ORDER_DERIVED_SQL = {
   outputs: `ORDER BY ${OUTPUT_KEY_COLUMNS.join(', ')}`,
 } as const
 
-/** Parameters of INSERT_EVENT_SQL; the payload as lossless JSON text. */
+/** Parameters of INSERT_EVENT_SQL; the payload as lossless JSON text, and the event's leaf hash. */
 export function eventParams(event: AuditEvent): ColumnValue[] {
-  return [event.origin, event.seq, event.kind, event.time, event.session_id, stringifyJson(event.payload)]
+  return [
+    event.origin,
+    event.seq,
+    event.kind,
+    event.time,
+    event.session_id,
+    stringifyJson(event.payload),
+    eventLeafHex(event),
+  ]
+}
+
+/** A checkpoints row as a StoredCheckpoint. */
+export function rowToCheckpoint(row: SqlRow): StoredCheckpoint {
+  return {
+    origin: String(row.origin),
+    size: Number(row.size),
+    root_hash: String(row.root_hash),
+    note: String(row.note),
+    created_at: String(row.created_at),
+  }
+}
+
+/** Parameters of INSERT_CHECKPOINT_SQL. */
+export function checkpointParams(cp: StoredCheckpoint): ColumnValue[] {
+  return [cp.origin, cp.size, cp.root_hash, cp.note, cp.created_at]
 }
 
 /** Parameters of UPSERT_SESSION_SQL. */
@@ -165,6 +212,8 @@ export function rowToStoredEvent(row: SqlRow): StoredEventRow {
     time: String(row.time),
     session_id: row.session_id === null || row.session_id === undefined ? null : String(row.session_id),
     payload: String(row.payload),
+    leaf_hash: row.leaf_hash === null || row.leaf_hash === undefined ? null : String(row.leaf_hash),
+    pruned: row.pruned === null || row.pruned === undefined ? null : Number(row.pruned),
   }
 }
 
@@ -223,7 +272,7 @@ export function eventsPageQuery(
   if (after) add('(origin, seq) > (?, ?)', after.origin, after.seq)
   return {
     sql:
-      `SELECT ${EVENT_COLUMNS.join(', ')} FROM events` +
+      `SELECT ${EVENT_READ_COLUMNS.join(', ')} FROM events` +
       (where.length ? ` WHERE ${where.join(' AND ')}` : '') +
       ` ORDER BY origin, seq LIMIT ${pageSize}`,
     params,

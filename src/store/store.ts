@@ -86,6 +86,32 @@ export interface StoredEventRow {
   readonly time: string
   readonly session_id: string | null
   readonly payload: string
+  /** RFC 9162 leaf hash (lower-case hex) written with the event; null on rows written before it existed. */
+  readonly leaf_hash: string | null
+  /** Seq of the `audit.pruned`/`audit.erased` event that removed this row's payload, or null. */
+  readonly pruned: number | null
+}
+
+/** A signed checkpoint as stored (see src/ledger/checkpoint.ts). */
+export interface StoredCheckpoint {
+  readonly origin: string
+  /** Tree size: the checkpoint covers seq 0 .. size-1. */
+  readonly size: number
+  /** Root hash, standard base64 (as in the note). */
+  readonly root_hash: string
+  /** The complete signed note. */
+  readonly note: string
+  /** ISO 8601 UTC time it was signed. */
+  readonly created_at: string
+}
+
+/** Which payloads {@link StoreDriver.prunePayloads} removes. */
+export interface PruneRequest {
+  readonly origin: string
+  /** Inclusive seq ranges `[from, to]`. */
+  readonly ranges: readonly (readonly [number, number])[]
+  /** Seq of the event that records the prune; stored in each pruned row. */
+  readonly prunedBy: number
 }
 
 /** Every derived row, as stored, in a deterministic order (by key). */
@@ -140,6 +166,16 @@ export interface StoreDriver {
    * Deletes the derived rows (of one origin, or all) and recomputes them from the log, in one transaction.
    */
   rebuildDerived(origin?: string): Promise<RebuildOutcome>
+  /** Stores a signed checkpoint; a second one of the same (origin, size) is ignored. */
+  addCheckpoint(checkpoint: StoredCheckpoint): Promise<void>
+  /** Checkpoints of an origin by ascending size. */
+  checkpoints(origin: string): Promise<StoredCheckpoint[]>
+  /**
+   * Replaces the payloads of the events in the ranges (not yet pruned) by `{}`, marks them with `prunedBy`,
+   * keeps their leaf hashes, and rebuilds the origin's derived rows, in one transaction. Returns how many
+   * rows it pruned.
+   */
+  prunePayloads(request: PruneRequest): Promise<number>
   /** A value of the gateway's key-value state, or undefined. */
   getState(key: string): Promise<JsonValue | undefined>
   /** Sets (or replaces) a state value; stored losslessly. */

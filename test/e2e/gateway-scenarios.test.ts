@@ -11,6 +11,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { NodeRunRecord, SessionRecord } from '../../src/audit/types.js'
 import { loadConfig } from '../../src/config/config.js'
 import { startAuditGateway, type AuditGateway } from '../../src/create-gateway.js'
+import { sha256Hex } from '../../src/audit/json.js'
+import { loadOrCreateSigningKey } from '../../src/ledger/key-store.js'
+import { verifyLedger } from '../../src/ledger/verify-ledger.js'
+import { traceImage } from '../../src/provenance/trace.js'
 import { createSimServer, type SimServer } from '../../src/sim/index.js'
 import { compareTraces } from '../conformance/compare-traces.js'
 import { recordScenarios, type TraceRow } from '../conformance/recorder.js'
@@ -56,8 +60,7 @@ beforeAll(async () => {
   if (!config.ok) throw new Error(config.problems.join('; '))
   audit = await startAuditGateway(config.value, { sweepIntervalMillis: 0 })
   rows = await recordScenarios(audit.url, { withModel: true })
-  await audit.capture.flush()
-  await audit.store.flush()
+  await audit.provenanceIdle()
   sessions = await audit.store.sessions({ limit: 1000 })
 }, 240_000)
 
@@ -168,5 +171,36 @@ describe('the stand-in behind the gateway, every recorded scenario', () => {
       if (file.endsWith('.gz')) bytes = gunzipSync(bytes)
       for (const secret of SECRETS) expect(bytes.includes(secret), `${secret} in ${file}`).toBe(false)
     }
+  })
+
+  it('hashes the models a run used and finds the run that produced each output PNG', async () => {
+    const sd = sessions.find((s) => s.models.some((m) => m.name === 'audit-sd15-random.safetensors'))!
+    const fresh = (await audit.store.session(sd.session_id))!
+    const ckpt = fresh.models.find((m) => m.name === 'audit-sd15-random.safetensors')!
+    const onDisk = sha256Hex(
+      readFileSync(join(sim.dir.models, 'checkpoints', 'audit-sd15-random.safetensors')),
+    )
+    expect(ckpt.sha256).toBe(onDisk)
+    expect(ckpt.autov2).toBe(onDisk.slice(0, 10))
+    const pngs = filesUnder(sim.dir.output).filter((f) => f.endsWith('.png'))
+    expect(pngs.length).toBeGreaterThan(5)
+    for (const png of pngs) {
+      const found = await traceImage(audit.store, readFileSync(png))
+      expect(found.ok, png).toBe(true)
+      if (found.ok) {
+        expect(found.value.match).toBe('sha256')
+        expect(found.value.producing_node).not.toBeNull()
+      }
+    }
+  })
+
+  it('keeps a log that verifies against its signed checkpoints, derived tables included', async () => {
+    await audit.ledger.checkpoint()
+    const report = await verifyLedger({
+      store: audit.store,
+      verifierKey: (await loadOrCreateSigningKey(dataDir, 'e2e-gateway')).verifierKey,
+    })
+    expect(report.problems).toEqual([])
+    expect(report.ok).toBe(true)
   })
 })

@@ -11,6 +11,7 @@ import type {
   NodeRunRecord,
   SessionRecord,
 } from '../../src/audit/types.js'
+import { eventLeafHex } from '../../src/ledger/event-leaf.js'
 import { emptySession, replayDerived } from '../../src/store/project.js'
 import {
   createRuntimeStore,
@@ -569,6 +570,83 @@ export function describeStoreContract(
       await expect(store.append([input('gateway.started', null)])).rejects.toThrow(/closed/)
       await expect(store.sessions()).rejects.toThrow(/closed/)
       await store.close()
+    })
+
+    it('stores each event with its RFC 9162 leaf hash', async () => {
+      const store = await newStore()
+      const stored = await store.append([
+        ...sessionLifecycle('s1', 'alice', 0),
+        input('prompt.submitted', 's2', { seed: 2n ** 64n - 1n, cfg: NaN, text: 'ü\u2028' }),
+      ])
+      const raw = await collect(store.rawEvents())
+      expect(raw.map((r) => r.leaf_hash)).toEqual(stored.map(eventLeafHex))
+      expect(raw.every((r) => r.pruned === null)).toBe(true)
+      // Recomputed from the stored text, the leaf is the same as from the event in memory.
+      const reread = await collect(store.events())
+      expect(reread.map(eventLeafHex)).toEqual(raw.map((r) => r.leaf_hash))
+    })
+
+    it('stores checkpoints once per (origin, size), listed by size', async () => {
+      const store = await newStore()
+      const cp = (size: number, origin = 'comfy-audit/a') => ({
+        origin,
+        size,
+        root_hash: Buffer.alloc(32, size).toString('base64'),
+        note: `${origin}\n${size}\nroot\n\n— sig\n`,
+        created_at: at(size),
+      })
+      await store.addCheckpoint(cp(10))
+      await store.addCheckpoint(cp(2))
+      await store.addCheckpoint({ ...cp(10), note: 'another' })
+      await store.addCheckpoint(cp(5, 'gw/other'))
+      expect(await store.checkpoints()).toEqual([cp(2), cp(10)])
+      expect(await store.checkpoints('gw/other')).toEqual([cp(5, 'gw/other')])
+    })
+
+    it('prunes payloads in seq ranges, keeps leaf hashes and rebuilds derived rows', async () => {
+      const store = await newStore()
+      await store.append(sessionLifecycle('s1', 'alice', 0))
+      await store.append(sessionLifecycle('s2', 'bob', 100))
+      const before = await collect(store.rawEvents())
+      const [mark] = await store.append([input('audit.erased', 's1', { ranges: [[0, 6]] })])
+      expect(
+        await store.prunePayloads({ origin: 'comfy-audit/a', ranges: [[0, 6]], prunedBy: mark!.seq }),
+      ).toBe(7)
+      // Already pruned rows are not pruned twice.
+      expect(await store.prunePayloads({ origin: 'comfy-audit/a', ranges: [[0, 3]], prunedBy: 99 })).toBe(0)
+      const after = await collect(store.rawEvents())
+      expect(after.map((r) => r.leaf_hash)).toEqual([...before.map((r) => r.leaf_hash), eventLeafHex(mark!)])
+      expect(after.slice(0, 7).map((r) => [r.payload, r.pruned])).toEqual(Array(7).fill(['{}', mark!.seq]))
+      expect(after.slice(0, 7).map((r) => [r.kind, r.time, r.session_id])).toEqual(
+        before.slice(0, 7).map((r) => [r.kind, r.time, r.session_id]),
+      )
+      expect(after.slice(7, 14)).toEqual(before.slice(7))
+      expect(await store.session('s1')).toBeUndefined()
+      expect((await store.session('s2'))?.status).toBe('success')
+      expect(await store.outputsBySha256('s1'.padEnd(64, '0'))).toEqual([])
+      const replayed = replayDerived(await collect(store.events()))
+      expect(await store.derivedRows()).toEqual({
+        sessions: replayed.sessions,
+        nodeRuns: replayed.nodeRuns,
+        outputs: replayed.outputs,
+      })
+    })
+
+    it('tells commit listeners the committed events in seq order', async () => {
+      const store = await newStore({ groupCommitDelayMillis: 5 })
+      const seen: number[] = []
+      const off = store.onCommitted((events) => seen.push(...events.map((e) => e.seq)))
+      store.onCommitted(() => {
+        throw new Error('listener bug')
+      })
+      await Promise.all(
+        Array.from({ length: 30 }, (_, i) => store.append([input('node.started', 's', { i })])),
+      )
+      expect(seen).toEqual(Array.from({ length: 30 }, (_, i) => i))
+      expect(errors.length).toBeGreaterThan(0)
+      off()
+      await store.append([input('node.started', 's')])
+      expect(seen).toHaveLength(30)
     })
 
     if (options.persistent) {

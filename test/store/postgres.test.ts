@@ -36,8 +36,11 @@ describe('postgres dialect', () => {
     const client = new pg.Client({ connectionString: url })
     await client.connect()
     try {
-      const { rows } = await client.query('SELECT version, name FROM schema_migrations')
-      expect(rows).toEqual([{ version: 1, name: 'initial' }])
+      const { rows } = await client.query('SELECT version, name FROM schema_migrations ORDER BY version')
+      expect(rows).toEqual([
+        { version: 1, name: 'initial' },
+        { version: 2, name: 'ledger' },
+      ])
     } finally {
       await client.end()
     }

@@ -38,8 +38,9 @@ describe('sqlite dialect', () => {
     const other = new Database(path, { readonly: true })
     try {
       expect(other.pragma('journal_mode', { simple: true })).toBe('wal')
-      expect(other.prepare('SELECT version, name FROM schema_migrations').all()).toEqual([
+      expect(other.prepare('SELECT version, name FROM schema_migrations ORDER BY version').all()).toEqual([
         { version: 1, name: 'initial' },
+        { version: 2, name: 'ledger' },
       ])
     } finally {
       other.close()

@@ -1,11 +1,15 @@
 import type { Command } from 'commander'
+import { registerLedgerCommands } from './ledger-commands.js'
 import { registerQueryCommands } from './query-commands.js'
 import { registerServeCommand } from './serve.js'
 import { registerSimCommand } from './sim.js'
+import { registerTraceCommand } from './trace-command.js'
 
 /** Adds every command to the program; each lives in its own file. */
 export function registerCommands(program: Command): void {
   registerServeCommand(program)
   registerSimCommand(program)
   registerQueryCommands(program)
+  registerTraceCommand(program)
+  registerLedgerCommands(program)
 }

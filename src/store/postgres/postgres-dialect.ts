@@ -8,12 +8,17 @@ import { pendingMigrations, type MigrationOutcome, type MigrationResult } from '
 import { applyOutputChange, applySessionChange, projectEvents, type DerivedChanges } from '../project.js'
 import {
   DERIVED_TABLES,
+  EVENT_PARAM_COUNT,
+  INSERT_CHECKPOINT_SQL,
   NODE_RUN_UPSERT,
+  PRUNE_RANGE_SQL,
+  SELECT_CHECKPOINTS_SQL,
   ORDER_DERIVED_SQL,
   OUTPUT_UPSERT,
   SELECT_DERIVED_SQL,
   SELECT_SESSION_SQL,
   SESSION_UPSERT,
+  checkpointParams,
   decodeState,
   encodeState,
   eventParams,
@@ -23,6 +28,7 @@ import {
   nodeRunsQuery,
   outputParams,
   pagedEvents,
+  rowToCheckpoint,
   rowToNodeRun,
   rowToOutput,
   rowToSession,
@@ -41,10 +47,12 @@ import type {
   NodeRunFilter,
   NodeRunRow,
   ProjectionOutcome,
+  PruneRequest,
   RebuildOutcome,
   SessionFilter,
   StoreDialect,
   StoreDriver,
+  StoredCheckpoint,
   StoredEventRow,
 } from '../store.js'
 import { POSTGRES_MIGRATIONS } from './postgres-migrations.js'
@@ -63,6 +71,8 @@ export interface PostgresDialectOptions {
 /** The subset of a node-postgres result this driver reads. */
 interface PgResult {
   readonly rows: SqlRow[]
+  /** Rows an UPDATE changed. */
+  readonly rowCount?: number | null
 }
 
 /** The subset of a node-postgres client this driver calls. */
@@ -136,7 +146,7 @@ class PostgresDriver implements StoreDriver {
 
   async append(events: readonly AuditEvent[]): Promise<ProjectionOutcome> {
     return this.#transaction(async (client) => {
-      const perStatement = Math.floor(MAX_PARAMS / 6)
+      const perStatement = Math.floor(MAX_PARAMS / EVENT_PARAM_COUNT)
       for (let i = 0; i < events.length; i += perStatement) {
         const chunk = events.slice(i, i + perStatement)
         await client.query(numbered(insertEventsSql(chunk.length)), chunk.flatMap(eventParams))
@@ -210,31 +220,26 @@ class PostgresDriver implements StoreDriver {
   }
 
   async rebuildDerived(origin?: string): Promise<RebuildOutcome> {
+    return this.#transaction((client) => rebuildWith(client, origin))
+  }
+
+  async addCheckpoint(checkpoint: StoredCheckpoint): Promise<void> {
+    await this.#all({ sql: INSERT_CHECKPOINT_SQL, params: checkpointParams(checkpoint) })
+  }
+
+  async checkpoints(origin: string): Promise<StoredCheckpoint[]> {
+    return (await this.#all({ sql: SELECT_CHECKPOINTS_SQL, params: [origin] })).map(rowToCheckpoint)
+  }
+
+  async prunePayloads(request: PruneRequest): Promise<number> {
     return this.#transaction(async (client) => {
-      // EXCLUSIVE blocks other writers (appends of any gateway) but not readers, until the rebuild commits;
-      // events first, in the order appends take them, so the two cannot deadlock.
-      await client.query('LOCK TABLE events, sessions, node_runs, outputs IN EXCLUSIVE MODE')
-      for (const table of DERIVED_TABLES) {
-        if (origin === undefined) await client.query(`DELETE FROM ${table}`)
-        else await client.query(`DELETE FROM ${table} WHERE origin = $1`, [origin])
-      }
-      const problems: string[] = []
       let count = 0
-      let after: { origin: string; seq: number } | undefined
-      for (;;) {
-        const query = eventsPageQuery(origin === undefined ? {} : { origin }, after, REBUILD_PAGE_SIZE)
-        const rows = (await client.query(numbered(query.sql), query.params)).rows
-        if (rows.length === 0) break
-        const events = rows.map((row) => storedToEvent(rowToStoredEvent(row)))
-        const changes = projectEvents(events)
-        await applyChanges(client, changes)
-        problems.push(...changes.problems)
-        count += events.length
-        const last = events[events.length - 1] as AuditEvent
-        after = { origin: last.origin, seq: last.seq }
-        if (rows.length < REBUILD_PAGE_SIZE) break
+      for (const [from, to] of request.ranges) {
+        const params = [request.prunedBy, request.origin, from, to]
+        count += (await client.query(numbered(PRUNE_RANGE_SQL), params)).rowCount ?? 0
       }
-      return { events: count, problems }
+      await rebuildWith(client, request.origin)
+      return count
     })
   }
 
@@ -268,6 +273,34 @@ class PostgresDriver implements StoreDriver {
   async #transaction<T>(fn: (client: PgClient) => Promise<T>, begin = 'BEGIN'): Promise<T> {
     return transaction(this.#open(), fn, begin)
   }
+}
+
+/** Deletes and recomputes derived rows inside the caller's transaction. */
+async function rebuildWith(client: PgClient, origin: string | undefined): Promise<RebuildOutcome> {
+  // EXCLUSIVE blocks other writers (appends of any gateway) but not readers, until the rebuild commits;
+  // events first, in the order appends take them, so the two cannot deadlock.
+  await client.query('LOCK TABLE events, sessions, node_runs, outputs IN EXCLUSIVE MODE')
+  for (const table of DERIVED_TABLES) {
+    if (origin === undefined) await client.query(`DELETE FROM ${table}`)
+    else await client.query(`DELETE FROM ${table} WHERE origin = $1`, [origin])
+  }
+  const problems: string[] = []
+  let count = 0
+  let after: { origin: string; seq: number } | undefined
+  for (;;) {
+    const query = eventsPageQuery(origin === undefined ? {} : { origin }, after, REBUILD_PAGE_SIZE)
+    const rows = (await client.query(numbered(query.sql), query.params)).rows
+    if (rows.length === 0) break
+    const events = rows.map((row) => storedToEvent(rowToStoredEvent(row)))
+    const changes = projectEvents(events)
+    await applyChanges(client, changes)
+    problems.push(...changes.problems)
+    count += events.length
+    const last = events[events.length - 1] as AuditEvent
+    after = { origin: last.origin, seq: last.seq }
+    if (rows.length < REBUILD_PAGE_SIZE) break
+  }
+  return { events: count, problems }
 }
 
 async function transaction<T>(

@@ -102,4 +102,21 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
       )`,
     ],
   },
+  {
+    version: 2,
+    name: 'ledger',
+    statements: [
+      // The leaf hash stays when retention removes a payload, so old checkpoints still verify.
+      `ALTER TABLE events ADD COLUMN leaf_hash text`,
+      `ALTER TABLE events ADD COLUMN pruned bigint`,
+      `CREATE TABLE checkpoints (
+        origin text COLLATE "C" NOT NULL,
+        size bigint NOT NULL,
+        root_hash text NOT NULL,
+        note text NOT NULL,
+        created_at text NOT NULL,
+        PRIMARY KEY (origin, size)
+      )`,
+    ],
+  },
 ]

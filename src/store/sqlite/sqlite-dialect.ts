@@ -14,7 +14,10 @@ import { pendingMigrations, type MigrationOutcome, type MigrationResult } from '
 import { applyOutputChange, applySessionChange, projectEvents, type DerivedChanges } from '../project.js'
 import {
   DERIVED_TABLES,
+  INSERT_CHECKPOINT_SQL,
   INSERT_EVENT_SQL,
+  PRUNE_RANGE_SQL,
+  SELECT_CHECKPOINTS_SQL,
   ORDER_DERIVED_SQL,
   SELECT_DERIVED_SQL,
   SELECT_OUTPUT_SQL,
@@ -22,6 +25,7 @@ import {
   UPSERT_NODE_RUN_SQL,
   UPSERT_OUTPUT_SQL,
   UPSERT_SESSION_SQL,
+  checkpointParams,
   decodeState,
   encodeState,
   eventParams,
@@ -30,6 +34,7 @@ import {
   nodeRunsQuery,
   outputParams,
   pagedEvents,
+  rowToCheckpoint,
   rowToNodeRun,
   rowToOutput,
   rowToSession,
@@ -46,10 +51,12 @@ import type {
   NodeRunFilter,
   NodeRunRow,
   ProjectionOutcome,
+  PruneRequest,
   RebuildOutcome,
   SessionFilter,
   StoreDialect,
   StoreDriver,
+  StoredCheckpoint,
   StoredEventRow,
 } from '../store.js'
 import { SQLITE_MIGRATIONS } from './sqlite-migrations.js'
@@ -105,6 +112,9 @@ interface Statements {
   lastSeq: SqliteStatement
   getState: SqliteStatement
   setState: SqliteStatement
+  insertCheckpoint: SqliteStatement
+  selectCheckpoints: SqliteStatement
+  pruneRange: SqliteStatement
 }
 
 class SqliteDriver implements StoreDriver {
@@ -113,6 +123,7 @@ class SqliteDriver implements StoreDriver {
   #statements: Statements | undefined
   #appendTx: ((events: readonly AuditEvent[]) => string[]) | undefined
   #rebuildTx: ((origin: string | undefined) => RebuildOutcome) | undefined
+  #pruneTx: ((request: PruneRequest) => number) | undefined
 
   constructor(options: SqliteDialectOptions) {
     this.#options = options
@@ -147,6 +158,9 @@ class SqliteDriver implements StoreDriver {
       setState: db.prepare(
         'INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
       ),
+      insertCheckpoint: db.prepare(INSERT_CHECKPOINT_SQL),
+      selectCheckpoints: db.prepare(SELECT_CHECKPOINTS_SQL),
+      pruneRange: db.prepare(PRUNE_RANGE_SQL),
     }
     const apply = (changes: DerivedChanges): void => applyChanges(statements, changes)
     const append = db.transaction((events: readonly AuditEvent[]): string[] => {
@@ -179,9 +193,22 @@ class SqliteDriver implements StoreDriver {
       }
       return { events: count, problems }
     })
+    const prune = db.transaction((request: PruneRequest): number => {
+      let count = 0
+      for (const [from, to] of request.ranges) {
+        const result = statements.pruneRange.run(request.prunedBy, request.origin, from, to) as {
+          changes: number
+        }
+        count += result.changes
+      }
+      // Nested: better-sqlite3 runs it as a savepoint of this transaction.
+      rebuild(request.origin)
+      return count
+    })
     // IMMEDIATE takes the write lock at BEGIN, so a transaction never fails halfway on another process's lock.
     this.#appendTx = (events) => append.immediate(events)
     this.#rebuildTx = (origin) => rebuild.immediate(origin)
+    this.#pruneTx = (request) => prune.immediate(request)
     this.#db = db
     this.#statements = statements
   }
@@ -254,6 +281,20 @@ class SqliteDriver implements StoreDriver {
     return rebuild(origin)
   }
 
+  async addCheckpoint(checkpoint: StoredCheckpoint): Promise<void> {
+    this.#stmts().insertCheckpoint.run(...checkpointParams(checkpoint))
+  }
+
+  async checkpoints(origin: string): Promise<StoredCheckpoint[]> {
+    return (this.#stmts().selectCheckpoints.all(origin) as SqlRow[]).map(rowToCheckpoint)
+  }
+
+  async prunePayloads(request: PruneRequest): Promise<number> {
+    const prune = this.#pruneTx
+    if (!prune) throw notOpen()
+    return prune(request)
+  }
+
   async getState(key: string): Promise<JsonValue | undefined> {
     const row = this.#stmts().getState.get(key) as { value: string } | undefined
     return row === undefined ? undefined : decodeState(key, row.value)
@@ -269,6 +310,7 @@ class SqliteDriver implements StoreDriver {
     this.#statements = undefined
     this.#appendTx = undefined
     this.#rebuildTx = undefined
+    this.#pruneTx = undefined
     db?.close()
   }
 

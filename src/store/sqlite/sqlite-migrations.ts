@@ -96,4 +96,21 @@ export const SQLITE_MIGRATIONS: readonly Migration[] = [
       )`,
     ],
   },
+  {
+    version: 2,
+    name: 'ledger',
+    statements: [
+      // The leaf hash stays when retention removes a payload, so old checkpoints still verify.
+      `ALTER TABLE events ADD COLUMN leaf_hash TEXT`,
+      `ALTER TABLE events ADD COLUMN pruned INTEGER`,
+      `CREATE TABLE checkpoints (
+        origin TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        root_hash TEXT NOT NULL,
+        note TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (origin, size)
+      )`,
+    ],
+  },
 ]

@@ -1,0 +1,213 @@
+/**
+ * Ledger commands: `key`, `verify`, `evidence`, `verify-evidence`, `prune`, `erase`.
+ * Each command's work is an exported function returning its output and exit code, so tests run it
+ * without a child process.
+ */
+import { existsSync, readFileSync } from 'node:fs'
+import { readFile, writeFile } from 'node:fs/promises'
+import type { Command } from 'commander'
+import { parseDurationMillis } from '../../config/duration.js'
+import { buildEvidence, verifyEvidence } from '../../ledger/evidence.js'
+import { loadOrCreateSigningKey } from '../../ledger/key-store.js'
+import { parsePublishedCheckpoints } from '../../ledger/publish.js'
+import { eraseSession, pruneOlderThan } from '../../ledger/retention.js'
+import { formatLedgerProblem, verifyLedger } from '../../ledger/verify-ledger.js'
+import { CliError, cliConfig, cliUser, openCliStore, type CliStoreOptions } from '../open-store.js'
+
+/** What a command prints and how it exits. */
+export interface CommandOutcome {
+  readonly output: string
+  readonly exitCode: number
+}
+
+type Opts = CliStoreOptions & Record<string, unknown>
+
+function addStoreOptions(cmd: Command): Command {
+  return cmd
+    .option('--data <dir>', 'data directory', process.env.COMFY_AUDIT_DATA ?? './data')
+    .option('--store <url>', 'store URL: sqlite (default), sqlite:/path, postgres://user@host:port/db')
+    .option('--config <file>', 'config file (JSON)')
+}
+
+/** A verifier key given on the command line, or the name of a file holding one. */
+function keyArgument(value: string): string {
+  const text = existsSync(value) ? readFileSync(value, 'utf8') : value
+  return text.trim()
+}
+
+/** `key`: the gateway's verifier key (created on first use, as the gateway does at first start). */
+export async function runKey(opts: Opts): Promise<CommandOutcome> {
+  const config = cliConfig(opts)
+  const key = await loadOrCreateSigningKey(config.data, config.origin ?? 'comfy-audit')
+  return { output: key.verifierKey + '\n', exitCode: 0 }
+}
+
+/** `verify`: recompute the log, the checkpoints and the derived tables. */
+export async function runVerify(opts: Opts): Promise<CommandOutcome> {
+  const config = cliConfig(opts)
+  const origin = config.origin ?? 'comfy-audit'
+  let verifierKey: string | ((o: string) => string | undefined)
+  if (typeof opts.key === 'string') verifierKey = keyArgument(opts.key)
+  else {
+    const own = (await loadOrCreateSigningKey(config.data, origin)).verifierKey
+    verifierKey = (o) => (o === origin ? own : undefined)
+  }
+  const published =
+    typeof opts.published === 'string'
+      ? parsePublishedCheckpoints(await readFile(opts.published, 'utf8')).checkpoints
+      : undefined
+  const store = await openCliStore(opts)
+  try {
+    const report = await verifyLedger({
+      store,
+      verifierKey,
+      origin: typeof opts.origin === 'string' ? opts.origin : undefined,
+      published,
+    })
+    if (opts.json) return { output: JSON.stringify(report) + '\n', exitCode: report.ok ? 0 : 1 }
+    const lines: string[] = []
+    for (const o of report.origins) {
+      const pruned = o.pruned.reduce((n, r) => n + r.to - r.from + 1, 0)
+      lines.push(
+        `${o.origin}: ${o.events} events, ${o.checkpoints} checkpoints, signed through seq ${o.checkpointed - 1}` +
+          (o.events > o.checkpointed
+            ? ` (${o.events - o.checkpointed} newer events not yet checkpointed)`
+            : '') +
+          (pruned > 0
+            ? `; pruned: ${o.pruned.map((r) => `${r.from}..${r.to} (by #${r.by})`).join(', ')}`
+            : ''),
+      )
+    }
+    if (report.ok) lines.push('OK')
+    else for (const p of report.problems) lines.push(`FAIL ${formatLedgerProblem(p)}`)
+    return { output: lines.join('\n') + '\n', exitCode: report.ok ? 0 : 1 }
+  } finally {
+    await store.close()
+  }
+}
+
+/** `evidence SESSION`: the bundle text. */
+export async function runEvidence(sessionId: string, opts: Opts): Promise<CommandOutcome> {
+  const store = await openCliStore(opts)
+  try {
+    const built = await buildEvidence({
+      store,
+      sessionId,
+      origin: typeof opts.origin === 'string' ? opts.origin : undefined,
+    })
+    if (!built.ok) throw new CliError(built.reason)
+    if (typeof opts.output === 'string') {
+      await writeFile(opts.output, built.value, 'utf8')
+      return { output: `wrote ${opts.output}\n`, exitCode: 0 }
+    }
+    return { output: built.value, exitCode: 0 }
+  } finally {
+    await store.close()
+  }
+}
+
+/** `verify-evidence FILE --key KEY`: offline. */
+export async function runVerifyEvidence(file: string, opts: { key?: string }): Promise<CommandOutcome> {
+  if (!opts.key)
+    throw new CliError('--key: the verifier key of the log (as `comfy-audit key` prints it) is required')
+  const result = verifyEvidence(await readFile(file, 'utf8'), keyArgument(opts.key))
+  if (!result.ok) return { output: `FAIL ${result.reason}\n`, exitCode: 1 }
+  const v = result.value
+  const summary = v.summary
+  const lines = [
+    `OK: session ${v.session_id} of ${v.origin}: ${v.events} events proven against a signed checkpoint of size ${v.treeSize}`,
+    `summary: ${JSON.stringify(summary)}`,
+  ]
+  return { output: lines.join('\n') + '\n', exitCode: 0 }
+}
+
+/** `prune --older-than 90d`. */
+export async function runPrune(opts: Opts): Promise<CommandOutcome> {
+  const spec = typeof opts.olderThan === 'string' ? opts.olderThan : ''
+  const d = parseDurationMillis(spec)
+  if (!d.ok) throw new CliError(`--older-than: ${d.reason}`)
+  const before = new Date(Date.now() - d.value).toISOString()
+  const store = await openCliStore(opts)
+  try {
+    const r = await pruneOlderThan({ store, before, user: cliUser() })
+    return {
+      output:
+        r.recordedAt === null
+          ? `nothing to prune before ${before}\n`
+          : `pruned ${r.pruned} event payloads before ${before} (recorded as #${r.recordedAt}); leaf hashes kept\n`,
+      exitCode: 0,
+    }
+  } finally {
+    await store.close()
+  }
+}
+
+/** `erase SESSION --reason TEXT`. */
+export async function runErase(sessionId: string, opts: Opts): Promise<CommandOutcome> {
+  if (typeof opts.reason !== 'string' || opts.reason.trim() === '') throw new CliError('--reason is required')
+  const store = await openCliStore(opts)
+  try {
+    const r = await eraseSession({ store, sessionId, reason: opts.reason, user: cliUser() })
+    return {
+      output:
+        r.recordedAt === null
+          ? `no payloads of session ${sessionId} to erase\n`
+          : `erased ${r.pruned} event payloads of session ${sessionId} (recorded as #${r.recordedAt}); leaf hashes kept\n`,
+      exitCode: 0,
+    }
+  } finally {
+    await store.close()
+  }
+}
+
+function emit(outcome: CommandOutcome): void {
+  process.stdout.write(outcome.output)
+  if (outcome.exitCode !== 0) process.exitCode = outcome.exitCode
+}
+
+/** Adds the ledger commands to the program. */
+export function registerLedgerCommands(program: Command): void {
+  addStoreOptions(
+    program.command('key').description("print this gateway's ledger verifier key (C2SP format)"),
+  ).action(async (opts: Opts) => emit(await runKey(opts)))
+  addStoreOptions(
+    program
+      .command('verify')
+      .description(
+        'recompute the audit log, its signed checkpoints and the derived tables; OK or the first damage',
+      )
+      .option('--key <key>', 'verifier key (or a file holding it); default: the data dir key')
+      .option('--published <file>', 'checkpoints published off the machine (JSON lines)')
+      .option('--origin <origin>', 'only this log')
+      .option('--json', 'the report as JSON'),
+  ).action(async (opts: Opts) => emit(await runVerify(opts)))
+  addStoreOptions(
+    program
+      .command('evidence')
+      .description(
+        "write a session's evidence bundle: its events with inclusion proofs and a signed checkpoint",
+      )
+      .argument('<session>', 'session id (ComfyUI prompt_id)')
+      .option('--origin <origin>', 'the gateway log it belongs to')
+      .option('-o, --output <file>', 'write to a file instead of stdout'),
+  ).action(async (sessionId: string, opts: Opts) => emit(await runEvidence(sessionId, opts)))
+  program
+    .command('verify-evidence')
+    .description('verify an evidence bundle offline against the log key')
+    .argument('<bundle>', 'bundle file')
+    .requiredOption('--key <key>', 'verifier key as printed by `comfy-audit key` (or a file holding it)')
+    .action(async (file: string, opts: { key?: string }) => emit(await runVerifyEvidence(file, opts)))
+  addStoreOptions(
+    program
+      .command('prune')
+      .description('remove event payloads older than a duration, keeping leaf hashes (recorded in the log)')
+      .requiredOption('--older-than <duration>', 'e.g. 90d'),
+  ).action(async (opts: Opts) => emit(await runPrune(opts)))
+  addStoreOptions(
+    program
+      .command('erase')
+      .description("remove one session's event payloads, keeping leaf hashes (recorded in the log)")
+      .argument('<session>', 'session id')
+      .requiredOption('--reason <text>', 'why (kept in the log)'),
+  ).action(async (sessionId: string, opts: Opts) => emit(await runErase(sessionId, opts)))
+}

@@ -1,0 +1,428 @@
+/**
+ * `verify`: recomputes every leaf and every checkpoint root from the store, checks every checkpoint's
+ * signature, and proves that the derived tables equal a replay of the log. It names the first bad position
+ * of each origin's log (or the checkpoint interval it lies in when the stored leaf hashes were rewritten
+ * too) and the kind of damage. Pruned and erased payloads are reported as such, not as tampering.
+ */
+import { canonicalJson } from '../audit/json.js'
+import type { AuditEvent, JsonValue } from '../audit/types.js'
+import { replayDerived } from '../store/project.js'
+import type { RuntimeStore } from '../store/runtime-store.js'
+import type { DerivedRows, StoredCheckpoint, StoredEventRow } from '../store/store.js'
+import { verifyCheckpoint } from './checkpoint.js'
+import { eventLeafHash } from './event-leaf.js'
+import { storedRowEvent } from './ledger.js'
+import { createMerkleAccumulator } from './merkle.js'
+import { parseVerifierKey, type NoteVerifier } from './signed-note.js'
+
+/** Kinds of damage `verify` tells apart. */
+export const DAMAGE_KINDS = [
+  'modified',
+  'missing',
+  'inserted',
+  'reordered',
+  'truncated',
+  'bad-signature',
+  'unrecorded-prune',
+  'derived-mismatch',
+] as const
+export type DamageKind = (typeof DAMAGE_KINDS)[number]
+
+/** One problem found. */
+export interface LedgerProblem {
+  readonly kind: DamageKind
+  readonly origin: string
+  /** The first bad position, when it can be named. */
+  readonly seq?: number
+  /** Inclusive seq interval the damage lies in, when only a checkpoint root shows it. */
+  readonly interval?: readonly [number, number]
+  readonly detail: string
+}
+
+/** What verify found for one origin. */
+export interface OriginReport {
+  readonly origin: string
+  readonly events: number
+  readonly checkpoints: number
+  /** Size of the largest valid checkpoint: events 0..size-1 are covered by a signature. */
+  readonly checkpointed: number
+  /** Payloads removed by retention or erasure: `[from, to]` inclusive, with the seq of the recording event. */
+  readonly pruned: readonly { readonly from: number; readonly to: number; readonly by: number }[]
+}
+
+/** The outcome of {@link verifyLedger}. */
+export interface LedgerReport {
+  readonly ok: boolean
+  readonly origins: readonly OriginReport[]
+  /** At most one log problem and one derived-table problem per origin, the first found. */
+  readonly problems: readonly LedgerProblem[]
+}
+
+/** Options of {@link verifyLedger}. */
+export interface VerifyLedgerOptions {
+  readonly store: Pick<RuntimeStore, 'origins' | 'rawEvents' | 'checkpoints' | 'derivedRows'>
+  /** Verifier key (C2SP format) per origin, or one for all. */
+  readonly verifierKey: string | ((origin: string) => string | undefined)
+  /** Only this origin (default: every origin in the store). */
+  readonly origin?: string
+  /** Checkpoints published off the machine (see publish.ts), checked like the stored ones. */
+  readonly published?: readonly StoredCheckpoint[]
+}
+
+interface Row {
+  readonly raw: StoredEventRow
+  readonly event: AuditEvent | null
+  /** Leaf recomputed from the content (null when the payload is pruned or unreadable). */
+  readonly computed: Buffer | null
+  readonly stored: Buffer | null
+}
+
+const SHIFT_WINDOW = 1000
+
+/** Recomputes and checks everything; see the module comment. */
+export async function verifyLedger(options: VerifyLedgerOptions): Promise<LedgerReport> {
+  const origins = options.origin !== undefined ? [options.origin] : await options.store.origins()
+  const reports: OriginReport[] = []
+  const problems: LedgerProblem[] = []
+  for (const origin of origins) {
+    const key = typeof options.verifierKey === 'string' ? options.verifierKey : options.verifierKey(origin)
+    const result = await verifyOrigin(options, origin, key)
+    reports.push(result.report)
+    problems.push(...result.problems)
+  }
+  return { ok: problems.length === 0, origins: reports, problems }
+}
+
+async function verifyOrigin(
+  options: VerifyLedgerOptions,
+  origin: string,
+  verifierKey: string | undefined,
+): Promise<{ report: OriginReport; problems: LedgerProblem[] }> {
+  const problems: LedgerProblem[] = []
+  const rows: Row[] = []
+  for await (const raw of options.store.rawEvents({ origin })) {
+    const event = raw.pruned === null ? storedRowEvent(raw) : null
+    rows.push({
+      raw,
+      event,
+      computed: event ? eventLeafHash(event) : null,
+      stored:
+        raw.leaf_hash !== null && /^[0-9a-f]{64}$/.test(raw.leaf_hash)
+          ? Buffer.from(raw.leaf_hash, 'hex')
+          : null,
+    })
+  }
+
+  // Checkpoints: the signature decides; a row whose columns disagree with its own note is damage too.
+  const checkpoints = await validCheckpoints(options, origin, verifierKey, problems)
+
+  // Pruned rows must be covered by the audit.pruned / audit.erased event named in them.
+  const bySeq = new Map(rows.map((r) => [r.raw.seq, r]))
+  const pruned: { from: number; to: number; by: number }[] = []
+  let logProblem: LedgerProblem | undefined
+  for (const row of rows) {
+    const by = row.raw.pruned
+    if (by === null) continue
+    const last = pruned[pruned.length - 1]
+    if (last && last.by === by && last.to === row.raw.seq - 1) last.to = row.raw.seq
+    else pruned.push({ from: row.raw.seq, to: row.raw.seq, by })
+    if (!logProblem && !pruneRecorded(bySeq.get(by), row.raw.seq)) {
+      logProblem = {
+        kind: 'unrecorded-prune',
+        origin,
+        seq: row.raw.seq,
+        detail: `payload of ${origin}#${row.raw.seq} was removed, but event ${by} does not record pruning it`,
+      }
+    }
+  }
+
+  // Position-level check: seq continuity and leaf hashes.
+  const positional = firstPositionalProblem(origin, rows, bySeq)
+  if (positional && (!logProblem || (positional.seq ?? 0) < (logProblem.seq ?? 0))) logProblem = positional
+
+  // Checkpoint roots over the effective leaves (recomputed, or stored where pruned).
+  let checkpointed = 0
+  const acc = createMerkleAccumulator()
+  let rootProblem: LedgerProblem | undefined
+  let previousSize = 0
+  for (const cp of checkpoints) {
+    while (acc.size < cp.size) {
+      const row = bySeq.get(acc.size)
+      const leaf = row ? (row.raw.pruned === null ? row.computed : row.stored) : null
+      if (!leaf) break
+      acc.append(leaf)
+    }
+    if (acc.size < cp.size) {
+      const lastSeq = rows.length === 0 ? -1 : rows[rows.length - 1]!.raw.seq
+      if (!rootProblem && acc.size > lastSeq) {
+        rootProblem = {
+          kind: 'truncated',
+          origin,
+          seq: acc.size,
+          detail: `the log ends at seq ${lastSeq}, but a signed checkpoint covers ${cp.size} events (seq 0..${cp.size - 1})`,
+        }
+      }
+      break
+    }
+    if (acc.root().toString('base64') !== cp.root_hash) {
+      rootProblem ??= {
+        kind: 'modified',
+        origin,
+        interval: [previousSize, cp.size - 1],
+        detail:
+          `events ${previousSize}..${cp.size - 1} do not reproduce the signed checkpoint of size ${cp.size}` +
+          ' (the stored leaf hashes were altered too, so the exact position cannot be named)',
+      }
+      break
+    }
+    checkpointed = cp.size
+    previousSize = cp.size
+  }
+  // The earliest wins; a positional finding inside a failing interval is the more precise of the two.
+  if (rootProblem) {
+    const position = logProblem?.seq ?? Number.POSITIVE_INFINITY
+    const end = rootProblem.interval ? rootProblem.interval[1] : (rootProblem.seq ?? 0)
+    if (end < position) logProblem = rootProblem
+  }
+  if (logProblem) problems.push(logProblem)
+
+  const derived = await firstDerivedDifference(options, origin, rows)
+  if (derived) problems.push(derived)
+
+  return {
+    report: { origin, events: rows.length, checkpoints: checkpoints.length, checkpointed, pruned },
+    problems,
+  }
+}
+
+async function validCheckpoints(
+  options: VerifyLedgerOptions,
+  origin: string,
+  verifierKey: string | undefined,
+  problems: LedgerProblem[],
+): Promise<StoredCheckpoint[]> {
+  const stored = await options.store.checkpoints(origin)
+  const published = (options.published ?? []).filter((cp) => cp.origin === origin)
+  if (!verifierKey) {
+    if (stored.length + published.length > 0) {
+      problems.push({
+        kind: 'bad-signature',
+        origin,
+        detail: `no verifier key for ${origin}: its ${stored.length + published.length} checkpoints cannot be checked`,
+      })
+    }
+    return []
+  }
+  const parsedKey = parseVerifierKey(verifierKey)
+  if (!parsedKey.ok) throw new Error(`verifier key: ${parsedKey.reason}`)
+  const verifier: NoteVerifier = parsedKey.value
+  const bySize = new Map<number, StoredCheckpoint>()
+  for (const [where, cp] of [
+    ...stored.map((cp) => ['stored', cp] as const),
+    ...published.map((cp) => ['published', cp] as const),
+  ]) {
+    const checked = verifyCheckpoint(cp.note, verifier, origin)
+    if (!checked.ok) {
+      problems.push({
+        kind: 'bad-signature',
+        origin,
+        detail: `${where} checkpoint of size ${cp.size}: ${checked.reason}`,
+      })
+      continue
+    }
+    const { size, rootHash } = checked.value
+    const root = rootHash.toString('base64')
+    if (size !== cp.size || root !== cp.root_hash) {
+      problems.push({
+        kind: 'modified',
+        origin,
+        detail: `${where} checkpoint row of size ${cp.size} disagrees with its own signed note (size ${size})`,
+      })
+    }
+    const other = bySize.get(size)
+    if (other && other.root_hash !== root) {
+      problems.push({
+        kind: 'modified',
+        origin,
+        detail: `two validly signed checkpoints of size ${size} have different roots (the log was forked)`,
+      })
+      continue
+    }
+    bySize.set(size, { ...cp, size, root_hash: root })
+  }
+  return [...bySize.values()].sort((a, b) => a.size - b.size)
+}
+
+function pruneRecorded(record: Row | undefined, seq: number): boolean {
+  const event = record?.event
+  if (!event || (event.kind !== 'audit.pruned' && event.kind !== 'audit.erased')) return false
+  const ranges = event.payload.ranges
+  if (!Array.isArray(ranges)) return false
+  return ranges.some(
+    (r) =>
+      Array.isArray(r) && typeof r[0] === 'number' && typeof r[1] === 'number' && r[0] <= seq && seq <= r[1],
+  )
+}
+
+/** The seq a row's content was written at, judged by its stored leaf hash, within a window around `near`. */
+function originalSeq(row: Row, near: number): number | undefined {
+  if (!row.event || !row.stored) return undefined
+  for (let d = 1; d <= SHIFT_WINDOW; d++) {
+    for (const q of [near - d, near + d]) {
+      if (q < 0) continue
+      if (eventLeafHash({ ...row.event, seq: q }).equals(row.stored)) return q
+    }
+  }
+  return undefined
+}
+
+function rowOk(row: Row): boolean {
+  if (row.raw.pruned !== null) return row.stored !== null
+  return row.computed !== null && row.stored !== null && row.computed.equals(row.stored)
+}
+
+function firstPositionalProblem(
+  origin: string,
+  rows: readonly Row[],
+  bySeq: ReadonlyMap<number, Row>,
+): LedgerProblem | undefined {
+  let expected = 0
+  for (const row of rows) {
+    const seq = row.raw.seq
+    if (seq !== expected) {
+      return {
+        kind: 'missing',
+        origin,
+        seq: expected,
+        detail: `events ${expected}..${seq - 1} of ${origin} are missing (the log jumps from ${expected - 1} to ${seq})`,
+      }
+    }
+    expected++
+    if (rowOk(row)) continue
+    if (row.raw.pruned !== null) {
+      return { kind: 'modified', origin, seq, detail: `pruned event ${origin}#${seq} lost its leaf hash` }
+    }
+    // Where did this row's content come from, and where did the content that belonged here go?
+    const from = originalSeq(row, seq)
+    const next = bySeq.get(seq + 1)
+    const nextFrom = next && !rowOk(next) ? originalSeq(next, seq + 1) : undefined
+    if (from !== undefined) {
+      const back = bySeq.get(from)
+      const backFrom = back ? originalSeq(back, from) : undefined
+      if (backFrom === seq || (from > seq && nextFrom !== from + 1)) {
+        return {
+          kind: 'reordered',
+          origin,
+          seq,
+          detail: `${origin}#${seq} holds the event written as #${from}${backFrom === seq ? `, and #${from} the one written as #${seq}` : ''}`,
+        }
+      }
+      if (from > seq) {
+        return {
+          kind: 'missing',
+          origin,
+          seq,
+          detail: `events ${seq}..${from - 1} of ${origin} were deleted and the later events renumbered`,
+        }
+      }
+      return {
+        kind: 'inserted',
+        origin,
+        seq: from,
+        detail: `${seq - from} event(s) inserted at ${origin}#${from} (the event written as #${from} now sits at #${seq})`,
+      }
+    }
+    if (nextFrom === seq) {
+      return {
+        kind: 'inserted',
+        origin,
+        seq,
+        detail: `${origin}#${seq} was inserted; the event written as #${seq} now sits at #${seq + 1}`,
+      }
+    }
+    if (row.stored === null) {
+      return {
+        kind: 'inserted',
+        origin,
+        seq,
+        detail: `${origin}#${seq} has no leaf hash: it was not written through the store`,
+      }
+    }
+    return {
+      kind: 'modified',
+      origin,
+      seq,
+      detail:
+        row.event === null
+          ? `${origin}#${seq}: stored payload is not a JSON object`
+          : `${origin}#${seq} (${row.raw.kind}) does not hash to the leaf written with it`,
+    }
+  }
+  return undefined
+}
+
+function rowKey(table: string, row: Readonly<Record<string, unknown>>): string {
+  const parts =
+    table === 'sessions'
+      ? [row.origin, row.session_id]
+      : table === 'node_runs'
+        ? [row.origin, row.session_id, row.node_id]
+        : [row.origin, row.session_id, row.node_id, row.type, row.subfolder, row.filename]
+  return parts.map(String).join(' / ')
+}
+
+/** Compares the stored derived rows with a replay of the readable events of the origin. */
+async function firstDerivedDifference(
+  options: VerifyLedgerOptions,
+  origin: string,
+  rows: readonly Row[],
+): Promise<LedgerProblem | undefined> {
+  const events = rows.flatMap((r) => (r.event && r.raw.pruned === null ? [r.event] : []))
+  const replay = replayDerived(events)
+  const stored = await options.store.derivedRows(origin)
+  const tables: [string, keyof DerivedRows][] = [
+    ['sessions', 'sessions'],
+    ['node_runs', 'nodeRuns'],
+    ['outputs', 'outputs'],
+  ]
+  for (const [table, field] of tables) {
+    const want = new Map(
+      replay[field].map((r) => [rowKey(table, r as never), r as unknown as Record<string, JsonValue>]),
+    )
+    const have = new Map(
+      stored[field].map((r) => [rowKey(table, r as never), r as unknown as Record<string, JsonValue>]),
+    )
+    const keys = [...new Set([...want.keys(), ...have.keys()])].sort()
+    for (const key of keys) {
+      const w = want.get(key)
+      const h = have.get(key)
+      if (!w) return derivedProblem(origin, `${table} row (${key}) is not produced by any event in the log`)
+      if (!h) return derivedProblem(origin, `${table} row (${key}) is missing, though the log produces it`)
+      const fields = [...new Set([...Object.keys(w), ...Object.keys(h)])].sort()
+      for (const f of fields) {
+        if (canonicalJson(w[f] ?? null) !== canonicalJson(h[f] ?? null)) {
+          return derivedProblem(
+            origin,
+            `${table} row (${key}) field ${f} is ${canonicalJson(h[f] ?? null).slice(0, 80)}, the log says ${canonicalJson(w[f] ?? null).slice(0, 80)}`,
+          )
+        }
+      }
+    }
+  }
+  return undefined
+}
+
+function derivedProblem(origin: string, detail: string): LedgerProblem {
+  return { kind: 'derived-mismatch', origin, detail }
+}
+
+/** One line per problem, for the CLI. */
+export function formatLedgerProblem(p: LedgerProblem): string {
+  const where =
+    p.seq !== undefined
+      ? ` at (${p.origin}, ${p.seq})`
+      : p.interval
+        ? ` in (${p.origin}, ${p.interval[0]}..${p.interval[1]})`
+        : ` in ${p.origin}`
+  return `${p.kind}${where}: ${p.detail}`
+}
