@@ -12,7 +12,10 @@ import { zObjectInfo, zSystemStats } from './capture/schemas.js'
 import { dialectFor } from './cli/open-store.js'
 import { parseHostPort, type Config } from './config/config.js'
 import { createGateway, type Gateway } from './gateway/create-gateway.js'
+import { createMetricsRoute } from './metrics/metrics-route.js'
+import { createMetrics, observeEvents, queueDepthFromFrame, type Metrics } from './metrics/metrics.js'
 import { createAuditApi } from './query/audit-api.js'
+import { createSinkPipeline, sinkHealthJson, type SinkPipeline } from './sinks/sink-pipeline.js'
 import { loadOrCreateSigningKey } from './ledger/key-store.js'
 import { createLedger, type Ledger } from './ledger/ledger.js'
 import { createFilePublisher, createWebhookPublisher } from './ledger/publish.js'
@@ -30,6 +33,10 @@ export interface AuditGateway {
   readonly ledger: Ledger
   /** Resolves when every model and output hash started so far is committed. */
   provenanceIdle(): Promise<void>
+  /** Prometheus collector served at `/_audit/metrics` (see config `metrics`). */
+  readonly metrics: Metrics
+  /** The configured sinks (config `sinks`), fed with every committed event. */
+  readonly sinks: SinkPipeline
   readonly url: string
   /**
    * Reconciles now instead of at the next sweep: closes open sessions ComfyUI has finished or lost, records
@@ -77,6 +84,21 @@ export async function startAuditGateway(
     onError: (err, context) => reportError(err, `store: ${context}`),
   })
   await store.init()
+
+  // Metrics and sinks follow commits: they see exactly what the store holds, in commit order, and never
+  // slow the proxy path (onEvents only queues; a sink that is down fills its own spool).
+  const metrics = createMetrics()
+  let sinks: SinkPipeline
+  try {
+    sinks = await createSinkPipeline(config.sinks, { dataDir: config.data, logger })
+  } catch (err) {
+    await store.close()
+    throw err
+  }
+  const offCommitted = store.onCommitted((events) => {
+    observeEvents(metrics, events)
+    sinks.onEvents(events)
+  })
 
   // The ledger follows commits from the first event on; its key is made at first start (mode 0600).
   const key = await loadOrCreateSigningKey(config.data, store.origin)
@@ -166,7 +188,13 @@ export async function startAuditGateway(
       origin: store.origin,
       store: store.dialect,
       open_sessions: capture.openSessions().length,
+      sinks: sinkHealthJson(sinks.health()),
     }),
+  })
+  // Without metrics.token or metrics.open the route answers 404 saying how to switch it on.
+  const metricsRoute = createMetricsRoute(metrics, {
+    ...config.metrics,
+    beforeScrape: () => metrics.sinkHealth(sinks.health()),
   })
 
   const { host, port } = parseHostPort(config.listen)
@@ -182,11 +210,15 @@ export async function startAuditGateway(
         capture.promptSubmitted(e)
       },
       promptAnswered: (e) => capture.promptAnswered(e),
-      frame: (e) => capture.frame(e),
+      frame: (e) => {
+        const depth = queueDepthFromFrame(e.data, e.isBinary)
+        if (depth !== undefined) metrics.setQueueDepth(depth)
+        capture.frame(e)
+      },
       action: (e) => capture.action(e),
     },
     identify: options.identify,
-    auditHandler: auditApi,
+    auditHandler: async (req, res) => (await metricsRoute(req, res)) || auditApi(req, res),
     now: options.now,
     logger,
     upstreamTimeoutMs: config.comfyui.timeoutMillis,
@@ -281,6 +313,8 @@ export async function startAuditGateway(
     store,
     capture,
     ledger,
+    metrics,
+    sinks,
     provenanceIdle: async () => {
       await capture.flush()
       await store.flush()
@@ -307,6 +341,9 @@ export async function startAuditGateway(
         await store.flush()
         await ledger.close()
         await fileHasher.close()
+        // The last commits have reached the sinks; deliver what they can, spool the rest for the next start.
+        offCommitted()
+        await sinks.shutdown()
         await store.close()
       })()
       return closing

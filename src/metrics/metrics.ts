@@ -6,6 +6,7 @@
 import { timingSafeEqual } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { reportError } from '../audit/report-error.js'
 import type { AuditEvent, JsonObject, JsonValue, NodeRunRecord } from '../audit/types.js'
 import { FINAL_SESSION_STATUSES } from '../audit/types.js'
 
@@ -162,6 +163,40 @@ export function createMetrics(): Metrics {
     },
     text: () => registry.metrics(),
   }
+}
+
+/**
+ * Feeds committed events to the collector, in order (for `store.onCommitted`). Never throws: an event the
+ * collector cannot read is reported and skipped, so metrics never disturb the audit path.
+ */
+export function observeEvents(metrics: Pick<Metrics, 'observe'>, events: readonly AuditEvent[]): void {
+  for (const event of events) {
+    try {
+      metrics.observe(event)
+    } catch (error) {
+      reportError(error, `metrics: event ${event.origin}:${event.seq}`)
+    }
+  }
+}
+
+/**
+ * ComfyUI's queue depth (running + pending) from one upstream WebSocket frame: its `status` message carries
+ * `exec_info.queue_remaining`. Returns undefined for every other frame; cheap for the many progress frames
+ * (they are not parsed). Feed it from the gateway's frame tap into {@link Metrics.setQueueDepth}.
+ */
+export function queueDepthFromFrame(data: string | Buffer, isBinary: boolean): number | undefined {
+  if (isBinary) return undefined
+  const text = typeof data === 'string' ? data : data.toString('utf8')
+  if (!text.includes('queue_remaining')) return undefined
+  let message: unknown
+  try {
+    message = JSON.parse(text)
+  } catch {
+    return undefined
+  }
+  const m = message as { type?: unknown; data?: { status?: { exec_info?: { queue_remaining?: unknown } } } }
+  const depth = m.type === 'status' ? m.data?.status?.exec_info?.queue_remaining : undefined
+  return typeof depth === 'number' && Number.isInteger(depth) && depth >= 0 ? depth : undefined
 }
 
 /** Options of {@link metricsHandler}. */

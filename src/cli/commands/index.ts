@@ -3,6 +3,7 @@ import { registerLedgerCommands } from './ledger-commands.js'
 import { registerQueryCommands } from './query-commands.js'
 import { registerServeCommand } from './serve.js'
 import { registerSimCommand } from './sim.js'
+import { registerStatusCommand } from './status.js'
 import { registerTraceCommand } from './trace-command.js'
 
 /** Adds every command to the program; each lives in its own file. */
@@ -10,6 +11,7 @@ export function registerCommands(program: Command): void {
   registerServeCommand(program)
   registerSimCommand(program)
   registerQueryCommands(program)
+  registerStatusCommand(program)
   registerTraceCommand(program)
   registerLedgerCommands(program)
 }

@@ -47,6 +47,28 @@ async function write(stream: Writable, text: string): Promise<void> {
   if (!stream.write(text)) await new Promise<void>((resolve) => stream.once('drain', () => resolve()))
 }
 
+/** `export --format sqlite`: every table of the store (or a time window of sessions) in one new SQLite file. */
+async function exportSqliteFile(
+  opts: CliStoreOptions & Record<string, string | boolean | undefined>,
+): Promise<void> {
+  if (typeof opts.output !== 'string' || opts.output === '') {
+    throw new CliError('--format sqlite: name the file to write with -o FILE')
+  }
+  const since = timeOption('since', opts.since as string | undefined)
+  const until = timeOption('until', opts.until as string | undefined)
+  const store = await openCliStore(opts)
+  try {
+    const { exportToSqlite } = await import('../../query/export-sqlite.js')
+    const summary = await exportToSqlite(store, opts.output, { since, until })
+    process.stderr.write(
+      `exported ${summary.sessions} sessions, ${summary.nodeRuns} node runs, ${summary.outputs} outputs, ` +
+        `${summary.events} events and ${summary.checkpoints} checkpoints to ${summary.file}\n`,
+    )
+  } finally {
+    await store.close()
+  }
+}
+
 /** `sessions`, `show` and `export`: read the store directly. */
 export function registerQueryCommands(program: Command): void {
   addStoreOptions(
@@ -112,8 +134,12 @@ export function registerQueryCommands(program: Command): void {
   addStoreOptions(
     program
       .command('export')
-      .description('export node runs or sessions as JSONL or CSV')
-      .option('--format <format>', 'jsonl or csv', 'jsonl')
+      .description('export node runs or sessions as JSONL or CSV, or everything as a standalone SQLite file')
+      .option(
+        '--format <format>',
+        'jsonl, csv or sqlite (sessions, node runs, outputs and events; needs -o)',
+        'jsonl',
+      )
       .option('--table <table>', 'node_runs or sessions', 'node_runs')
       .option('--since <time>', 'from this time (90d, 12h, 2026-11-01)')
       .option('--until <time>', 'up to this time')
@@ -121,8 +147,11 @@ export function registerQueryCommands(program: Command): void {
   ).action(async (opts: CliStoreOptions & Record<string, string | boolean | undefined>) => {
     const format = String(opts.format)
     const table = String(opts.table)
+    if (format === 'sqlite') return exportSqliteFile(opts)
     if (format !== 'jsonl' && format !== 'csv')
-      throw new CliError(`--format: expected jsonl or csv, got ${JSON.stringify(format)}`)
+      throw new CliError(
+        `--format: expected jsonl or csv (or sqlite with -o FILE), got ${JSON.stringify(format)}`,
+      )
     if (table !== 'node_runs' && table !== 'sessions') {
       throw new CliError(`--table: expected node_runs or sessions, got ${JSON.stringify(table)}`)
     }

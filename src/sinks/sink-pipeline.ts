@@ -1,0 +1,200 @@
+/**
+ * The sinks a config names, built and wired: one lazily imported sink per entry, each behind its own
+ * batch processor and disk spool (`<data>/spool/<name>`), all fed by one MultiProcessor from the events the
+ * store commits. A sink that is down only fills its own spool; the others and the gateway carry on.
+ */
+import { join } from 'node:path'
+import { reportError, silentLogger, type Logger } from '../audit/report-error.js'
+import type { AuditEvent, JsonObject } from '../audit/types.js'
+import { sinkName, type SinkConfig } from '../config/config.js'
+import {
+  createBatchProcessor,
+  createMultiProcessor,
+  type DropReason,
+  type MultiProcessor,
+  type RecordProcessor,
+  type SinkHealth,
+} from './batch-processor.js'
+import type { HttpSinkConfig, HttpSinkOptions } from './retrying-transport.js'
+import type { AuditSink } from './sink.js'
+import { openSpool } from './spool.js'
+
+/** Options of {@link createSinkPipeline}. */
+export interface SinkPipelineOptions {
+  /** The gateway's data directory: spools go to `<dataDir>/spool/<name>`, JSONL files default to `<dataDir>/jsonl/<name>`. */
+  readonly dataDir: string
+  /** Host name reported to receivers (`host.name`, ECS `host.hostname`; default os.hostname()). */
+  readonly hostName?: string
+  readonly logger?: Logger
+  /**
+   * Epoch milliseconds (default Date.now), for the processors' retry schedule, JSONL rotation days and
+   * webhook timestamps. HTTP transports keep the real clock for their deadlines.
+   */
+  readonly now?: () => number
+  /** Called for every drop with the sink's name; must not throw. */
+  readonly onDrop?: (sink: string, count: number, reason: DropReason) => void
+}
+
+/** The configured sinks, running. */
+export interface SinkPipeline {
+  /** Names of the sinks, in config order. */
+  readonly names: readonly string[]
+  /**
+   * Hands committed events (in commit order) to every sink. Never throws and never waits: records are
+   * queued, spilled to the spool when the queue is full, and counted when dropped.
+   */
+  onEvents(events: readonly AuditEvent[]): void
+  /** Per-sink queue, spool, failures and drops (for `/_audit/health`, metrics and `comfy-audit status`). */
+  health(): SinkHealth[]
+  /** Exports what is queued and spooled (one attempt each) and flushes the sinks. */
+  forceFlush(): Promise<void>
+  /** Flushes, spools what could not be delivered, and closes every sink; idempotent. */
+  shutdown(): Promise<void>
+}
+
+/** The HTTP part of a sink's config, as the sinks take it. */
+function httpConfig(sink: Extract<SinkConfig, { url: string }>): HttpSinkConfig {
+  return {
+    url: sink.url,
+    ...(sink.headers ? { headers: sink.headers } : {}),
+    ...(sink.auth ? { auth: sink.auth } : {}),
+    ...(sink.retry ? { retry: sink.retry } : {}),
+  }
+}
+
+/** Imports and creates the sink one config entry names (heavy code is loaded only when configured). */
+async function createSink(sink: SinkConfig, options: SinkPipelineOptions, name: string): Promise<AuditSink> {
+  const logger = options.logger ?? silentLogger
+  const http: HttpSinkOptions = { hostName: options.hostName, logger }
+  switch (sink.type) {
+    case 'jsonl': {
+      const { createJsonlSink } = await import('./jsonl/jsonl-sink.js')
+      return createJsonlSink(
+        {
+          dir: sink.dir ?? join(options.dataDir, 'jsonl', name),
+          prefix: sink.prefix,
+          rotateDaily: sink.rotation.daily,
+          maxFileBytes: sink.rotation.maxFileBytes,
+          gzip: sink.rotation.gzip,
+        },
+        { now: options.now, logger },
+      )
+    }
+    case 'otlp': {
+      const { createOtlpSink } = await import('./otlp/otlp-sink.js')
+      return createOtlpSink(
+        { ...httpConfig(sink), instanceId: sink.instanceId, resourceAttributes: sink.resourceAttributes },
+        http,
+      )
+    }
+    case 'loki': {
+      const { createLokiSink } = await import('./loki/loki-sink.js')
+      return createLokiSink({ ...httpConfig(sink), labels: sink.labels, tenant: sink.tenant }, http)
+    }
+    case 'elasticsearch': {
+      const { createElasticsearchSink } = await import('./elasticsearch/elasticsearch-sink.js')
+      return createElasticsearchSink({ ...httpConfig(sink), index: sink.index }, http)
+    }
+    case 'webhook': {
+      const { createWebhookSink } = await import('./webhook/webhook-sink.js')
+      return createWebhookSink({ ...httpConfig(sink), secret: sink.secret }, { ...http, now: options.now })
+    }
+  }
+}
+
+/** Gives a sink its configured name, so two sinks of one type keep apart in health and metrics. */
+function named(sink: AuditSink, name: string): AuditSink {
+  if (sink.name === name) return sink
+  return {
+    name,
+    export: (batch, signal) => sink.export(batch, signal),
+    forceFlush: () => sink.forceFlush(),
+    shutdown: () => sink.shutdown(),
+  }
+}
+
+/**
+ * Builds the sinks of the config. Throws (naming the sink) when one cannot be set up, e.g. its spool folder
+ * cannot be created; the sinks already built are shut down first. With no sinks it imports nothing.
+ * @example
+ * const sinks = await createSinkPipeline(config.sinks, { dataDir: config.data, logger })
+ * store.onCommitted((events) => sinks.onEvents(events))
+ * // on shutdown, after the store has flushed:
+ * await sinks.shutdown()
+ */
+export async function createSinkPipeline(
+  sinks: readonly SinkConfig[],
+  options: SinkPipelineOptions,
+): Promise<SinkPipeline> {
+  const logger = options.logger ?? silentLogger
+  const processors: RecordProcessor[] = []
+  const names: string[] = []
+  for (const config of sinks) {
+    const name = sinkName(config)
+    if (names.includes(name)) {
+      await Promise.allSettled(processors.map((p) => p.shutdown()))
+      throw new Error(`sinks: two sinks are named ${JSON.stringify(name)}; give each its own name`)
+    }
+    try {
+      const spool = await openSpool({
+        dir: join(options.dataDir, 'spool', name),
+        maxBytes: config.spoolMaxBytes,
+        logger,
+      })
+      const sink = named(await createSink(config, options, name), name)
+      processors.push(
+        createBatchProcessor(sink, {
+          maxQueueSize: config.batch.maxQueueSize,
+          maxExportBatchSize: config.batch.maxExportBatchSize,
+          scheduledDelayMillis: config.batch.scheduledDelayMillis,
+          exportTimeoutMillis: config.batch.exportTimeoutMillis,
+          spool,
+          now: options.now,
+          logger,
+          onDrop: options.onDrop ? (count, reason) => options.onDrop?.(name, count, reason) : undefined,
+        }),
+      )
+      names.push(name)
+    } catch (error) {
+      await Promise.allSettled(processors.map((p) => p.shutdown()))
+      const message = error instanceof Error ? error.message : String(error)
+      throw new Error(`sink ${JSON.stringify(name)} (${config.type}): cannot start: ${message}`, {
+        cause: error,
+      })
+    }
+  }
+  const multi: MultiProcessor | null = processors.length > 0 ? createMultiProcessor(processors) : null
+  let shutdown: Promise<void> | null = null
+  return {
+    names,
+    onEvents(events) {
+      if (multi === null) return
+      try {
+        for (const event of events) multi.onEvent(event)
+      } catch (error) {
+        reportError(error, 'sinks: onEvents')
+      }
+    },
+    health: () => multi?.health() ?? [],
+    forceFlush: async () => {
+      await multi?.forceFlush()
+    },
+    shutdown() {
+      shutdown ??= multi ? multi.shutdown() : Promise.resolve()
+      return shutdown
+    },
+  }
+}
+
+/** Sink health as JSON, for the `sinks` member of `/_audit/health` (read back by `comfy-audit status`). */
+export function sinkHealthJson(health: readonly SinkHealth[]): JsonObject[] {
+  return health.map((h) => ({
+    name: h.name,
+    queued: h.queued,
+    spooledBytes: h.spooledBytes,
+    dropped: h.dropped,
+    failures: h.failures,
+    lastError: h.lastError,
+    lastSuccessAt: h.lastSuccessAt,
+  }))
+}
