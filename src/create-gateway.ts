@@ -2,6 +2,7 @@
  * The composition root: the one place that knows concrete stores, capture and the proxy, and wires them.
  */
 import { mkdirSync } from 'node:fs'
+import { join } from 'node:path'
 import type { IncomingMessage } from 'node:http'
 import { parseJson } from './audit/json.js'
 import { reportError, silentLogger, type Logger } from './audit/report-error.js'
@@ -10,11 +11,12 @@ import { createCapture, type Capture, type ResumedSession } from './capture/capt
 import { environmentFromSystemStats, gpuSampleFromSystemStats } from './capture/environment.js'
 import { zObjectInfo, zSystemStats } from './capture/schemas.js'
 import { dialectFor } from './cli/open-store.js'
-import { parseHostPort, type Config } from './config/config.js'
+import { parseHostPort, sinkName, type Config } from './config/config.js'
 import { createGateway, type Gateway } from './gateway/create-gateway.js'
 import { createMetricsRoute } from './metrics/metrics-route.js'
 import { createMetrics, observeEvents, queueDepthFromFrame, type Metrics } from './metrics/metrics.js'
 import { createAuditApi } from './query/audit-api.js'
+import { retentionMillis, runRetention } from './query/retention-job.js'
 import { createSinkPipeline, sinkHealthJson, type SinkPipeline } from './sinks/sink-pipeline.js'
 import { loadOrCreateSigningKey } from './ledger/key-store.js'
 import { createLedger, type Ledger } from './ledger/ledger.js'
@@ -307,6 +309,33 @@ export async function startAuditGateway(
       : null
   sweep?.unref()
 
+  // Retention runs inside the gateway, through its own store, so it never competes for sequence numbers.
+  let retentionTimer: NodeJS.Timeout | null = null
+  if (config.retention.days !== undefined) {
+    const keepMillis = retentionMillis(config.retention.days)
+    const jsonlDirs = config.sinks
+      .filter((sink) => sink.type === 'jsonl')
+      .map((sink) => (sink.type === 'jsonl' && sink.dir) || join(config.data, 'jsonl', sinkName(sink)))
+    let running: Promise<void> | null = null
+    const pass = (): void => {
+      running ??= runRetention({ store, keepMillis, jsonlDirs, user: 'gateway:retention' })
+        .then((r) => {
+          if (r.store.pruned > 0 || r.files.length > 0) {
+            logger.info(
+              `retention: removed ${r.store.pruned} payloads and ${r.files.length} JSONL files before ${r.before}`,
+            )
+          }
+        })
+        .catch((err: unknown) => reportError(err, 'retention'))
+        .finally(() => {
+          running = null
+        })
+    }
+    pass()
+    retentionTimer = setInterval(pass, config.retention.checkIntervalMillis)
+    retentionTimer.unref()
+  }
+
   let closing: Promise<void> | null = null
   return {
     gateway,
@@ -331,6 +360,7 @@ export async function startAuditGateway(
       closing ??= (async () => {
         draining = true
         if (sweep) clearInterval(sweep)
+        if (retentionTimer) clearInterval(retentionTimer)
         await gateway.close({ drainMs: config.drainMillis })
         await capture.flush()
         capture.close()

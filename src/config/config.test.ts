@@ -196,3 +196,13 @@ describe('parseHostPort', () => {
     expect(parseHostPort('[::1]:80')).toEqual({ host: '::1', port: 80 })
   })
 })
+
+describe('retention', () => {
+  it('takes days as a number or a duration and refuses anything else, naming the path', () => {
+    expect(loadConfig({ env: {}, flags: { 'retention.days': 90 } }).ok).toBe(true)
+    expect(loadConfig({ env: {}, flags: { 'retention.days': '12w' } }).ok).toBe(true)
+    const bad = loadConfig({ env: {}, flags: { 'retention.days': 'soon' } })
+    expect(bad.ok).toBe(false)
+    if (!bad.ok) expect(bad.problems.join('\n')).toMatch(/^retention\.days: /m)
+  })
+})

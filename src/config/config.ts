@@ -216,6 +216,26 @@ export const zConfig = z.object({
       publishWebhook: z.string().url().optional(),
     })
     .prefault({}),
+  retention: z
+    .object({
+      /**
+       * Keep event payloads this long: days as a number, or the duration syntax of `prune` (`90d`, `12w`). Older
+       * payloads (store and JSONL files) are removed; the ledger keeps their leaf hashes. Unset: keep forever.
+       */
+      days: z
+        .union([
+          z.number().positive(),
+          z.string().regex(/^(\d+(\.\d+)?(ms|s|m|h|d|w))+$/, 'expected days or a duration such as 90d'),
+        ])
+        .optional(),
+      /** How often the gateway applies retention, ms. */
+      checkIntervalMillis: z
+        .number()
+        .int()
+        .min(60_000)
+        .default(6 * 3_600_000),
+    })
+    .prefault({}),
   provenance: z
     .object({
       /** Hash model files and outputs (needs file access to ComfyUI's folders, or /view for outputs). */
