@@ -4,11 +4,14 @@ import { SESSION_STATUSES, type JsonValue, type SessionStatus } from '../audit/t
 import { parseTimeSpec } from '../config/duration.js'
 import type { NodeRunFilter, SessionFilter } from '../store/store.js'
 import type { RuntimeStore } from '../store/runtime-store.js'
+import { traceImage } from '../provenance/trace.js'
 import { nodeRunExportRow, sessionExportRow } from './format.js'
+
+const MAX_TRACE_BYTES = 256 * 1024 * 1024
 
 /** What the audit API needs to know about the running gateway. */
 export interface AuditApiOptions {
-  store: Pick<RuntimeStore, 'sessions' | 'session' | 'nodeRuns'>
+  store: Pick<RuntimeStore, 'sessions' | 'session' | 'nodeRuns' | 'outputsBySha256'>
   /** Whether ComfyUI currently answers. */
   upstreamHealthy: () => boolean
   /** Whether the gateway is shutting down (ready turns false first, so orchestrators stop routing). */
@@ -44,6 +47,24 @@ export function createAuditApi(
   return async (req, res) => {
     const url = new URL(req.url ?? '/', 'http://gateway')
     const path = url.pathname
+    if (path === '/_audit/api/trace' && req.method === 'POST') {
+      // The image itself is the question: its SHA-256, or its PNG prompt chunk when it was re-encoded.
+      const chunks: Buffer[] = []
+      let size = 0
+      for await (const chunk of req as AsyncIterable<Buffer>) {
+        size += chunk.length
+        if (size > MAX_TRACE_BYTES) {
+          send(res, 413, { error: `image larger than ${MAX_TRACE_BYTES} bytes` })
+          return true
+        }
+        chunks.push(chunk)
+      }
+      if (size === 0) return badRequest(res, 'POST the image bytes as the request body')
+      const found = await traceImage(options.store, Buffer.concat(chunks))
+      if (!found.ok) send(res, 404, { error: found.reason })
+      else send(res, 200, found.value as unknown as JsonValue)
+      return true
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       if (path.startsWith('/_audit/')) {
         send(res, 405, { error: `method ${req.method} not allowed on ${path}` })

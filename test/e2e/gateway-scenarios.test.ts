@@ -184,6 +184,12 @@ describe('the stand-in behind the gateway, every recorded scenario', () => {
     expect(ckpt.autov2).toBe(onDisk.slice(0, 10))
     const pngs = filesUnder(sim.dir.output).filter((f) => f.endsWith('.png'))
     expect(pngs.length).toBeGreaterThan(5)
+    const viaApi = await fetch(`${audit.url}/_audit/api/trace`, {
+      method: 'POST',
+      body: readFileSync(pngs[0]!),
+    })
+    expect(viaApi.status).toBe(200)
+    expect(((await viaApi.json()) as { session_id: string }).session_id).toBeTruthy()
     for (const png of pngs) {
       const found = await traceImage(audit.store, readFileSync(png))
       expect(found.ok, png).toBe(true)
