@@ -147,12 +147,54 @@ function filesOf(value: JsonValue | undefined): (FileRef & { node_id: string })[
 
 const MAX_SEEN = 10_000
 
+/** Node types that load an image from ComfyUI's input folder through their `image` input. */
+const IMAGE_LOADERS: ReadonlySet<string> = new Set(['LoadImage', 'LoadImageMask'])
+
+/**
+ * The image files a prompt loads: `image` inputs of the image loaders, as ComfyUI resolves them
+ * (`sub/name.png`, an optional ` [input]`/` [output]`/` [temp]` annotation choosing the folder).
+ */
+export function inputFiles(prompt: JsonValue | null): (FileRef & { node_id: string })[] {
+  const files: (FileRef & { node_id: string })[] = []
+  if (!isObject(prompt ?? undefined)) return files
+  for (const [nodeId, node] of Object.entries(prompt as JsonObject)) {
+    if (!isObject(node) || typeof node.class_type !== 'string' || !IMAGE_LOADERS.has(node.class_type))
+      continue
+    const inputs = node.inputs
+    if (!isObject(inputs) || typeof inputs.image !== 'string') continue
+    let name = inputs.image
+    let type = 'input'
+    const annotated = / \[(input|output|temp)\]$/.exec(name)
+    if (annotated) {
+      type = annotated[1]!
+      name = name.slice(0, -annotated[0].length)
+    }
+    // An output or temp file loaded back in is already indexed as what its own run produced.
+    if (type !== 'input') continue
+    const slash = name.lastIndexOf('/')
+    files.push({
+      node_id: nodeId,
+      filename: slash >= 0 ? name.slice(slash + 1) : name,
+      subfolder: slash >= 0 ? name.slice(0, slash) : '',
+      type,
+    })
+  }
+  return files
+}
+
 /** Creates the enricher; see the module comment. */
 export function createProvenanceEnricher(options: ProvenanceEnricherOptions): ProvenanceEnricher {
   const pending = new Set<Promise<void>>()
   const seen = new Set<string>()
   const onError = options.onError ?? ((e, c) => reportError(e, c))
   const now = (): string => new Date(options.now?.() ?? Date.now()).toISOString()
+
+  // Prompts of sessions not started yet, by session id (bounded): their input images are hashed at start.
+  const started = new Map<string, JsonValue>()
+  const remember = (sid: string, prompt: JsonValue): void => {
+    if (started.size >= MAX_SEEN) started.delete(started.keys().next().value as string)
+    started.set(sid, prompt)
+  }
 
   const track = (task: Promise<void>): void => {
     const p = task.catch((error: unknown) => onError(error, 'provenance'))
@@ -203,6 +245,13 @@ export function createProvenanceEnricher(options: ProvenanceEnricherOptions): Pr
           const declared = Array.isArray(session.models) ? (session.models as unknown as ModelRef[]) : []
           const embeddings = findEmbeddingRefs(session.prompt ?? null)
           track(hashModels(sid, [...declared, ...embeddings]))
+        }
+        // Input images are hashed when the run starts (not at submission: a refused prompt loads nothing).
+        if (event.kind === 'prompt.submitted' && session?.prompt) remember(sid, session.prompt)
+        if (event.kind === 'execution.started') {
+          const files = inputFiles(started.get(sid) ?? null)
+          started.delete(sid)
+          if (files.length > 0) track(hashOutputs(sid, files))
         }
         if (event.kind === 'node.finished' || event.kind === 'execution.finished') {
           const files = [...filesOf(event.payload.outputs), ...filesOf(session?.outputs)].filter((f) => {

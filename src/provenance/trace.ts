@@ -93,7 +93,16 @@ function describe(
 /** Finds the run that produced `bytes`; see the module comment. */
 export async function traceImage(store: TraceStore, bytes: Buffer): Promise<TraceOutcome> {
   const sha256 = sha256Hex(bytes)
-  const rows = await store.outputsBySha256(sha256)
+  const all = await store.outputsBySha256(sha256)
+  // Input images are indexed too (who loaded what), but a run that loaded a file did not produce it.
+  const rows = all.filter((r) => r.type !== 'input')
+  if (rows.length === 0 && all.length > 0) {
+    const loaders = [...new Set(all.map((r) => r.session_id))]
+    return {
+      ok: false,
+      reason: `SHA-256 ${sha256} is an input image, loaded by ${loaders.length} run(s) (${loaders.slice(0, 5).join(', ')}); no recorded run produced it`,
+    }
+  }
   if (rows.length > 0) {
     const candidates: { row: (typeof rows)[number]; status: string | null; type: string | null }[] = []
     for (const row of rows) {

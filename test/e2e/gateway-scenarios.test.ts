@@ -200,6 +200,24 @@ describe('the stand-in behind the gateway, every recorded scenario', () => {
     }
   })
 
+  it('indexes the input images a run loaded by hash, without calling the loading run their producer', async () => {
+    const input = readFileSync(join(sim.dir.input, 'audit-input.png'))
+    const rows = await audit.store.outputsBySha256(sha256Hex(input))
+    const fixed = sessions.find((s) => s.session_id.startsWith('fixed-'))!
+    expect(rows.find((r) => r.session_id === fixed.session_id)).toMatchObject({
+      node_id: '1',
+      type: 'input',
+      filename: 'audit-input.png',
+      width: 256,
+      height: 256,
+    })
+    const traced = await traceImage(audit.store, input)
+    expect(traced).toMatchObject({
+      ok: false,
+      reason: expect.stringMatching(/is an input image, loaded by \d+ run/),
+    })
+  })
+
   it('keeps a log that verifies against its signed checkpoints, derived tables included', async () => {
     await audit.ledger.checkpoint()
     const report = await verifyLedger({
