@@ -6,13 +6,16 @@ import { join } from 'node:path'
 import type { IncomingMessage } from 'node:http'
 import { parseJson } from './audit/json.js'
 import { reportError, silentLogger, type Logger } from './audit/report-error.js'
-import type { AuditEventInput, JsonValue, Submitter } from './audit/types.js'
+import type { AuditEventInput, AuditEventKind, JsonObject, JsonValue, Submitter } from './audit/types.js'
 import { createCapture, type Capture, type ResumedSession } from './capture/capture.js'
 import { environmentFromSystemStats, gpuSampleFromSystemStats } from './capture/environment.js'
 import { zObjectInfo, zSystemStats } from './capture/schemas.js'
 import { dialectFor } from './cli/open-store.js'
 import { parseHostPort, sinkName, type Config } from './config/config.js'
 import { createGateway, type Gateway } from './gateway/create-gateway.js'
+import { auditReader, createAccessGuard } from './identity/access-guard.js'
+import { createAuthenticator } from './identity/authenticator.js'
+import { createRedactor } from './identity/redaction.js'
 import { createMetricsRoute } from './metrics/metrics-route.js'
 import { createMetrics, observeEvents, queueDepthFromFrame, type Metrics } from './metrics/metrics.js'
 import { createAuditApi } from './query/audit-api.js'
@@ -53,7 +56,10 @@ export interface AuditGatewayOptions {
   logger?: Logger
   /** Epoch-ms clock (tests). */
   now?: () => number
-  /** Identity of each request (the identity issue plugs authentication in here). */
+  /**
+   * Identity of each request, bypassing authentication and access control (tests). Without it the gateway
+   * authenticates per `config.auth` and enforces roles and limits (src/identity/access-guard.ts).
+   */
   identify?: (req: IncomingMessage) => Submitter | Promise<Submitter>
   /** Timer period of the bypass/reconciliation sweep, ms (default 30 000; 0 turns it off). */
   sweepIntervalMillis?: number
@@ -101,6 +107,14 @@ export async function startAuditGateway(
     observeEvents(metrics, events)
     sinks.onEvents(events)
   })
+
+  /** Appends one gateway-level event (not tied to a session); never throws, never awaited by a request. */
+  const record = (kind: AuditEventKind, payload: JsonObject): void => {
+    const time = new Date(options.now?.() ?? Date.now()).toISOString()
+    store
+      .append([{ kind, time, session_id: null, payload }])
+      .catch((err: unknown) => reportError(err, `store append ${kind}`))
+  }
 
   // The ledger follows commits from the first event on; its key is made at first start (mode 0600).
   const key = await loadOrCreateSigningKey(config.data, store.origin)
@@ -167,6 +181,8 @@ export async function startAuditGateway(
     emit,
     gpuSampleIntervalMs: config.capture.gpuSampleIntervalMillis,
     maxInputStringLength: config.capture.maxInputLength,
+    // Secrets, e-mail addresses and home-directory user names leave before anything is hashed or stored.
+    redact: createRedactor(config.redaction),
     sampleGpu: async () => {
       const stats = zSystemStats.safeParse(await fetchJson(`${upstream}/system_stats`, 2000))
       return stats.success ? gpuSampleFromSystemStats(stats.data) : null
@@ -200,6 +216,38 @@ export async function startAuditGateway(
   })
 
   const { host, port } = parseHostPort(config.listen)
+  // Throws (bad startup config) for auth.mode none beyond loopback without auth.allowInsecure, saying why.
+  const authenticator = createAuthenticator(config, store, {
+    now: options.now,
+    onEvent: (e) => {
+      logger.info(`security: ${e.kind}`, { ...e })
+      const kind =
+        e.kind === 'login.succeeded'
+          ? 'security.login'
+          : e.kind === 'login.failed'
+            ? 'security.login_failed'
+            : e.kind === 'logout'
+              ? 'security.logout'
+              : 'security.person_changed'
+      record(kind, {
+        ...(e as unknown as JsonObject),
+        ...(e.kind === 'person.provisioned' ? { action: 'provisioned', by: 'gateway' } : {}),
+      })
+    },
+  })
+  const guard = createAccessGuard({
+    authenticator,
+    auth: config.auth,
+    limits: config.limits,
+    multiUser: config.comfyui.multiUser,
+    listenHost: host,
+    upstreamUrl: upstream,
+    promptOwner: async (id) => (await store.session(id))?.submitter?.user ?? null,
+    // The metrics route checks metrics.token itself.
+    publicPaths: ['/_audit/metrics'],
+    now: options.now,
+    logger,
+  })
   // Ids of prompts submitted but perhaps not yet committed: a duplicate must be refused even within a group commit.
   const recentPromptIds = new Set<string>()
   const gateway: Gateway = await createGateway({
@@ -219,8 +267,26 @@ export async function startAuditGateway(
       },
       action: (e) => capture.action(e),
     },
-    identify: options.identify,
-    auditHandler: async (req, res) => (await metricsRoute(req, res)) || auditApi(req, res),
+    ...(options.identify ? { identify: options.identify } : { guard }),
+    maxClientFrameBytes: config.limits.maxWsFrameBytes,
+    maxPromptBytes: config.limits.maxBodyBytes,
+    auditHandler: async (req, res) => {
+      if ((await authenticator.handleAuditRoute(req, res)) || (await metricsRoute(req, res))) return true
+      const served = await auditApi(req, res)
+      // Reads of the audit trail are themselves audited: who looked at what.
+      if (served && (req.url ?? '').startsWith('/_audit/api/')) {
+        const reader = auditReader(req)
+        record('audit.read', {
+          method: req.method ?? 'GET',
+          path: req.url ?? '',
+          status: res.statusCode,
+          user: reader?.user ?? 'local',
+          auth_method: reader?.auth_method ?? config.auth.mode,
+          client_address: req.socket.remoteAddress ?? null,
+        })
+      }
+      return served
+    },
     now: options.now,
     logger,
     upstreamTimeoutMs: config.comfyui.timeoutMillis,
@@ -309,6 +375,46 @@ export async function startAuditGateway(
       : null
   sweep?.unref()
 
+  record('gateway.started', {
+    origin: store.origin,
+    listen: gateway.url,
+    comfyui: upstream,
+    store: store.dialect,
+    auth_mode: config.auth.mode,
+    sinks: config.sinks.map((sink) => `${sink.type}:${sinkName(sink)}`),
+    retention_days: config.retention.days ?? null,
+    verifier_key: key.verifierKey,
+  })
+
+  // People changed with the CLI (another process) reach the log through the directory's change journal.
+  const JOURNAL_STATE_KEY = 'identity.changes_logged'
+  let journalRunning: Promise<void> | null = null
+  const logPersonChanges = (): Promise<void> =>
+    (journalRunning ??= (async () => {
+      try {
+        const last = await store.getState(JOURNAL_STATE_KEY)
+        const changes = await authenticator.directory.changesSince(typeof last === 'number' ? last : 0)
+        if (changes.length === 0) return
+        const time = new Date(options.now?.() ?? Date.now()).toISOString()
+        await store.append(
+          changes.map((c) => ({
+            kind: 'security.person_changed' as const,
+            time,
+            session_id: null,
+            payload: { ...c },
+          })),
+        )
+        await store.setState(JOURNAL_STATE_KEY, changes[changes.length - 1]!.seq)
+      } catch (err) {
+        reportError(err, 'logging people changes')
+      } finally {
+        journalRunning = null
+      }
+    })())
+  await logPersonChanges()
+  const journalTimer = setInterval(() => void logPersonChanges(), 5000)
+  journalTimer.unref()
+
   // Retention runs inside the gateway, through its own store, so it never competes for sequence numbers.
   let retentionTimer: NodeJS.Timeout | null = null
   if (config.retention.days !== undefined) {
@@ -361,9 +467,12 @@ export async function startAuditGateway(
         draining = true
         if (sweep) clearInterval(sweep)
         if (retentionTimer) clearInterval(retentionTimer)
+        clearInterval(journalTimer)
         await gateway.close({ drainMs: config.drainMillis })
         await capture.flush()
         capture.close()
+        await logPersonChanges()
+        record('gateway.stopped', { origin: store.origin })
         await store.flush()
         // Hashes still running get a bounded wait; a later start re-hashes nothing it already has (cache).
         if (enricher) await Promise.race([enricher.idle(), new Promise((r) => setTimeout(r, 10_000).unref())])

@@ -36,8 +36,13 @@ export const AUDIT_EVENT_KINDS = [
   'action.history_clear',
   'action.upload',
   'action.free',
+  // security and administration
+  'security.login', // a browser login succeeded
+  'security.login_failed', // a login was refused (no secret recorded)
+  'security.logout',
+  'security.person_changed', // a person was added, provisioned, disabled, enabled or re-tokened (payload.by)
   // the audit trail itself
-  'audit.read',
+  'audit.read', // who read what through the audit API
   'audit.pruned', // retention removed old payloads (leaf hashes kept); payload lists the seq ranges
   'audit.erased', // one session's payloads removed on request; payload lists the seq ranges and the reason
 ] as const

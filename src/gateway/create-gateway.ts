@@ -28,7 +28,9 @@ import {
 import { preparePrompt, rewriteStringMember } from './prompt-request.js'
 import { SocketHub, type ClientIdState } from './socket-hub.js'
 import type { ReconnectOptions } from './upstream-socket.js'
+import type { RequestGuard } from './request-guard.js'
 
+export type { Admission, RequestGuard } from './request-guard.js'
 export type { ClientIdState } from './socket-hub.js'
 export type { ReconnectOptions } from './upstream-socket.js'
 
@@ -44,6 +46,13 @@ export interface GatewayOptions {
   readonly tap: CaptureTap
   /** Who sent a request (default: user `local`, auth method `none`, the client address and user agent). */
   readonly identify?: (req: IncomingMessage) => Submitter | Promise<Submitter>
+  /**
+   * Admission control run first for every request and upgrade (authentication, roles, CSRF, limits); its
+   * submitter replaces `identify`. See src/identity/access-guard.ts.
+   */
+  readonly guard?: RequestGuard
+  /** Largest WebSocket message a downstream client may send, bytes (default 100 MiB, as `ws`). */
+  readonly maxClientFrameBytes?: number
   /** Serves `/_audit/*`; returning false answers 404. */
   readonly auditHandler?: (req: IncomingMessage, res: ServerResponse) => boolean | Promise<boolean>
   /** Persisted namespaced client ids, re-attached at start. */
@@ -652,6 +661,9 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   }
 
   const handleRequest = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const admission = options.guard ? await options.guard.admitRequest(req, res) : undefined
+    if (admission === null) return
+    const who = async (): Promise<Submitter> => admission?.submitter ?? (await identify(req))
     const pathname = pathOf(req.url)
     if (isAuditPath(pathname)) {
       const handled = options.auditHandler ? await options.auditHandler(req, res) : false
@@ -666,19 +678,23 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     }
     const method = req.method ?? 'GET'
     if (method === 'POST' && PROMPT_PATHS.has(pathname)) {
-      await handlePrompt(req, res, await identify(req))
+      await handlePrompt(req, res, await who())
       return
     }
     const view = clientViewRoute(method, pathname)
     if (view !== null) {
       // ComfyUI shows the ids the gateway gave it: show the client what ComfyUI would have shown it.
-      await forward(req, res, { rewrite: { limit: maxRewriteBytes, apply: rewriters[view] } })
+      const filter = admission?.filterAnswer
+      const apply = filter
+        ? async (body: Buffer) => rewriters[view](await filter(view, body))
+        : rewriters[view]
+      await forward(req, res, { rewrite: { limit: maxRewriteBytes, apply } })
       return
     }
     if (method === 'PATCH' && pathname === '/internal/logs/subscribe') {
       // ComfyUI sends `logs` events to the id in the body: make it the namespaced id the client's socket has.
-      const submitter = await identify(req)
-      const body = rewriteStringMember(await readBody(req, 1 << 20), 'clientId', (id) =>
+      const submitter = await who()
+      const body = rewriteStringMember(admission?.body ?? (await readBody(req, 1 << 20)), 'clientId', (id) =>
         namespacedClientId(submitter.user, id),
       )
       await forward(req, res, { body })
@@ -689,12 +705,14 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         ? ACTION_ROUTES.get(pathname.startsWith('/api/') ? pathname.slice(4) : pathname)
         : undefined
     if (kind === undefined) {
-      await forward(req, res, {})
+      await forward(req, res, admission?.body !== undefined ? { body: admission.body } : {})
       return
     }
-    const submitter = await identify(req)
+    const submitter = await who()
     const r = await forward(req, res, {
-      collectRequestBytes: maxTapBodyBytes,
+      ...(admission?.body !== undefined
+        ? { body: admission.body }
+        : { collectRequestBytes: maxTapBodyBytes }),
       collectResponseBytes: MAX_TAPPED_RESPONSE_BYTES,
     })
     if (r.requestBody === null) logger.warn('gateway: action body too large for the tap', { path: pathname })
@@ -736,7 +754,11 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     })
   })
 
-  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false })
+  const wss = new WebSocketServer({
+    noServer: true,
+    perMessageDeflate: false,
+    maxPayload: options.maxClientFrameBytes ?? 100 * 1024 * 1024,
+  })
   const tunnels = new Set<Duplex>()
 
   const rejectUpgrade = (socket: Duplex, status: number, reason: string): void => {
@@ -783,6 +805,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     const pathname = pathOf(req.url)
     if (isAuditPath(pathname)) return rejectUpgrade(socket, 404, 'Not Found')
     if (closing) return rejectUpgrade(socket, 503, 'Service Unavailable')
+    const admission = options.guard ? await options.guard.admitUpgrade(req, socket) : undefined
+    if (admission === null) return
     if (!WS_PATHS.has(pathname)) return tunnel(req, socket, head)
     const host = req.headers.host
     const origin = req.headers.origin
@@ -792,7 +816,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     }
     // A direct client cannot connect while ComfyUI is down either; it will retry.
     if (!hub.healthy) return rejectUpgrade(socket, 503, 'Service Unavailable')
-    const submitter = await identify(req)
+    const submitter = admission?.submitter ?? (await identify(req))
     const clientId =
       new URL(req.url ?? '/', 'http://gateway').searchParams.get('clientId') || generateSocketId()
     wss.handleUpgrade(req, socket, head, (ws) => {

@@ -5,6 +5,7 @@ import { registerServeCommand } from './serve.js'
 import { registerSimCommand } from './sim.js'
 import { registerStatusCommand } from './status.js'
 import { registerTraceCommand } from './trace-command.js'
+import { registerUsersCommands } from './users.js'
 
 /** Adds every command to the program; each lives in its own file. */
 export function registerCommands(program: Command): void {
@@ -14,4 +15,5 @@ export function registerCommands(program: Command): void {
   registerStatusCommand(program)
   registerTraceCommand(program)
   registerLedgerCommands(program)
+  registerUsersCommands(program)
 }

@@ -26,11 +26,18 @@ export function registerServeCommand(program: Command): void {
     .option('--store <url>', 'store URL: sqlite (default), sqlite:/path, postgres://user@host:port/db')
     .option('--origin <name>', 'name of this gateway log (default comfy-audit/<hostname>)')
     .option('--config <file>', 'config file (JSON); environment: COMFY_AUDIT_CONFIG')
+    .option(
+      '--auth <mode>',
+      'none (loopback only, default) | token (API tokens and browser login) | trusted-header (behind an SSO proxy)',
+    )
+    .option('--allow-insecure', 'allow --auth none on a non-loopback address (everyone becomes "local")')
     .action(async (opts: Record<string, string | undefined>) => {
       const config = cliConfig(opts, {
         'comfyui.url': opts.comfyui,
         listen: opts.listen,
         origin: opts.origin,
+        'auth.mode': opts.auth,
+        'auth.allowInsecure': opts.allowInsecure === undefined ? undefined : true,
       })
       const logger = consoleLogger()
       const audit = await startAuditGateway(config, { logger })
