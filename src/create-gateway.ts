@@ -269,6 +269,7 @@ export async function startAuditGateway(
     },
     ...(options.identify ? { identify: options.identify } : { guard }),
     maxClientFrameBytes: config.limits.maxWsFrameBytes,
+    onRequestDone: (e) => metrics.observeRequest(e.method, e.route, e.status, e.seconds),
     maxPromptBytes: config.limits.maxBodyBytes,
     auditHandler: async (req, res) => {
       if ((await authenticator.handleAuditRoute(req, res)) || (await metricsRoute(req, res))) return true

@@ -83,8 +83,48 @@ export interface GatewayOptions {
    * (default 64 MiB); a larger one is streamed unchanged, with a warning.
    */
   readonly maxRewriteBytes?: number
+  /** Called when a request's response is done (metrics): method, a low-cardinality route label, status, seconds. */
+  readonly onRequestDone?: (e: { method: string; route: string; status: number; seconds: number }) => void
   /** Refuse downstream `/ws` connects whose Origin does not match Host on a loopback Host, as ComfyUI does (default true). */
   readonly checkWebSocketOrigin?: boolean
+}
+
+/** ComfyUI's routes by their first path segment(s): a small, fixed label set for metrics. */
+const ROUTE_LABELS = new Set([
+  '/prompt',
+  '/queue',
+  '/history',
+  '/interrupt',
+  '/free',
+  '/view',
+  '/view_metadata',
+  '/upload',
+  '/object_info',
+  '/system_stats',
+  '/models',
+  '/embeddings',
+  '/extensions',
+  '/features',
+  '/settings',
+  '/userdata',
+  '/users',
+  '/internal',
+  '/jobs',
+  '/ws',
+  '/i18n',
+  '/workflow_templates',
+  '/global_subgraphs',
+  '/manager',
+  '/_audit',
+])
+
+/** `/api/history/abc` → `/history`; unknown paths → `other` (so labels never carry ids). */
+export function routeLabel(pathname: string): string {
+  const parts = pathname.split('/').filter(Boolean)
+  while (parts[0] === 'api') parts.shift()
+  const first = parts.length ? `/${parts[0]}` : '/'
+  if (first === '/') return '/'
+  return ROUTE_LABELS.has(first) ? first : 'other'
 }
 
 /** A running gateway. */
@@ -661,6 +701,23 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   }
 
   const handleRequest = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    if (options.onRequestDone) {
+      const started = process.hrtime.bigint()
+      const done = options.onRequestDone
+      res.once('close', () => {
+        const seconds = Number(process.hrtime.bigint() - started) / 1e9
+        try {
+          done({
+            method: req.method ?? 'GET',
+            route: routeLabel(pathOf(req.url)),
+            status: res.statusCode,
+            seconds,
+          })
+        } catch {
+          // Metrics must never break a request.
+        }
+      })
+    }
     const admission = options.guard ? await options.guard.admitRequest(req, res) : undefined
     if (admission === null) return
     const who = async (): Promise<Submitter> => admission?.submitter ?? (await identify(req))
