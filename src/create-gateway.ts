@@ -202,6 +202,7 @@ export async function startAuditGateway(
     upstreamHealthy: () => gateway?.upstreamHealthy ?? false,
     draining: () => draining,
     version: '0.1.0',
+    verifierKey: key.verifierKey,
     healthDetails: () => ({
       origin: store.origin,
       store: store.dialect,

@@ -181,7 +181,8 @@ export function factsNeeded(req: PolicyRequest, options: PolicyOptions): FactsNe
 
 function auditDecision(req: PolicyRequest, path: string, facts: PolicyFacts): Decision {
   if (PUBLIC_AUDIT_PATHS.has(path) || path === '/_audit/whoami') return ALLOW
-  const reading = req.method === 'GET' || req.method === 'HEAD'
+  // Tracing posts an image but changes nothing: it is a read.
+  const reading = req.method === 'GET' || req.method === 'HEAD' || path === '/_audit/api/trace'
   if (req.role === 'admin') return ALLOW
   if (!reading) return { action: 'deny', status: 403, reason: 'only admins change the audit trail' }
   if (req.role === 'auditor') return ALLOW

@@ -19,6 +19,8 @@ export interface AuditApiOptions {
   /** Extra health details (sinks, queue depth, …). */
   healthDetails?: () => Record<string, JsonValue>
   version?: string
+  /** This gateway's ledger verifier key (C2SP format), served at `/_audit/api/key`. */
+  verifierKey?: string
 }
 
 function send(res: ServerResponse, status: number, body: JsonValue): void {
@@ -94,6 +96,15 @@ export function createAuditApi(
       })
       return true
     }
+    if (path === '/_audit/api/key') {
+      // The public key auditors verify checkpoints and evidence bundles with; the read itself is audited.
+      if (!options.verifierKey) {
+        send(res, 404, { error: 'no ledger key' })
+        return true
+      }
+      send(res, 200, { verifier_key: options.verifierKey })
+      return true
+    }
     if (path === '/_audit/api/sessions') {
       const filter: { -readonly [K in keyof SessionFilter]: SessionFilter[K] } = {}
       for (const key of ['since', 'until'] as const) {
@@ -143,6 +154,8 @@ export function createAuditApi(
       const filter: { -readonly [K in keyof NodeRunFilter]: NodeRunFilter[K] } = {}
       const nodeType = url.searchParams.get('node_type')
       if (nodeType !== null) filter.nodeType = nodeType
+      const session = url.searchParams.get('session') ?? url.searchParams.get('session_id')
+      if (session !== null) filter.sessionId = session
       for (const key of ['since', 'until'] as const) {
         const v = url.searchParams.get(key)
         if (v !== null) {

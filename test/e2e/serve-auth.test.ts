@@ -92,6 +92,20 @@ describe('serve with --auth token', () => {
     expect(text).toContain(a.prompt_id)
     expect(text).not.toContain(b.prompt_id)
 
+    // Node runs: an artist gets their own session's, and nothing of another's; the key is for admins/auditors.
+    const asAlice = { authorization: `Bearer ${alice.value.token}` }
+    const ownRuns = await fetch(`${audit.url}/_audit/api/node-runs?session=${a.prompt_id}`, {
+      headers: asAlice,
+    })
+    expect(ownRuns.status).toBe(200)
+    const runs = ((await ownRuns.json()) as { node_runs: { session_id: string }[] }).node_runs
+    expect(runs.length).toBeGreaterThan(0)
+    expect(new Set(runs.map((r) => r.session_id))).toEqual(new Set([a.prompt_id]))
+    expect(
+      (await fetch(`${audit.url}/_audit/api/node-runs?session=${b.prompt_id}`, { headers: asAlice })).status,
+    ).toBe(403)
+    expect((await fetch(`${audit.url}/_audit/api/key`, { headers: asAlice })).status).toBe(403)
+
     // The log says who changed people, who read the audit trail, and when the gateway started.
     await audit.store.flush()
     const events: AuditEvent[] = []
@@ -107,6 +121,7 @@ describe('serve with --auth token', () => {
       ['alice', 'added', 'local:test'],
       ['bob', 'added', 'local:test'],
     ])
+    expect(events.filter((e) => e.kind === 'audit.read').length).toBeGreaterThanOrEqual(2)
     expect(events.find((e) => e.kind === 'audit.read')?.payload).toMatchObject({
       user: 'alice',
       auth_method: 'token',
