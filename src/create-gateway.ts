@@ -339,14 +339,18 @@ export async function startAuditGateway(
 
   // Close what a previous run left open (restart) and flag prompts that bypassed the gateway.
   const reconcile = async (restarted: boolean): Promise<void> => {
-    // Queue first, then history: a prompt that finishes in between is then in the history we read, never in
-    // neither (which would wrongly mark it lost). ComfyUI writes history before it leaves the queue.
+    // Open sessions first, then the queue, then history: a prompt that finishes in between is then in the history
+    // we read (ComfyUI writes history before it leaves the queue), and one accepted after the queue was read is
+    // left alone, so neither is wrongly called lost. The resumed sessions must be known first.
+    await capture.flush()
+    const candidates = new Set(capture.openSessions().map((o) => o.session_id))
     const queue = await fetchJson(`${upstream}/queue`, 10_000)
     const history = await fetchJson(`${upstream}/history?max_items=1000`, 30_000)
     if (history === null || typeof history !== 'object' || Array.isArray(history)) return
     // Open sessions older than the window read above: ask for each one, so none is called lost by mistake.
     const queued = JSON.stringify(queue ?? '')
     for (const open of capture.openSessions()) {
+      if (!candidates.has(open.session_id)) continue
       if (open.session_id in history || queued.includes(open.session_id)) continue
       const one = await fetchJson(`${upstream}/history/${encodeURIComponent(open.session_id)}`, 10_000)
       if (one === null) return // ComfyUI did not answer: decide nothing this time
@@ -358,6 +362,7 @@ export async function startAuditGateway(
     capture.reconcile({
       history,
       queue,
+      sessionIds: candidates,
       comfyRestarted: restarted,
       isKnown: (id) => known.has(id) || recentPromptIds.has(id),
     })

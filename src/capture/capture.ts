@@ -102,6 +102,11 @@ export interface CaptureReconcileInput {
   readonly queue: JsonValue | null
   /** ComfyUI restarted (affects the wording of lost reasons). */
   readonly comfyRestarted?: boolean
+  /**
+   * Only these sessions may be closed. Pass the sessions that were open BEFORE `queue` was read: a prompt
+   * accepted after that is missing from the snapshot without being lost.
+   */
+  readonly sessionIds?: ReadonlySet<string>
   /** Whether a prompt id has a session in the store; entries it does not know become bypass sessions. */
   readonly isKnown?: (promptId: string) => boolean
 }
@@ -1071,7 +1076,9 @@ export function createCapture(options: CaptureOptions): Capture {
       else onError(new Error(`capture: /queue answer not understood: ${checked.reason}`))
     }
     const result = reconcileSessions({
-      open: openSessions(),
+      open: input.sessionIds
+        ? openSessions().filter((o) => input.sessionIds!.has(o.session_id))
+        : openSessions(),
       history,
       queue,
       timeMs,

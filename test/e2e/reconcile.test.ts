@@ -93,6 +93,28 @@ describe('reconciliation', () => {
     expect((await audit.store.sessions({})).filter((x) => x.session_id === id)).toHaveLength(1)
   })
 
+  it('does not call a prompt lost that was accepted after the queue snapshot was taken', async () => {
+    const sim = await simAt()
+    const audit = await gatewayFor(sim)
+    // What a sweep sees when it reads the queue just before a prompt arrives: no open session, an empty queue.
+    await audit.capture.flush()
+    const before = new Set(audit.capture.openSessions().map((o) => o.session_id))
+    const staleQueue = { queue_running: [], queue_pending: [] }
+    let id = ''
+    const watch = ended(audit.url, 'late', () => id)
+    await watch.ready
+    id = await post(audit.url, { prompt: pipeline(1, 'audit/late'), client_id: 'late' })
+    await audit.capture.flush()
+    audit.capture.reconcile({ history: {}, queue: staleQueue, sessionIds: before })
+    await audit.capture.flush()
+    await audit.store.flush()
+    expect((await audit.store.session(id))?.status).not.toBe('lost')
+    await watch.done
+    await audit.capture.flush()
+    await audit.store.flush()
+    expect((await audit.store.session(id))?.status).toBe('success')
+  })
+
   it('closes the sessions a restarted ComfyUI lost as lost, with the reason', async () => {
     const first = await simAt(0, 1)
     const port = first.port
