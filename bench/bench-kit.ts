@@ -3,7 +3,7 @@
  * WebSocket clients. Everything runs on loopback and every wait has a deadline.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -183,9 +183,13 @@ export function startSimProcess(dataDir: string, speed: number): Promise<ChildSe
  * listens and has found ComfyUI answering.
  */
 export function startGatewayProcess(comfyuiUrl: string, dataDir: string): Promise<GatewayProcess> {
+  // Every benchmark client is the same local person: lift the per-person prompt rate limit for this run.
+  mkdirSync(dataDir, { recursive: true })
+  const configFile = join(dataDir, 'bench-config.json')
+  writeFileSync(configFile, JSON.stringify({ limits: { promptsPerMinute: 0 } }))
   return startChildServer(
     'gateway',
-    ['serve', '--comfyui', comfyuiUrl, '--listen', '127.0.0.1:0', '--data', dataDir],
+    ['serve', '--comfyui', comfyuiUrl, '--listen', '127.0.0.1:0', '--data', dataDir, '--config', configFile],
     (out) => {
       if (/does not answer/.test(out)) return new Error(`cannot reach ComfyUI at ${comfyuiUrl}`)
       const url = /listening on (http:\/\/\S+)/.exec(out)?.[1]
