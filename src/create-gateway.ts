@@ -87,10 +87,13 @@ export async function startAuditGateway(
   const upstream = config.comfyui.url.replace(/\/+$/, '')
   mkdirSync(config.data, { recursive: true, mode: 0o700 })
 
-  const store = createRuntimeStore(await dialectFor(config.store.url, config.data), {
-    origin: config.origin ?? 'comfy-audit',
-    onError: (err, context) => reportError(err, `store: ${context}`),
-  })
+  const store = createRuntimeStore(
+    await dialectFor(config.store.url, config.data, { sqliteThread: 'worker' }),
+    {
+      origin: config.origin ?? 'comfy-audit',
+      onError: (err, context) => reportError(err, `store: ${context}`),
+    },
+  )
   await store.init()
 
   // Metrics and sinks follow commits: they see exactly what the store holds, in commit order, and never

@@ -18,7 +18,12 @@ export interface CliStoreOptions {
 }
 
 /** Builds the dialect a store URL names: `sqlite` (in the data dir), `sqlite:/path`, `postgres://…`. */
-export async function dialectFor(storeUrl: string, dataDir: string): Promise<StoreDialect> {
+export async function dialectFor(
+  storeUrl: string,
+  dataDir: string,
+  /** `worker` runs SQLite on a worker thread (the gateway: commits must not block proxying). */
+  options: { sqliteThread?: 'main' | 'worker' } = {},
+): Promise<StoreDialect> {
   if (storeUrl === 'sqlite' || storeUrl.startsWith('sqlite:')) {
     const rest = storeUrl === 'sqlite' ? '' : storeUrl.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, '')
     const path =
@@ -31,7 +36,7 @@ export async function dialectFor(storeUrl: string, dataDir: string): Promise<Sto
             : resolve(rest)
     if (path !== ':memory:') mkdirSync(resolve(path, '..'), { recursive: true })
     const { createSqliteDialect } = await import('../store/sqlite/sqlite-dialect.js')
-    return createSqliteDialect({ path })
+    return createSqliteDialect({ path, thread: options.sqliteThread ?? 'main' })
   }
   if (storeUrl.startsWith('postgres://') || storeUrl.startsWith('postgresql://')) {
     const { createPostgresDialect } = await import('../store/postgres/postgres-dialect.js')

@@ -29,6 +29,15 @@ describeStoreContract(
   },
 )
 
+// The gateway runs SQLite on a worker thread so commits never block proxying: the same contract holds there.
+describeStoreContract(
+  'sqlite (file, worker thread)',
+  () => createSqliteDialect({ path: join(dir, `db-${++counter}`, 'audit.db'), thread: 'worker' }),
+  {
+    persistent: true,
+  },
+)
+
 describe('sqlite dialect', () => {
   it('creates parent folders and opens the file in WAL mode with synchronous FULL', async () => {
     const path = join(dir, 'nested', 'deeper', 'audit.db')

@@ -60,6 +60,7 @@ import type {
   StoredEventRow,
 } from '../store.js'
 import { SQLITE_MIGRATIONS } from './sqlite-migrations.js'
+import { createWorkerSqliteDriver } from './sqlite-worker-driver.js'
 
 /** Options of {@link createSqliteDialect}. */
 export interface SqliteDialectOptions {
@@ -69,6 +70,11 @@ export interface SqliteDialectOptions {
   readonly synchronous?: 'full' | 'normal'
   /** How long to wait for another process's write lock, in ms (default 5000). */
   readonly busyTimeoutMillis?: number
+  /**
+   * `main` (default): the database runs on the calling thread. `worker`: it runs on a worker thread, so commits
+   * (and their fsync) never block the caller's event loop: the gateway's proxy path must not wait for disk.
+   */
+  readonly thread?: 'main' | 'worker'
 }
 
 /** The subset of a better-sqlite3 statement this driver calls. */
@@ -98,7 +104,8 @@ export function createSqliteDialect(options: SqliteDialectOptions): StoreDialect
   return {
     name: 'sqlite',
     capabilities: { transactions: true, concurrentWriters: false },
-    createDriver: () => new SqliteDriver(options),
+    createDriver: () =>
+      options.thread === 'worker' ? createWorkerSqliteDriver(options) : new SqliteDriver(options),
   }
 }
 
@@ -117,7 +124,8 @@ interface Statements {
   pruneRange: SqliteStatement
 }
 
-class SqliteDriver implements StoreDriver {
+/** The driver itself; {@link createWorkerSqliteDriver} runs one of these on a worker thread. */
+export class SqliteDriver implements StoreDriver {
   readonly #options: SqliteDialectOptions
   #db: SqliteDatabase | undefined
   #statements: Statements | undefined
@@ -317,6 +325,11 @@ class SqliteDriver implements StoreDriver {
   #stmts(): Statements {
     if (!this.#statements) throw notOpen()
     return this.#statements
+  }
+
+  /** Runs one read query (the worker-thread driver pages events through it). */
+  async queryRows(query: SqlQuery): Promise<SqlRow[]> {
+    return this.#all(query)
   }
 
   #all(query: SqlQuery): SqlRow[] {

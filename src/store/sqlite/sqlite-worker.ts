@@ -1,0 +1,30 @@
+/** Worker-thread side of the SQLite driver: owns the database and answers calls in order. */
+import { parentPort, workerData } from 'node:worker_threads'
+import { SqliteDriver, type SqliteDialectOptions } from './sqlite-dialect.js'
+import type { WorkerCall, WorkerReply } from './sqlite-worker-driver.js'
+
+const driver = new SqliteDriver(workerData as SqliteDialectOptions)
+const methods = driver as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>
+let chain: Promise<void> = Promise.resolve()
+
+parentPort!.on('message', (message: WorkerCall) => {
+  // One call at a time, in arrival order, like the driver on the main thread.
+  chain = chain.then(async () => {
+    let reply: WorkerReply
+    try {
+      const fn = methods[message.method]
+      if (typeof fn !== 'function' || message.method === 'events' || message.method === 'rawEvents') {
+        throw new Error(`SQLite worker: unknown method ${message.method}`)
+      }
+      reply = { id: message.id, ok: true, value: await fn.apply(driver, message.args) }
+    } catch (error) {
+      const e = error instanceof Error ? error : new Error(String(error))
+      reply = {
+        id: message.id,
+        ok: false,
+        error: { message: e.message, name: e.name, code: (e as NodeJS.ErrnoException).code },
+      }
+    }
+    parentPort!.postMessage(reply)
+  })
+})
