@@ -198,7 +198,10 @@ export async function measureCaptureThroughput(
 
   const dir = await mkdtemp(join(tmpdir(), 'comfy-audit-bench-capture-'))
   const path = join(dir, 'audit.sqlite')
-  const store = createRuntimeStore(createSqliteDialect({ path }), { origin: 'comfy-audit/bench' })
+  // As the gateway runs it: SQLite on a worker thread.
+  const store = createRuntimeStore(createSqliteDialect({ path, thread: 'worker' }), {
+    origin: 'comfy-audit/bench',
+  })
   let captureErrors = 0
   let storeErrors = 0
   let firstStoreError: unknown = null
