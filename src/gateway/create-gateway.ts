@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import { BodyTooLarge, pathOf, readBody } from './http-util.js'
 import http from 'node:http'
 import https from 'node:https'
 import type { IncomingMessage, ServerResponse } from 'node:http'
@@ -163,16 +164,6 @@ const LOOKUP_CONCURRENCY = 8
 const EMPTY = Buffer.alloc(0)
 const JSON_TYPE = 'application/json; charset=utf-8'
 
-function pathOf(url: string | undefined): string {
-  const raw = (url ?? '/').split('?', 1)[0]!
-  try {
-    // aiohttp routes on the decoded path, so `/prom%70t` is `/prompt` there too: match the same way.
-    return decodeURIComponent(raw)
-  } catch {
-    return raw
-  }
-}
-
 function isAuditPath(pathname: string): boolean {
   return pathname === '/_audit' || pathname.startsWith('/_audit/')
 }
@@ -211,27 +202,6 @@ function sendJson(
   const buf = Buffer.from(body, 'utf8')
   res.writeHead(status, { 'Content-Type': JSON_TYPE, 'Content-Length': String(buf.length), ...extra })
   res.end(buf)
-}
-
-class BodyTooLarge extends Error {}
-
-function readBody(req: IncomingMessage, limitBytes: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = []
-    let size = 0
-    req.on('data', (c: Buffer) => {
-      size += c.length
-      if (size > limitBytes) {
-        req.removeAllListeners('data')
-        req.resume()
-        reject(new BodyTooLarge(`body over ${limitBytes} bytes`))
-        return
-      }
-      chunks.push(c)
-    })
-    req.on('end', () => resolve(Buffer.concat(chunks, size)))
-    req.on('error', reject)
-  })
 }
 
 interface ForwardOptions {

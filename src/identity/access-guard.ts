@@ -7,6 +7,7 @@
  * Why the gateway checks Origin and Host itself: it rewrites both for ComfyUI, so ComfyUI's own origin check
  * no longer protects anyone.
  */
+import { BodyTooLarge, pathOf, readBody } from '../gateway/http-util.js'
 import { hostname } from 'node:os'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
@@ -61,36 +62,6 @@ const POLICY_BODY_ROUTES = new Set(['/interrupt', '/queue', '/history'])
 const UPLOAD_ROUTES = new Set(['/upload/image', '/upload/mask'])
 const MAX_POLICY_BODY_BYTES = 1 << 20
 const OUTPUT_INDEX_MIN_AGE_MS = 250
-
-class BodyLimitError extends Error {}
-
-function readLimited(req: IncomingMessage, limit: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = []
-    let size = 0
-    req.on('data', (c: Buffer) => {
-      size += c.length
-      if (size > limit) {
-        req.removeAllListeners('data')
-        req.resume()
-        reject(new BodyLimitError(`request body larger than ${limit} bytes`))
-        return
-      }
-      chunks.push(c)
-    })
-    req.on('end', () => resolve(Buffer.concat(chunks, size)))
-    req.on('error', reject)
-  })
-}
-
-function pathOf(url: string | undefined): string {
-  const raw = (url ?? '/').split('?', 1)[0]!
-  try {
-    return decodeURIComponent(raw)
-  } catch {
-    return raw
-  }
-}
 
 function header(req: IncomingMessage, name: string): string | undefined {
   const v = req.headers[name]
@@ -435,11 +406,11 @@ export function createAccessGuard(options: AccessGuardOptions): RequestGuard {
     let parsedBody: JsonValue | null | undefined
     try {
       if (method === 'POST' && route.kind === 'comfy' && POLICY_BODY_ROUTES.has(route.path)) {
-        body = await readLimited(req, MAX_POLICY_BODY_BYTES)
+        body = await readBody(req, MAX_POLICY_BODY_BYTES)
         const parsed = parseJson(body, { maxDepth: limits.maxJsonDepth })
         parsedBody = parsed.ok ? parsed.value : null
       } else if (method === 'POST' && route.kind === 'comfy' && UPLOAD_ROUTES.has(route.path)) {
-        body = await readLimited(req, limits.maxBodyBytes)
+        body = await readBody(req, limits.maxBodyBytes)
         const form = parseMultipart(body)
         if (form.ok) {
           for (const part of form.parts) {
@@ -451,7 +422,7 @@ export function createAccessGuard(options: AccessGuardOptions): RequestGuard {
         }
       }
     } catch (error) {
-      if (error instanceof BodyLimitError) {
+      if (error instanceof BodyTooLarge) {
         res.setHeader('connection', 'close')
         return refuse(req, res, 413, error.message)
       }

@@ -33,6 +33,21 @@ function send(res: ServerResponse, status: number, body: JsonValue): void {
   res.end(text)
 }
 
+/** `since`/`until` query parameters in the one time syntax, as ISO strings. */
+function timeRange(
+  url: URL,
+): { ok: true; value: { since?: string; until?: string } } | { ok: false; reason: string } {
+  const value: { since?: string; until?: string } = {}
+  for (const key of ['since', 'until'] as const) {
+    const v = url.searchParams.get(key)
+    if (v === null) continue
+    const t = parseTimeSpec(v)
+    if (!t.ok) return { ok: false, reason: `${key}: ${t.reason}` }
+    value[key] = t.value.toISOString()
+  }
+  return { ok: true, value }
+}
+
 function badRequest(res: ServerResponse, message: string): true {
   send(res, 400, { error: message })
   return true
@@ -107,14 +122,9 @@ export function createAuditApi(
     }
     if (path === '/_audit/api/sessions') {
       const filter: { -readonly [K in keyof SessionFilter]: SessionFilter[K] } = {}
-      for (const key of ['since', 'until'] as const) {
-        const v = url.searchParams.get(key)
-        if (v !== null) {
-          const t = parseTimeSpec(v)
-          if (!t.ok) return badRequest(res, `${key}: ${t.reason}`)
-          filter[key] = t.value.toISOString()
-        }
-      }
+      const range = timeRange(url)
+      if (!range.ok) return badRequest(res, range.reason)
+      Object.assign(filter, range.value)
       const status = url.searchParams.get('status')
       if (status !== null) {
         const list = status.split(',')
@@ -156,14 +166,9 @@ export function createAuditApi(
       if (nodeType !== null) filter.nodeType = nodeType
       const session = url.searchParams.get('session') ?? url.searchParams.get('session_id')
       if (session !== null) filter.sessionId = session
-      for (const key of ['since', 'until'] as const) {
-        const v = url.searchParams.get(key)
-        if (v !== null) {
-          const t = parseTimeSpec(v)
-          if (!t.ok) return badRequest(res, `${key}: ${t.reason}`)
-          filter[key] = t.value.toISOString()
-        }
-      }
+      const range = timeRange(url)
+      if (!range.ok) return badRequest(res, range.reason)
+      Object.assign(filter, range.value)
       filter.limit = Math.min(Number(url.searchParams.get('limit') ?? 1000) || 1000, 100_000)
       const runs = await options.store.nodeRuns(filter)
       send(res, 200, { node_runs: runs.map(nodeRunExportRow) })

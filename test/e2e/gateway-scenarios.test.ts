@@ -152,6 +152,17 @@ describe('the stand-in behind the gateway, every recorded scenario', () => {
     expect(runs.find((r) => r.node_type === 'SaveImage')?.status).toBe('success')
   })
 
+  it('answers the audit API with sessions in a time range and names a bad time', async () => {
+    const all = await fetch(`${audit.url}/_audit/api/sessions?since=1h&limit=1000`)
+    expect(all.status).toBe(200)
+    expect(((await all.json()) as { sessions: unknown[] }).sessions).toHaveLength(sessions.length)
+    const none = await fetch(`${audit.url}/_audit/api/sessions?until=2000-01-01`)
+    expect(((await none.json()) as { sessions: unknown[] }).sessions).toHaveLength(0)
+    const bad = await fetch(`${audit.url}/_audit/api/node-runs?since=yesterday`)
+    expect(bad.status).toBe(400)
+    expect(((await bad.json()) as { error: string }).error).toMatch(/^since: not a time: "yesterday"/)
+  })
+
   it('keeps seeds exact and records the models a run named', () => {
     const sd = sessions.filter((s) =>
       s.models.some((m) => m.folder === 'checkpoints' && m.name === 'audit-sd15-random.safetensors'),
