@@ -51,6 +51,7 @@ const CLOSE_GRACE_MS = 5_000
  * cleanup of an old socket removes whichever socket then holds the id.
  */
 export class UpstreamSocket {
+  #lastError: string | null = null
   readonly clientId: string
   readonly #opts: UpstreamSocketOptions
   #ws: WebSocket | null = null
@@ -163,6 +164,7 @@ export class UpstreamSocket {
       if (wasFirst) {
         this.#ready = true
         this.#attempt = 0
+        this.#lastError = null
       }
       try {
         this.#opts.onFrame(data, isBinary, wasFirst)
@@ -178,10 +180,14 @@ export class UpstreamSocket {
       }
     })
     ws.on('error', (error) => {
-      this.#opts.logger.warn('gateway: upstream socket error', {
-        clientId: this.clientId,
-        error: error.message,
-      })
+      // While ComfyUI stays down every reconnect fails the same way: say it once, not at every backoff step.
+      if (error.message !== this.#lastError) {
+        this.#lastError = error.message
+        this.#opts.logger.warn('gateway: upstream socket error', {
+          clientId: this.clientId,
+          error: error.message,
+        })
+      }
     })
     ws.on('close', () => {
       const wasReady = this.#ready
