@@ -12,7 +12,7 @@ import type { DataDir } from './data-dir.js'
 import { MODEL_FOLDERS } from './data-dir.js'
 import type { GpuModel } from './gpu-model.js'
 import { getJob, listJobs } from './jobs-api.js'
-import { parseMultipart } from './multipart.js'
+import { parseMultipart } from '../capture/multipart.js'
 import { publicTuple } from './prompt-queue.js'
 import type { HistoryEntry } from './prompt-queue.js'
 import { PyFloat, dumpPyJson, isPyObject, parsePyJson } from './py-json.js'
@@ -423,13 +423,17 @@ export function createRoutes(ctx: RouteContext): (req: IncomingMessage, res: Ser
     return json(metadata)
   })
   route(core, 'POST', '/upload/image', async (req) => {
-    const parsed = parseMultipart(String(req.headers['content-type'] ?? ''), await req.body())
+    // aiohttp reads the boundary from the Content-Type; a body that is not multipart/form-data is an error.
+    const contentType = String(req.headers['content-type'] ?? '')
+    const boundary = /boundary=(?:"([^"]+)"|([^;\s]+))/i.exec(contentType)
+    if (!/^multipart\/form-data/i.test(contentType) || !boundary) return serverError()
+    const parsed = parseMultipart(await req.body(), boundary[1] ?? boundary[2])
     if (!parsed.ok) return serverError()
     const field = (n: string): string | undefined => {
-      const p = parsed.parts.find((x) => x.name === n && x.filename === undefined)
+      const p = parsed.parts.find((x) => x.name === n && x.filename === null)
       return p?.data.toString('utf8')
     }
-    const image = parsed.parts.find((p) => p.name === 'image' && p.filename !== undefined)
+    const image = parsed.parts.find((p) => p.name === 'image' && p.filename !== null)
     const type = field('type') ?? 'input'
     const uploadDir = dir.dirByType(type)
     if (!uploadDir) return serverError()
