@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { resolve } from 'node:path'
 import { z } from 'zod'
+import { parseDurationMillis } from './duration.js'
 import { zAuthConfig, zLimitsConfig, zRedactionConfig } from './security-config.js'
 
 /** Major version of the config file format this build understands. */
@@ -225,7 +226,7 @@ export const zConfig = z.object({
       days: z
         .union([
           z.number().positive(),
-          z.string().regex(/^(\d+(\.\d+)?(ms|s|m|h|d|w))+$/, 'expected days or a duration such as 90d'),
+          z.string().refine((v) => parseDurationMillis(v).ok, 'expected days or a duration such as 90d'),
         ])
         .optional(),
       /** How often the gateway applies retention, ms. */
