@@ -66,6 +66,8 @@ export interface AuditGatewayOptions {
 }
 
 const CLIENT_IDS_STATE_KEY = 'gateway.client_ids'
+/** Prompt ids remembered between submission and commit (far more than a group commit ever holds). */
+const MAX_RECENT_PROMPT_IDS = 10_000
 
 async function fetchJson(url: string, timeoutMillis: number): Promise<JsonValue | null> {
   try {
@@ -261,6 +263,10 @@ export async function startAuditGateway(
     tap: {
       promptSubmitted: (e) => {
         recentPromptIds.add(e.promptId)
+        // Only the ids not yet committed matter here; the store answers for older ones. Keep the set bounded.
+        if (recentPromptIds.size > MAX_RECENT_PROMPT_IDS) {
+          recentPromptIds.delete(recentPromptIds.values().next().value as string)
+        }
         capture.promptSubmitted(e)
       },
       promptAnswered: (e) => capture.promptAnswered(e),
