@@ -346,6 +346,9 @@ export async function startAuditGateway(
     logger.info(`resumed ${open.length} open session(s) from the store`)
   }
 
+  // Prompt ids known to have a session in the store (so a history entry with one is no bypass).
+  const storedIds = new Set<string>()
+
   // Close what a previous run left open (restart) and flag prompts that bypassed the gateway.
   const reconcile = async (restarted: boolean): Promise<void> => {
     // Open sessions first, then the queue, then history: a prompt that finishes in between is then in the history
@@ -367,7 +370,17 @@ export async function startAuditGateway(
         history[open.session_id] = one[open.session_id]!
       }
     }
-    const known = new Set((await store.sessions({ limit: 5000 })).map((s) => s.session_id))
+    // Which history entries have a session (else they bypassed the gateway): ask the store per id, remembering
+    // the answers, rather than loading whole recent sessions on every sweep.
+    for (const id of Object.keys(history)) {
+      if (storedIds.has(id) || recentPromptIds.has(id)) continue
+      if ((await store.session(id)) !== undefined) {
+        storedIds.add(id)
+        if (storedIds.size > MAX_RECENT_PROMPT_IDS * 2)
+          storedIds.delete(storedIds.values().next().value as string)
+      }
+    }
+    const known = storedIds
     capture.reconcile({
       history,
       queue,
