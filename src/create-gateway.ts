@@ -380,13 +380,12 @@ export async function startAuditGateway(
           storedIds.delete(storedIds.values().next().value as string)
       }
     }
-    const known = storedIds
     capture.reconcile({
       history,
       queue,
       sessionIds: candidates,
       comfyRestarted: restarted,
-      isKnown: (id) => known.has(id) || recentPromptIds.has(id),
+      isKnown: (id) => storedIds.has(id) || recentPromptIds.has(id),
     })
   }
   reconcile(true).catch((err: unknown) => reportError(err, 'reconcile at start'))

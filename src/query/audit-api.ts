@@ -4,6 +4,7 @@ import { SESSION_STATUSES, type JsonValue, type SessionStatus } from '../audit/t
 import { parseTimeSpec } from '../config/duration.js'
 import type { NodeRunFilter, SessionFilter } from '../store/store.js'
 import type { RuntimeStore } from '../store/runtime-store.js'
+import { BodyTooLarge, readBody } from '../gateway/http-util.js'
 import { traceImage } from '../provenance/trace.js'
 import { nodeRunExportRow, sessionExportRow } from './format.js'
 
@@ -66,18 +67,16 @@ export function createAuditApi(
     const path = url.pathname
     if (path === '/_audit/api/trace' && req.method === 'POST') {
       // The image itself is the question: its SHA-256, or its PNG prompt chunk when it was re-encoded.
-      const chunks: Buffer[] = []
-      let size = 0
-      for await (const chunk of req as AsyncIterable<Buffer>) {
-        size += chunk.length
-        if (size > MAX_TRACE_BYTES) {
-          send(res, 413, { error: `image larger than ${MAX_TRACE_BYTES} bytes` })
-          return true
-        }
-        chunks.push(chunk)
+      let image: Buffer
+      try {
+        image = await readBody(req, MAX_TRACE_BYTES)
+      } catch (error) {
+        if (!(error instanceof BodyTooLarge)) throw error
+        send(res, 413, { error: `image larger than ${MAX_TRACE_BYTES} bytes` })
+        return true
       }
-      if (size === 0) return badRequest(res, 'POST the image bytes as the request body')
-      const found = await traceImage(options.store, Buffer.concat(chunks))
+      if (image.length === 0) return badRequest(res, 'POST the image bytes as the request body')
+      const found = await traceImage(options.store, image)
       if (!found.ok) send(res, 404, { error: found.reason })
       else send(res, 200, found.value as unknown as JsonValue)
       return true
