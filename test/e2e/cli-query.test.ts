@@ -2,11 +2,10 @@
  * The query commands (`sessions`, `show`, `export`) run as a user runs them, in a child process, against a
  * data directory the gateway filled by proxying real runs to the stand-in.
  */
-import { execFile } from 'node:child_process'
+import { cli } from '../helpers/cli.js'
 import { mkdtempSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
 import { parseJson, stringifyJson } from '../../src/audit/json.js'
@@ -15,24 +14,9 @@ import { loadConfig } from '../../src/config/config.js'
 import { startAuditGateway } from '../../src/create-gateway.js'
 import { createSimServer, type SimServer } from '../../src/sim/index.js'
 
-const ROOT = new URL('../..', import.meta.url).pathname
-const run = promisify(execFile)
 let sim: SimServer
 let data: string
 const ids: { ok: string; failed: string; rejected: string } = { ok: '', failed: '', rejected: '' }
-
-async function cli(...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
-  try {
-    const r = await run(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
-      cwd: ROOT,
-      env: { ...process.env, COMFY_AUDIT_CONFIG: '' },
-    })
-    return { stdout: r.stdout, stderr: r.stderr, code: 0 }
-  } catch (err) {
-    const e = err as { stdout: string; stderr: string; code: number }
-    return { stdout: e.stdout, stderr: e.stderr, code: e.code }
-  }
-}
 
 function pipeline(blur: number, extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {

@@ -2,11 +2,10 @@
  * The composition root with authentication on: people from the store, roles enforced, secrets redacted before
  * they are stored, and the session export attributing runs to the right person.
  */
+import { cli } from '../helpers/cli.js'
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { execFile } from 'node:child_process'
-import { promisify } from 'node:util'
 import type { AuditEvent } from '../../src/audit/types.js'
 import { afterEach, describe, expect, it } from 'vitest'
 import { loadConfig } from '../../src/config/config.js'
@@ -15,8 +14,6 @@ import { createIdentityDirectory } from '../../src/identity/identity-directory.j
 import { createSimServer } from '../../src/sim/index.js'
 import { createRuntimeStore } from '../../src/store/runtime-store.js'
 import { createSqliteDialect } from '../../src/store/sqlite/sqlite-dialect.js'
-
-const run = promisify(execFile)
 
 const cleanups: (() => Promise<void>)[] = []
 afterEach(async () => {
@@ -131,25 +128,8 @@ describe('serve with --auth token', () => {
     expect(events.find((e) => e.kind === 'gateway.started')?.payload).toMatchObject({ auth_mode: 'token' })
 
     // The session export names each run's person, the spoofed run included.
-    const exported = await run(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        'src/cli/main.ts',
-        'export',
-        '--table',
-        'sessions',
-        '--format',
-        'csv',
-        '--data',
-        data,
-      ],
-      {
-        cwd: new URL('../..', import.meta.url).pathname,
-        env: { ...process.env, COMFY_AUDIT_CONFIG: '' },
-      },
-    )
+    const exported = await cli('export', '--table', 'sessions', '--format', 'csv', '--data', data)
+    expect(exported.code).toBe(0)
     const lines = exported.stdout.trim().split('\r\n')
     const header = lines[0]!.split(',')
     const userOf = (id: string): string | undefined => {

@@ -3,11 +3,10 @@
  * PostgreSQL database under their own log origin, started at the same moment (the migration lock must keep
  * them from racing). The CLI, run as a user runs it, then lists the runs of both.
  */
-import { execFile } from 'node:child_process'
+import { cli } from '../helpers/cli.js'
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
@@ -18,27 +17,11 @@ import { startAuditGateway, type AuditGateway } from '../../src/create-gateway.j
 import { createSimServer, type SimServer } from '../../src/sim/index.js'
 import { startPostgres, type PostgresCluster } from '../helpers/postgres.js'
 
-const ROOT = new URL('../..', import.meta.url).pathname
-const run = promisify(execFile)
-
 let cluster: PostgresCluster
 let pgUrl: string
 const sims: SimServer[] = []
 const gateways: AuditGateway[] = []
 const promptIds = new Map<string, string>()
-
-async function cli(...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
-  try {
-    const r = await run(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
-      cwd: ROOT,
-      env: { ...process.env, COMFY_AUDIT_CONFIG: '' },
-    })
-    return { stdout: r.stdout, stderr: r.stderr, code: 0 }
-  } catch (err) {
-    const e = err as { stdout: string; stderr: string; code: number }
-    return { stdout: e.stdout, stderr: e.stderr, code: e.code }
-  }
-}
 
 /** Submits a small image pipeline through the gateway and resolves with its prompt id once it has run. */
 async function runPrompt(gatewayUrl: string, clientId: string, blur: number): Promise<string> {
