@@ -66,8 +66,6 @@ export interface AuditGatewayOptions {
 }
 
 const CLIENT_IDS_STATE_KEY = 'gateway.client_ids'
-/** Prompt ids remembered between submission and commit (far more than a group commit ever holds). */
-const MAX_RECENT_PROMPT_IDS = 10_000
 
 async function fetchJson(url: string, timeoutMillis: number): Promise<JsonValue | null> {
   try {
@@ -254,22 +252,17 @@ export async function startAuditGateway(
     now: options.now,
     logger,
   })
-  // Ids of prompts submitted but perhaps not yet committed: a duplicate must be refused even within a group commit.
-  const recentPromptIds = new Set<string>()
+  // Capture owns the index of known prompt ids; before the first request it learns every id the log ever
+  // held (pruned and erased ones too), so a reused id is refused and no bypass resurrects an old record.
+  capture.loadKnownPromptIds(await store.sessionIds())
   const gateway: Gateway = await createGateway({
     upstreamUrl: upstream,
     host,
     port,
     tap: {
-      promptSubmitted: (e) => {
-        recentPromptIds.add(e.promptId)
-        // Only the ids not yet committed matter here; the store answers for older ones. Keep the set bounded.
-        if (recentPromptIds.size > MAX_RECENT_PROMPT_IDS) {
-          recentPromptIds.delete(recentPromptIds.values().next().value as string)
-        }
-        capture.promptSubmitted(e)
-      },
+      promptSubmitted: (e) => capture.promptSubmitted(e),
       promptAnswered: (e) => capture.promptAnswered(e),
+      promptRefused: (e) => capture.promptRefused(e),
       frame: (e) => {
         const depth = queueDepthFromFrame(e.data, e.isBinary)
         if (depth !== undefined) metrics.setQueueDepth(depth)
@@ -301,7 +294,7 @@ export async function startAuditGateway(
     now: options.now,
     logger,
     upstreamTimeoutMs: config.comfyui.timeoutMillis,
-    isPromptIdTaken: async (id) => recentPromptIds.has(id) || (await store.session(id)) !== undefined,
+    claimPromptId: (id) => capture.claimPromptId(id),
     state: {
       load: async () => {
         const v = await store.getState(CLIENT_IDS_STATE_KEY)
@@ -346,9 +339,6 @@ export async function startAuditGateway(
     logger.info(`resumed ${open.length} open session(s) from the store`)
   }
 
-  // Prompt ids known to have a session in the store (so a history entry with one is no bypass).
-  const storedIds = new Set<string>()
-
   // Close what a previous run left open (restart) and flag prompts that bypassed the gateway.
   const reconcile = async (restarted: boolean): Promise<void> => {
     // Open sessions first, then the queue, then history: a prompt that finishes in between is then in the history
@@ -370,22 +360,13 @@ export async function startAuditGateway(
         history[open.session_id] = one[open.session_id]!
       }
     }
-    // Which history entries have a session (else they bypassed the gateway): ask the store per id, remembering
-    // the answers, rather than loading whole recent sessions on every sweep.
-    for (const id of Object.keys(history)) {
-      if (storedIds.has(id) || recentPromptIds.has(id)) continue
-      if ((await store.session(id)) !== undefined) {
-        storedIds.add(id)
-        if (storedIds.size > MAX_RECENT_PROMPT_IDS * 2)
-          storedIds.delete(storedIds.values().next().value as string)
-      }
-    }
     capture.reconcile({
       history,
       queue,
       sessionIds: candidates,
       comfyRestarted: restarted,
-      isKnown: (id) => storedIds.has(id) || recentPromptIds.has(id),
+      // Capture's index knows every id the log ever held, so no pruned or erased session comes back.
+      detectBypass: true,
     })
   }
   reconcile(true).catch((err: unknown) => reportError(err, 'reconcile at start'))

@@ -16,6 +16,7 @@ export const AUDIT_EVENT_KINDS = [
   'prompt.submitted', // a POST /prompt arrived (always, accepted or not); opens the session
   'prompt.accepted', // ComfyUI answered 200
   'prompt.rejected', // ComfyUI answered 400/500 (or the gateway refused it)
+  'prompt.refused', // the gateway refused a POST /prompt whose prompt_id another session holds; no session of its own
   'execution.started',
   'execution.cached',
   'node.started',
@@ -26,6 +27,7 @@ export const AUDIT_EVENT_KINDS = [
   'session.reconciled', // closed or completed from /history after a gap (no per-node timing for the gap)
   'session.lost', // ComfyUI lost it (restart) or it vanished
   'session.bypass', // seen in ComfyUI's history without having passed the gateway
+  'session.corrected', // a session closed by reconciliation (lost) that ComfyUI later showed finished; payload says from what
   'output.hashed', // an output file was hashed (may arrive after execution.finished)
   'models.hashed', // the run's model files were resolved and hashed (payload.session.models)
   // user actions on ComfyUI

@@ -107,7 +107,12 @@ export interface CaptureReconcileInput {
    * accepted after that is missing from the snapshot without being lost.
    */
   readonly sessionIds?: ReadonlySet<string>
-  /** Whether a prompt id has a session in the store; entries it does not know become bypass sessions. */
+  /**
+   * Record history entries whose prompt id capture does not know (see {@link Capture.isPromptIdKnown}) as
+   * bypass sessions. Default false.
+   */
+  readonly detectBypass?: boolean
+  /** Extra ids to treat as known (besides capture's own index); setting it also turns bypass detection on. */
   readonly isKnown?: (promptId: string) => boolean
 }
 
@@ -133,6 +138,19 @@ export interface Capture extends CaptureTap {
    * remaining frames attach to them and reconciliation can close them. Enqueued like tap calls.
    */
   resume(sessions: readonly ResumedSession[]): void
+  /**
+   * Adds ids to the index of known prompt ids: at start, every session id the log ever held (pruned,
+   * retention-removed and erased ones too, see `RuntimeStore.sessionIds`).
+   */
+  loadKnownPromptIds(ids: Iterable<string>): void
+  /**
+   * Whether a prompt id is known: held by the log, or submitted to this capture (even if not yet processed
+   * or committed), reserved by {@link claimPromptId}, or recorded as a bypass. Synchronous: the proxy path and
+   * the bypass sweep ask it without waiting on the store. This is the one place that answers the question.
+   */
+  isPromptIdKnown(promptId: string): boolean
+  /** Reserves a prompt id: false when it is already known, true when it was free (and is known from now on). */
+  claimPromptId(promptId: string): boolean
   /** Stops timers and drops further input. Idempotent. */
   close(): void
 }
@@ -218,6 +236,10 @@ export function createCapture(options: CaptureOptions): Capture {
 
   const sessions = new Map<string, SessionState>()
   const recent = new Map<string, SessionState>()
+  // Every prompt id ever known, never forgotten while the process lives: a second session for one id would
+  // overwrite the first one's record (item 1 of issue 10), and a bypass for a pruned id would resurrect it.
+  // ~100 bytes an id: a million sessions cost ~100 MB, the price of never taking a record over.
+  const knownIds = new Set<string>()
   const pending = new Map<string, PendingFrames>()
   let chain: Promise<void> = Promise.resolve()
   let closed = false
@@ -1096,25 +1118,53 @@ export function createCapture(options: CaptureOptions): Capture {
       const s = sessions.get(id)
       if (s) retire(s, 'reconciled')
     }
-    if (input.isKnown) {
-      const isKnown = input.isKnown
-      out.push(
-        ...bypassSessions({
-          history,
-          isKnown: (id) => sessions.has(id) || recent.has(id) || isKnown(id),
-          timeMs,
-          redact: options.redact,
-          maxInputStringLength: maxLen,
-        }),
-      )
+    if (input.detectBypass || input.isKnown) {
+      const extra = input.isKnown ?? (() => false)
+      const bypass = bypassSessions({
+        history,
+        isKnown: (id) => knownIds.has(id) || sessions.has(id) || recent.has(id) || extra(id),
+        timeMs,
+        redact: options.redact,
+        maxInputStringLength: maxLen,
+      })
+      for (const e of bypass) if (e.session_id !== null) knownIds.add(e.session_id)
+      out.push(...bypass)
     }
   }
 
   // ------------------------------------------------------------------------------------------------------
 
+  const handleRefused = (out: AuditEventInput[], e: Parameters<CaptureTap['promptRefused']>[0]): void => {
+    const answer = parseJson(e.answer)
+    // No session id: the id belongs to an existing session, which this refusal must leave untouched.
+    push(out, 'prompt.refused', e.timeMs, null, {
+      prompt_id: e.promptId,
+      reason: e.reason,
+      http_status: e.status,
+      submitter: submitterJson(e.submitter, e.clientId),
+      downstream_client_id: e.clientId,
+      body_bytes: e.body.length,
+      body_sha256: sha256Hex(e.body),
+      answer: answer.ok ? truncateLongStrings(answer.value, maxLen) : null,
+    })
+  }
+
   return {
     promptSubmitted(e) {
+      knownIds.add(e.promptId)
       enqueue((out) => handleSubmitted(out, e))
+    },
+    promptRefused(e) {
+      enqueue((out) => handleRefused(out, e))
+    },
+    loadKnownPromptIds(ids) {
+      for (const id of ids) knownIds.add(id)
+    },
+    isPromptIdKnown: (id) => knownIds.has(id) || sessions.has(id) || recent.has(id),
+    claimPromptId(id) {
+      if (knownIds.has(id) || sessions.has(id) || recent.has(id)) return false
+      knownIds.add(id)
+      return true
     },
     promptAnswered(e) {
       enqueue((out) => handleAnswered(out, e))
@@ -1146,6 +1196,7 @@ export function createCapture(options: CaptureOptions): Capture {
         for (const r of list) {
           const rec = r.session
           if (sessions.has(rec.session_id)) continue
+          knownIds.add(rec.session_id)
           const s = newSession(rec.session_id)
           s.upstreamClientId = rec.client_id
           s.phase = rec.status === 'running' ? 'running' : 'queued'

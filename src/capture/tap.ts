@@ -32,6 +32,22 @@ export interface CaptureTap {
     /** Set when ComfyUI could not be reached. */
     error?: string
   }): void
+  /**
+   * The gateway refused a POST /prompt itself, without forwarding it, because its client-chosen `prompt_id`
+   * is already known (see `claimPromptId` of the gateway). The prompt id belongs to another session, so this
+   * must not touch that session: it is recorded on its own.
+   */
+  promptRefused(e: {
+    promptId: string
+    clientId: string | null
+    body: Buffer
+    submitter: Submitter
+    status: number
+    /** The answer the client got. */
+    answer: Buffer
+    reason: 'prompt_id_taken'
+    timeMs: number
+  }): void
   /** One frame received from ComfyUI on the upstream socket of `upstreamClientId`. */
   frame(e: { upstreamClientId: string; data: string | Buffer; isBinary: boolean; timeMs: number }): void
   /** A state-changing request other than POST /prompt, after ComfyUI answered it. */

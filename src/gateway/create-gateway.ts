@@ -58,8 +58,13 @@ export interface GatewayOptions {
   readonly auditHandler?: (req: IncomingMessage, res: ServerResponse) => boolean | Promise<boolean>
   /** Persisted namespaced client ids, re-attached at start. */
   readonly state?: ClientIdState
-  /** Whether a client-chosen prompt_id was already recorded (then the gateway answers 400 itself). */
-  readonly isPromptIdTaken?: (promptId: string) => boolean | Promise<boolean>
+  /**
+   * Claims a client-chosen prompt_id: false when it is already known (recorded, running, queued or just
+   * submitted), and the gateway then answers 400 itself; true when it was free and is now reserved. Called
+   * synchronously, before anything is awaited, so two requests with one id cannot both pass; it must never
+   * wait on a store (the proxy path does not wait for disk).
+   */
+  readonly claimPromptId?: (promptId: string) => boolean
   /** Epoch ms clock (default `Date.now`). */
   readonly now?: () => number
   /** [0, 1) randomness for reconnect jitter (default `Math.random`). */
@@ -623,23 +628,27 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       submitter,
     }
     if (prepared.promptIdFromClient) {
-      let taken = hub.hasInflightPrompt(promptId)
-      if (!taken && options.isPromptIdTaken) taken = await options.isPromptIdTaken(promptId)
+      const taken = hub.hasInflightPrompt(promptId) || (options.claimPromptId?.(promptId) ?? true) === false
       if (taken) {
-        safeTap('promptSubmitted', () => tap.promptSubmitted({ ...submitted, timeMs: now() }))
-        const answer = errorBody(
-          'invalid_prompt',
-          'Prompt id already used',
-          `prompt_id ${pyQuote(promptId)} was already submitted; send the prompt without prompt_id or with a new one`,
+        const answer = Buffer.from(
+          errorBody(
+            'invalid_prompt',
+            'Prompt id already used',
+            `prompt_id ${pyQuote(promptId)} was already submitted; send the prompt without prompt_id or with a new one`,
+          ),
         )
-        sendJson(res, 400, answer)
-        safeTap('promptAnswered', () =>
-          tap.promptAnswered({
+        sendJson(res, 400, answer.toString())
+        // Not promptSubmitted/promptAnswered: those are about the session of this id, which is someone else's.
+        safeTap('promptRefused', () =>
+          tap.promptRefused({
             promptId,
+            clientId: prepared.clientId,
+            body,
+            submitter,
             status: 400,
-            body: Buffer.from(answer),
+            answer,
+            reason: 'prompt_id_taken',
             timeMs: now(),
-            refusedBy: 'gateway',
           }),
         )
         return

@@ -3,6 +3,7 @@ import type { CaptureTap } from '../capture/tap.js'
 type Calls = {
   promptSubmitted: Parameters<CaptureTap['promptSubmitted']>[0]
   promptAnswered: Parameters<CaptureTap['promptAnswered']>[0]
+  promptRefused: Parameters<CaptureTap['promptRefused']>[0]
   frame: Parameters<CaptureTap['frame']>[0]
   action: Parameters<CaptureTap['action']>[0]
 }
@@ -39,6 +40,7 @@ export function createRecordingTap(): RecordingTap {
     of,
     promptSubmitted: (event) => record({ method: 'promptSubmitted', event }),
     promptAnswered: (event) => record({ method: 'promptAnswered', event }),
+    promptRefused: (event) => record({ method: 'promptRefused', event }),
     frame: (event) => record({ method: 'frame', event }),
     action: (event) => record({ method: 'action', event }),
     waitFor<K extends keyof Calls>(

@@ -81,6 +81,8 @@ export interface RuntimeStore {
   /** Highest seq of an origin (default: this one), or -1. */
   lastSeq(origin?: string): Promise<number>
   origins(): Promise<string[]>
+  /** Every session id the origin's log ever named (default: this store's origin), pruned and erased ones too. */
+  sessionIds(origin?: string): Promise<string[]>
   events(filter?: EventFilter): AsyncIterable<AuditEvent>
   rawEvents(filter?: EventFilter): AsyncIterable<StoredEventRow>
   sessions(filter?: SessionFilter): Promise<SessionRecord[]>
@@ -202,6 +204,11 @@ class DefaultRuntimeStore implements RuntimeStore {
   async origins(): Promise<string[]> {
     await this.#ready()
     return this.#driver.origins()
+  }
+
+  async sessionIds(origin?: string): Promise<string[]> {
+    await this.#ready()
+    return this.#driver.sessionIds(origin ?? this.origin)
   }
 
   async *events(filter: EventFilter = {}): AsyncGenerator<AuditEvent> {

@@ -148,6 +148,11 @@ export interface StoreDriver {
   lastSeq(origin: string): Promise<number>
   /** Origins present in the events table, sorted. */
   origins(): Promise<string[]>
+  /**
+   * Every session id the origin's log ever named, including sessions whose payloads were pruned or erased
+   * (their rows keep the id), so an id once used is never taken for a new or a bypass session.
+   */
+  sessionIds(origin: string): Promise<string[]>
   /** Events in (origin, seq) order. Throws (naming origin and seq) on a stored payload that does not parse. */
   events(filter: EventFilter): AsyncIterable<AuditEvent>
   /** Events rows exactly as stored, in (origin, seq) order; `kinds` filters on the stored text. */

@@ -632,6 +632,18 @@ export function describeStoreContract(
       })
     })
 
+    it('lists every session id the log ever named, erased ones too, per origin (issue 10 item 1/4)', async () => {
+      const store = await newStore()
+      await store.append(sessionLifecycle('s1', 'alice', 0))
+      await store.append(sessionLifecycle('s2', 'bob', 100))
+      await store.append([input('gateway.started', null, {})])
+      const [mark] = await store.append([input('audit.erased', 's1', { ranges: [[0, 6]] })])
+      await store.prunePayloads({ origin: 'comfy-audit/a', ranges: [[0, 6]], prunedBy: mark!.seq })
+      expect(await store.session('s1')).toBeUndefined()
+      expect((await store.sessionIds()).sort()).toEqual(['s1', 's2'])
+      expect(await store.sessionIds('gw/other')).toEqual([])
+    })
+
     it('tells commit listeners the committed events in seq order', async () => {
       const store = await newStore({ groupCommitDelayMillis: 5 })
       const seen: number[] = []

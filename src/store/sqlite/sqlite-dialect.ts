@@ -237,6 +237,14 @@ export class SqliteDriver implements StoreDriver {
     return rows.map((row) => String(row.origin))
   }
 
+  async sessionIds(origin: string): Promise<string[]> {
+    const rows = this.#all({
+      sql: 'SELECT DISTINCT session_id FROM events WHERE origin = ? AND session_id IS NOT NULL',
+      params: [origin],
+    })
+    return rows.map((row) => String(row.session_id))
+  }
+
   async *events(filter: EventFilter): AsyncGenerator<AuditEvent> {
     for await (const row of this.rawEvents(filter)) yield storedToEvent(row)
   }

@@ -101,6 +101,7 @@ export function createWorkerSqliteDriver(options: SqliteDialectOptions): StoreDr
     append: (events) => call('append', events),
     lastSeq: (origin) => call('lastSeq', origin),
     origins: () => call('origins'),
+    sessionIds: (origin) => call('sessionIds', origin),
     async *events(filter: EventFilter): AsyncGenerator<AuditEvent> {
       for await (const row of rawEvents(filter)) yield storedToEvent(row)
     },
