@@ -27,6 +27,7 @@ import { createFilePublisher, createWebhookPublisher } from './ledger/publish.js
 import { createFileHasher } from './provenance/file-hasher.js'
 import { createModelHasher } from './provenance/model-hasher.js'
 import { createOutputHasher, createProvenanceEnricher } from './provenance/provenance-enricher.js'
+import { acquireDirLock, type DirLock } from './store/data-dir-lock.js'
 import { createRuntimeStore, type RuntimeStore } from './store/runtime-store.js'
 
 /** A running audit gateway: proxy, capture and store wired together. */
@@ -78,14 +79,31 @@ async function fetchJson(url: string, timeoutMillis: number): Promise<JsonValue 
   }
 }
 
-/** Starts the gateway described by `config`. */
+/**
+ * Starts the gateway described by `config`. Throws `DirLockedError` when another live process holds the
+ * data dir: two writers of one origin would corrupt its sequence numbers.
+ */
 export async function startAuditGateway(
   config: Readonly<Config>,
   options: AuditGatewayOptions = {},
 ): Promise<AuditGateway> {
+  mkdirSync(config.data, { recursive: true, mode: 0o700 })
+  const lock = acquireDirLock(config.data, { purpose: 'comfy-audit gateway' })
+  try {
+    return await startLocked(config, options, lock)
+  } catch (error) {
+    lock.release()
+    throw error
+  }
+}
+
+async function startLocked(
+  config: Readonly<Config>,
+  options: AuditGatewayOptions,
+  lock: DirLock,
+): Promise<AuditGateway> {
   const logger = options.logger ?? silentLogger
   const upstream = config.comfyui.url.replace(/\/+$/, '')
-  mkdirSync(config.data, { recursive: true, mode: 0o700 })
 
   const store = createRuntimeStore(
     await dialectFor(config.store.url, config.data, { sqliteThread: 'worker' }),
@@ -492,7 +510,11 @@ export async function startAuditGateway(
         // The last commits have reached the sinks; deliver what they can, spool the rest for the next start.
         offCommitted()
         await sinks.shutdown()
-        await store.close()
+        try {
+          await store.close()
+        } finally {
+          lock.release()
+        }
       })()
       return closing
     },

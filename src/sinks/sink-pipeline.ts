@@ -3,6 +3,7 @@
  * batch processor and disk spool (`<data>/spool/<name>`), all fed by one MultiProcessor from the events the
  * store commits. A sink that is down only fills its own spool; the others and the gateway carry on.
  */
+import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { reportError, silentLogger, type Logger } from '../audit/report-error.js'
 import type { AuditEvent, JsonObject } from '../audit/types.js'
@@ -18,6 +19,7 @@ import {
 import type { HttpSinkConfig, HttpSinkOptions } from './retrying-transport.js'
 import type { AuditSink } from './sink.js'
 import { openSpool } from './spool.js'
+import { acquireDirLock, type DirLock } from '../store/data-dir-lock.js'
 
 /** Options of {@link createSinkPipeline}. */
 export interface SinkPipelineOptions {
@@ -129,18 +131,23 @@ export async function createSinkPipeline(
   const logger = options.logger ?? silentLogger
   const processors: RecordProcessor[] = []
   const names: string[] = []
+  // One pipeline per spool: two writing one directory would overwrite each other's segments.
+  const locks: DirLock[] = []
+  const stopAll = async (): Promise<void> => {
+    await Promise.allSettled(processors.map((p) => p.shutdown()))
+    for (const lock of locks) lock.release()
+  }
   for (const config of sinks) {
     const name = sinkName(config)
     if (names.includes(name)) {
-      await Promise.allSettled(processors.map((p) => p.shutdown()))
+      await stopAll()
       throw new Error(`sinks: two sinks are named ${JSON.stringify(name)}; give each its own name`)
     }
     try {
-      const spool = await openSpool({
-        dir: join(options.dataDir, 'spool', name),
-        maxBytes: config.spoolMaxBytes,
-        logger,
-      })
+      const dir = join(options.dataDir, 'spool', name)
+      await mkdir(dir, { recursive: true })
+      locks.push(acquireDirLock(dir, { purpose: `sink ${name} spool` }))
+      const spool = await openSpool({ dir, maxBytes: config.spoolMaxBytes, logger })
       const sink = named(await createSink(config, options, name), name)
       processors.push(
         createBatchProcessor(sink, {
@@ -156,7 +163,7 @@ export async function createSinkPipeline(
       )
       names.push(name)
     } catch (error) {
-      await Promise.allSettled(processors.map((p) => p.shutdown()))
+      await stopAll()
       const message = error instanceof Error ? error.message : String(error)
       throw new Error(`sink ${JSON.stringify(name)} (${config.type}): cannot start: ${message}`, {
         cause: error,
@@ -180,7 +187,9 @@ export async function createSinkPipeline(
       await multi?.forceFlush()
     },
     shutdown() {
-      shutdown ??= multi ? multi.shutdown() : Promise.resolve()
+      shutdown ??= (multi ? multi.shutdown() : Promise.resolve()).finally(() => {
+        for (const lock of locks) lock.release()
+      })
       return shutdown
     },
   }

@@ -125,10 +125,15 @@ describe('gateway crash in the middle of a run', () => {
     const dbPath = join(data, 'audit.sqlite')
     const before = await readEvents(dbPath)
     expect(before.some((e) => e.kind === 'prompt.submitted' && e.session_id === promptId)).toBe(true)
+    // Issue 10 item 9: a second gateway on the same data dir is refused while the first lives, and exits.
+    await expect(startGateway(sim.url, data)).rejects.toThrow(
+      /exited with 1 before listening:[\s\S]*is in use by comfy-audit gateway \(pid \d+/,
+    )
     first.child.kill('SIGKILL')
     await killed(first.child)
     ws.terminate()
 
+    // The SIGKILLed gateway left its lock file; it is stale and the new gateway takes it over.
     const second = await startGateway(sim.url, data)
     // The run goes on in ComfyUI while the gateway restarts; wait until the gateway has recorded its end.
     const deadline = Date.now() + 60_000

@@ -16,9 +16,9 @@ import type { JsonObject } from '../../src/audit/types.js'
 import { loadConfig } from '../../src/config/config.js'
 import { startAuditGateway, type AuditGateway } from '../../src/create-gateway.js'
 import { createMetricsRoute } from '../../src/metrics/metrics-route.js'
-import { createMetrics, observeEvents, queueDepthFromFrame, type Metrics } from '../../src/metrics/metrics.js'
+import { queueDepthFromFrame, type Metrics } from '../../src/metrics/metrics.js'
 import { createSimServer, type SimServer } from '../../src/sim/index.js'
-import { createSinkPipeline, type SinkPipeline } from '../../src/sinks/sink-pipeline.js'
+import type { SinkPipeline } from '../../src/sinks/sink-pipeline.js'
 import { startRecordingServer, type RecordingServer } from '../../src/sinks/sink-test-kit.js'
 import { parsePrometheusText, type PrometheusExposition } from '../helpers/prometheus-text.js'
 
@@ -51,12 +51,10 @@ beforeAll(async () => {
   })
   if (!config.ok) throw new Error(config.problems.join('; '))
   audit = await startAuditGateway(config.value, { sweepIntervalMillis: 0 })
-  metrics = createMetrics()
-  sinks = await createSinkPipeline(config.value.sinks, { dataDir: config.value.data })
-  audit.store.onCommitted((events) => {
-    observeEvents(metrics, events)
-    sinks.onEvents(events)
-  })
+  // The gateway's own collector and sinks: a second pipeline on its data dir would share its spools, and
+  // is refused (issue 10 item 9: one lock per spool).
+  metrics = audit.metrics
+  sinks = audit.sinks
   const route = createMetricsRoute(metrics, {
     ...config.value.metrics,
     beforeScrape: () => metrics.sinkHealth(sinks.health()),
