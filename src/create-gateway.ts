@@ -104,7 +104,6 @@ async function startLocked(
 ): Promise<AuditGateway> {
   const logger = options.logger ?? silentLogger
   const upstream = config.comfyui.url.replace(/\/+$/, '')
-
   const store = createRuntimeStore(
     await dialectFor(config.store.url, config.data, { sqliteThread: 'worker' }),
     {

@@ -13,6 +13,7 @@ import { parsePublishedCheckpoints } from '../../ledger/publish.js'
 import { eraseSession, pruneOlderThan } from '../../ledger/retention.js'
 import { formatLedgerProblem, verifyLedger } from '../../ledger/verify-ledger.js'
 import { CliError, cliConfig, cliUser, openCliStore, type CliStoreOptions } from '../open-store.js'
+import { DirLockedError, acquireDirLock, type DirLock } from '../../store/data-dir-lock.js'
 
 /** What a command prints and how it exits. */
 export interface CommandOutcome {
@@ -121,13 +122,39 @@ export async function runVerifyEvidence(file: string, opts: { key?: string }): P
   return { output: lines.join('\n') + '\n', exitCode: 0 }
 }
 
+/**
+ * Takes the data dir's lock for a command that rewrites the log. A running gateway holds it: erasing or
+ * pruning beside it would interleave sequence numbers with its writes, so the command is refused.
+ */
+function lockForRewrite(opts: Opts, purpose: 'erase' | 'prune'): DirLock {
+  const data = cliConfig(opts).data
+  try {
+    return acquireDirLock(data, { purpose: `comfy-audit ${purpose}` })
+  } catch (err) {
+    if (err instanceof DirLockedError) {
+      const h = err.holder
+      const who = h ? `${h.purpose} (pid ${h.pid} on ${h.host}, since ${h.since})` : 'another process'
+      throw new CliError(
+        `${purpose} refused: the data dir ${data} is held by ${who}. A running gateway writes this log; ` +
+          `stop it first (or let its own retention prune, config retention.days), then run ${purpose} again`,
+      )
+    }
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new CliError(`data dir not found: ${data}`)
+    throw err
+  }
+}
+
 /** `prune --older-than 90d`. */
 export async function runPrune(opts: Opts): Promise<CommandOutcome> {
   const spec = typeof opts.olderThan === 'string' ? opts.olderThan : ''
   const d = parseDurationMillis(spec)
   if (!d.ok) throw new CliError(`--older-than: ${d.reason}`)
   const before = new Date(Date.now() - d.value).toISOString()
-  const store = await openCliStore(opts)
+  const lock = lockForRewrite(opts, 'prune')
+  const store = await openCliStore(opts).catch((err: unknown) => {
+    lock.release()
+    throw err
+  })
   try {
     const r = await pruneOlderThan({ store, before, user: cliUser() })
     return {
@@ -139,13 +166,18 @@ export async function runPrune(opts: Opts): Promise<CommandOutcome> {
     }
   } finally {
     await store.close()
+    lock.release()
   }
 }
 
 /** `erase SESSION --reason TEXT`. */
 export async function runErase(sessionId: string, opts: Opts): Promise<CommandOutcome> {
   if (typeof opts.reason !== 'string' || opts.reason.trim() === '') throw new CliError('--reason is required')
-  const store = await openCliStore(opts)
+  const lock = lockForRewrite(opts, 'erase')
+  const store = await openCliStore(opts).catch((err: unknown) => {
+    lock.release()
+    throw err
+  })
   try {
     const r = await eraseSession({ store, sessionId, reason: opts.reason, user: cliUser() })
     return {
@@ -157,6 +189,7 @@ export async function runErase(sessionId: string, opts: Opts): Promise<CommandOu
     }
   } finally {
     await store.close()
+    lock.release()
   }
 }
 
