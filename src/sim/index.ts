@@ -19,7 +19,8 @@ import type { HistoryEntry, QueueItem } from './prompt-queue.js'
 import type { PyObject } from './py-json.js'
 import { SimEngine } from './sim-engine.js'
 import { createRoutes, originRejected, serverFeatures } from './sim-routes.js'
-import type { LogEntry } from './sim-routes.js'
+import { LogTerminal } from './sim-logs.js'
+import type { LogEntry } from './sim-logs.js'
 import { WsHub } from './ws-hub.js'
 
 export { createDataDir, auditInputPng } from './data-dir.js'
@@ -42,6 +43,11 @@ export interface SimOptions {
   now?: () => number
   /** Randomness in [0, 1) (ids, PreviewImage suffixes, the corrupt model bytes). Default Math.random. */
   random?: () => number
+  /**
+   * A built ComfyUI front end (the folder holding index.html): served as ComfyUI serves its web root, every
+   * path that is no API route. Without it `/` is a short page saying what this server is.
+   */
+  webRoot?: string
 }
 
 /** A running stand-in. */
@@ -105,11 +111,14 @@ export async function createSimServer(options: SimOptions): Promise<SimServer> {
   const dir = await createDataDir(options.dataDir, random)
   const catalogue = createCatalogue(dir)
   const gpu = new GpuModel()
-  const logs: LogEntry[] = []
-  const log = (m: string): void => {
-    logs.push({ t: localIso(now()), m })
-    if (logs.length > 300) logs.shift()
-  }
+  // The terminal sends through the hub, which exists a few lines below.
+  const terminal: LogTerminal = new LogTerminal({
+    timestamp: () => localIso(now()),
+    send: (event, data, sid) => hub.send(event, data, sid),
+    connected: (sid) => hub.ids().includes(sid),
+  })
+  const logs = (): readonly LogEntry[] => terminal.entries()
+  const log = (m: string): void => terminal.write(m)
   for (const line of STARTUP_LOG) log(line.endsWith('\n') ? line : line + '\n')
 
   // The hub and the engine call each other only after both exist.
@@ -135,8 +144,10 @@ export async function createSimServer(options: SimOptions): Promise<SimServer> {
     catalogue,
     engine,
     gpu,
-    logs: () => logs,
+    logs,
     log,
+    terminal,
+    ...(options.webRoot !== undefined ? { webRoot: options.webRoot } : {}),
     now,
     argv: () => [
       'main.py',
@@ -188,7 +199,7 @@ export async function createSimServer(options: SimOptions): Promise<SimServer> {
     queue: () => ({ running: engine.queue.running(), pending: engine.queue.pending() }),
     history: () => engine.queue.history,
     clientIds: () => hub.ids(),
-    logs: () => logs,
+    logs,
     close() {
       closed ??= (async () => {
         engine.close()

@@ -17,19 +17,26 @@ import { publicTuple } from './prompt-queue.js'
 import type { HistoryEntry } from './prompt-queue.js'
 import { PyFloat, dumpPyJson, isPyObject, parsePyJson } from './py-json.js'
 import type { PyObject, PyValue } from './py-json.js'
-import { PyError, pyEquals, pyFloat, pyStr, pyTruthy } from './py-repr.js'
+import { PyError, pyFloat, pyStr, pyTruthy } from './py-repr.js'
 import { readSafetensorsHeader } from './safetensors.js'
 import type { SimEngine } from './sim-engine.js'
 import { sha256Hex } from './sim-engine.js'
 import { validatePrompt } from './validate-prompt.js'
+import type { LogEntry, LogTerminal } from './sim-logs.js'
+import {
+  cacheControl,
+  fileResponse,
+  registerFrontendRoutes,
+  saveMask,
+  serveStatic,
+} from './sim-frontend-routes.js'
+import { BodyTooLarge, empty, json, pyContains, readJson, serverError, text, withinDir } from './sim-http.js'
+import type { Handler, Reply, Req } from './sim-http.js'
 
 /** `--max-upload-size` (100 MB) limits every request body. */
 export const MAX_BODY_BYTES = 100 * 1024 * 1024
 
-export interface LogEntry {
-  readonly t: string
-  readonly m: string
-}
+export type { LogEntry } from './sim-logs.js'
 
 export interface RouteContext {
   readonly dir: DataDir
@@ -37,6 +44,10 @@ export interface RouteContext {
   readonly engine: SimEngine
   readonly gpu: GpuModel
   readonly logs: () => readonly LogEntry[]
+  /** The log terminal (`PATCH /internal/logs/subscribe`, its size in `/internal/logs/raw`). */
+  readonly terminal?: LogTerminal
+  /** A built ComfyUI front end to serve as ComfyUI's web root; without it `/` is a small page. */
+  readonly webRoot?: string
   readonly log: (m: string) => void
   readonly now: () => number
   readonly argv: () => string[]
@@ -73,61 +84,6 @@ const MIME: Record<string, string> = {
   '.svg': 'image/svg+xml',
 }
 const FORCED_DOWNLOAD = new Set(['.html', '.htm', '.xhtml', '.js', '.mjs', '.css'])
-
-class BodyTooLarge extends Error {
-  constructor(readonly size: number) {
-    super('too large')
-  }
-}
-
-interface Req {
-  readonly method: string
-  readonly path: string
-  readonly query: URLSearchParams
-  readonly headers: IncomingMessage['headers']
-  body(): Promise<Buffer>
-}
-
-type Handler = (req: Req, params: string[]) => Promise<Reply>
-
-interface Reply {
-  status: number
-  body?: Buffer | string
-  contentType?: string
-  headers?: Record<string, string>
-  file?: string
-}
-
-const json = (value: unknown, status = 200): Reply => ({
-  status,
-  body: dumpPyJson(value),
-  contentType: 'application/json; charset=utf-8',
-})
-const empty = (status: number): Reply => ({ status })
-const text = (status: number, t: string): Reply => ({
-  status,
-  body: t,
-  contentType: 'text/plain; charset=utf-8',
-})
-const serverError = (): Reply => text(500, '500 Internal Server Error\n\nServer got itself in trouble')
-
-/** Python's `in` for a decoded JSON body (dict keys, list items, substrings); TypeError otherwise. */
-function pyContains(container: PyValue, key: string): boolean {
-  if (isPyObject(container)) return Object.hasOwn(container, key)
-  if (Array.isArray(container)) return container.some((v) => pyEquals(v, key))
-  if (typeof container === 'string') return container.includes(key)
-  throw new PyError('TypeError', 'argument of type is not iterable')
-}
-
-async function readJson(req: Req): Promise<PyValue> {
-  const parsed = parsePyJson((await req.body()).toString('utf8'))
-  if (!parsed.ok) throw new PyError('json.decoder.JSONDecodeError', parsed.reason)
-  return parsed.value
-}
-
-function withinDir(base: string, p: string): boolean {
-  return p === base || p.startsWith(base.endsWith(sep) ? base : base + sep)
-}
 
 function historyJson(h: HistoryEntry): PyObject {
   return { prompt: h.prompt, outputs: h.outputs, status: h.status, meta: h.meta }
@@ -166,16 +122,27 @@ export function createRoutes(ctx: RouteContext): (req: IncomingMessage, res: Ser
   const core: Array<[string, RegExp, Handler]> = []
   const internal: Array<[string, RegExp, Handler]> = []
   const route = (table: typeof core, method: string, pattern: string, h: Handler): void => {
-    const re = new RegExp('^' + pattern.replace(/\{[a-z_]+\}/g, '([^/]+)') + '$')
+    const re = new RegExp(
+      '^' + pattern.replace(/\{[a-z_]+:\.\*\}/g, '(.*)').replace(/\{[a-z_]+\}/g, '([^/]+)') + '$',
+    )
     table.push([method, re, h])
   }
 
-  route(core, 'GET', '/', async () => ({
-    status: 200,
-    body: '<!doctype html><html><head><title>ComfyUI</title></head><body></body></html>\n',
-    contentType: 'text/html',
-    headers: { 'Cache-Control': 'no-cache', Pragma: 'no-cache', Expires: '0' },
-  }))
+  const noCache = { 'Cache-Control': 'no-cache', Pragma: 'no-cache', Expires: '0' }
+  route(core, 'GET', '/', async (req) =>
+    ctx.webRoot !== undefined
+      ? fileResponse(req, join(ctx.webRoot, 'index.html'), noCache)
+      : {
+          status: 200,
+          body:
+            '<!doctype html><html><head><title>ComfyUI stand-in</title></head><body>' +
+            '<p>comfy-audit: the ComfyUI 0.8 stand-in (API and WebSocket only). ' +
+            'Start it with <code>--web-root DIR</code> to serve a ComfyUI front end build here.</p>' +
+            '</body></html>\n',
+          contentType: 'text/html',
+          headers: noCache,
+        },
+  )
   route(core, 'GET', '/embeddings', async () =>
     json(((await dir.listModels('embeddings')) ?? []).map((n) => n.slice(0, n.length - extname(n).length))),
   )
@@ -422,7 +389,11 @@ export function createRoutes(ctx: RouteContext): (req: IncomingMessage, res: Ser
     if (metadata === undefined) return empty(404)
     return json(metadata)
   })
-  route(core, 'POST', '/upload/image', async (req) => {
+  /** `image_upload`: the multipart form's image into input/ (or type=), with ComfyUI's duplicate naming. */
+  const imageUpload = async (
+    req: Req,
+    save?: (fields: Map<string, string>, data: Buffer, filepath: string) => Promise<void>,
+  ): Promise<Reply> => {
     // aiohttp reads the boundary from the Content-Type; a body that is not multipart/form-data is an error.
     const contentType = String(req.headers['content-type'] ?? '')
     const boundary = /boundary=(?:"([^"]+)"|([^;\s]+))/i.exec(contentType)
@@ -466,9 +437,19 @@ export function createRoutes(ctx: RouteContext): (req: IncomingMessage, res: Ser
         filepath = join(folder, filename)
       }
     }
-    if (!duplicate) await writeFile(filepath, image.data)
+    if (!duplicate) {
+      if (save) {
+        const fields = new Map<string, string>()
+        for (const p of parsed.parts) if (p.filename === null) fields.set(p.name, p.data.toString('utf8'))
+        await save(fields, image.data, filepath)
+      } else await writeFile(filepath, image.data)
+    }
     return json({ name: filename, subfolder, type })
-  })
+  }
+  route(core, 'POST', '/upload/image', (req) => imageUpload(req))
+  route(core, 'POST', '/upload/mask', (req) =>
+    imageUpload(req, (fields, data, filepath) => saveMask(dir, fields, data, filepath)),
+  )
   route(core, 'GET', '/users', async () => json({ storage: 'server', migrated: true }))
   route(core, 'GET', '/userdata/{file}', async (_r, [file]) => {
     const p = userPath(file!)
@@ -549,9 +530,24 @@ export function createRoutes(ctx: RouteContext): (req: IncomingMessage, res: Ser
         .join(''),
     ),
   )
-  route(internal, 'GET', '/internal/logs/raw', async () =>
-    json({ entries: ctx.logs().map((l) => ({ t: l.t, m: l.m })), size: { cols: 80, rows: 24 } }),
-  )
+  route(internal, 'GET', '/internal/logs/raw', async () => {
+    ctx.terminal?.updateSize()
+    return json({ entries: ctx.logs().map((l) => ({ t: l.t, m: l.m })), size: { cols: 80, rows: 24 } })
+  })
+  route(internal, 'PATCH', '/internal/logs/subscribe', async (req) => {
+    const body = await readJson(req)
+    if (!isPyObject(body)) throw new PyError('TypeError', 'list indices must be integers or slices, not str')
+    if (!Object.hasOwn(body, 'clientId')) throw new PyError('KeyError', "'clientId'")
+    if (!Object.hasOwn(body, 'enabled')) throw new PyError('KeyError', "'enabled'")
+    const id = body.clientId!
+    if (id !== null && typeof id === 'object') throw new PyError('TypeError', 'unhashable type')
+    // A non-string id can never name a socket; ComfyUI keeps it until the next flush drops it.
+    if (typeof id === 'string') {
+      if (pyTruthy(body.enabled!)) ctx.terminal?.subscribe(id)
+      else ctx.terminal?.unsubscribe(id)
+    }
+    return empty(200)
+  })
   route(internal, 'GET', '/internal/folder_paths', async () => json(dir.folderPaths()))
   route(internal, 'GET', '/internal/files/{directory_type}', async (_r, [type]) => {
     const d = type === 'output' || type === 'input' || type === 'temp' ? dir.dirByType(type) : undefined
@@ -564,6 +560,12 @@ export function createRoutes(ctx: RouteContext): (req: IncomingMessage, res: Ser
     }
     return json(files.sort((a, b) => b[1] - a[1]).map((f) => f[0]))
   })
+
+  registerFrontendRoutes(
+    (m, p, h) => route(core, m, p, h),
+    (m, p, h) => route(internal, m, p, h),
+    { dir, userRoot, newId: ctx.newPromptId, log: ctx.log },
+  )
 
   const find = (method: string, path: string): { h?: Handler; params: string[]; allowed: string[] } => {
     const allowed: string[] = []
@@ -619,6 +621,14 @@ export function createRoutes(ctx: RouteContext): (req: IncomingMessage, res: Ser
               reply = serverError()
             }
           }
+        } else if (ctx.webRoot !== undefined && (method === 'GET' || method === 'HEAD')) {
+          // Last in ComfyUI's route table: web.static('/', web_root) answers every other GET.
+          reply = await serveStatic(ctx.webRoot, r)
+        } else if (ctx.webRoot !== undefined) {
+          reply = {
+            ...text(405, '405: Method Not Allowed'),
+            headers: { Allow: [...new Set([...found.allowed, 'GET', 'HEAD'])].sort().join(',') },
+          }
         } else if (found.allowed.length > 0) {
           reply = {
             ...text(405, '405: Method Not Allowed'),
@@ -628,6 +638,8 @@ export function createRoutes(ctx: RouteContext): (req: IncomingMessage, res: Ser
       }
       // Drain an unread body so keep-alive connections stay usable.
       if (!bodyPromise && !req.readableEnded) req.resume()
+      reply.headers = { ...(reply.headers ?? {}) }
+      cacheControl(url.pathname, reply.status, reply.headers)
       await send(res, reply, method === 'HEAD')
     })().catch(() => {
       if (!res.headersSent) {

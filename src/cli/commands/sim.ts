@@ -1,10 +1,12 @@
 /**
  * `comfy-audit sim`: runs the ComfyUI 0.8 stand-in (src/sim) as a standalone server.
  */
+import { existsSync } from 'node:fs'
+import { join, resolve } from 'node:path'
 import type { Command } from 'commander'
 import { createSimServer } from '../../sim/index.js'
 
-/** Adds `sim --host 127.0.0.1 --port 8188 --data DIR [--speed 1]` to the program. */
+/** Adds `sim --host 127.0.0.1 --port 8188 --data DIR [--speed 1] [--web-root DIR]` to the program. */
 export function registerSimCommand(program: Command): void {
   program
     .command('sim')
@@ -13,7 +15,8 @@ export function registerSimCommand(program: Command): void {
     .option('--port <port>', 'port to listen on (0 = any free port)', '8188')
     .requiredOption('--data <dir>', 'data directory (input/, output/, temp/, models/ are created and seeded)')
     .option('--speed <factor>', 'time scale: 1 = recorded timings, 10 = ten times faster', '1')
-    .action(async (opts: { host: string; port: string; data: string; speed: string }) => {
+    .option('--web-root <dir>', 'a built ComfyUI front end to serve at / (as ComfyUI serves its web root)')
+    .action(async (opts: { host: string; port: string; data: string; speed: string; webRoot?: string }) => {
       const port = Number(opts.port)
       const speed = Number(opts.speed)
       if (!Number.isInteger(port) || port < 0 || port > 65535) {
@@ -26,8 +29,23 @@ export function registerSimCommand(program: Command): void {
         process.exitCode = 2
         return
       }
-      const sim = await createSimServer({ dataDir: opts.data, host: opts.host, port, speed })
-      console.log(`ComfyUI stand-in listening on ${sim.url} (data ${sim.dir.base}, speed ${speed})`)
+      const webRoot = opts.webRoot === undefined ? undefined : resolve(opts.webRoot)
+      if (webRoot !== undefined && !existsSync(join(webRoot, 'index.html'))) {
+        console.error(
+          `--web-root must be a folder holding a front end build (index.html), got ${opts.webRoot}`,
+        )
+        process.exitCode = 2
+        return
+      }
+      const sim = await createSimServer({
+        dataDir: opts.data,
+        host: opts.host,
+        port,
+        speed,
+        ...(webRoot !== undefined ? { webRoot } : {}),
+      })
+      const served = webRoot !== undefined ? `, web root ${webRoot}` : ''
+      console.log(`ComfyUI stand-in listening on ${sim.url} (data ${sim.dir.base}, speed ${speed}${served})`)
       let stopping = false
       const stop = (signal: string): void => {
         if (stopping) return
