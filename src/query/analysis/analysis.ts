@@ -1,0 +1,1073 @@
+/**
+ * Answers over the whole history: stats, usage, trends, regressions, correlate, diff and suggest. Each reads
+ * sessions and node runs through the store's query API (any dialect) and returns plain JSON-ready objects,
+ * so the CLI's `--json` and the HTTP API give the same answer.
+ *
+ * Session filters (`user`, `status`, `origin`, `model`, `workflow`) apply to a node run through its session;
+ * `since`/`until` apply to a node run's `timestamp_start` and to a session's `queued_at` (inclusive / exclusive).
+ */
+import type { JsonObject, JsonValue, NodeRunRecord, SessionRecord, SessionStatus } from '../../audit/types.js'
+import type { RuntimeStore } from '../../store/runtime-store.js'
+import type { NodeRunRow } from '../../store/store.js'
+import { mannWhitneyGreater, mean, quantile, sortedNumbers, spearman, spearmanPValue } from './statistics.js'
+
+/** The store calls analysis needs. */
+export type AnalysisStore = Pick<RuntimeStore, 'sessions' | 'session' | 'nodeRuns'>
+
+/** Filters every analysis takes. */
+export interface AnalysisFilter {
+  /** ISO time, inclusive. */
+  readonly since?: string
+  /** ISO time, exclusive. */
+  readonly until?: string
+  readonly nodeType?: string
+  readonly user?: string
+  readonly origin?: string
+  /** Session statuses. */
+  readonly status?: readonly SessionStatus[]
+  /** A model's SHA-256, AutoV2 short hash or name (as the prompt gives it). */
+  readonly model?: string
+  /** The UI workflow's `id`. */
+  readonly workflow?: string
+}
+
+/** The window an answer covers, as given (null when open). */
+export interface AnalysisWindow {
+  readonly since: string | null
+  readonly until: string | null
+}
+
+/** A node run with its session (undefined when the session row is missing). */
+interface Fact {
+  readonly run: NodeRunRow
+  readonly session: SessionRecord | undefined
+}
+
+function isObject(value: JsonValue | undefined | null): value is JsonObject {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+/** The UI workflow's id of a session, or null. */
+export function workflowId(session: SessionRecord | undefined): string | null {
+  const w = session?.workflow
+  return isObject(w) && typeof w.id === 'string' ? w.id : null
+}
+
+function sessionKey(origin: string, id: string): string {
+  return `${origin}\u0000${id}`
+}
+
+function sessionMatches(s: SessionRecord | undefined, f: AnalysisFilter): boolean {
+  if (f.user !== undefined && s?.submitter?.user !== f.user) return false
+  if (f.origin !== undefined && s?.origin !== f.origin) return false
+  if (f.status !== undefined && (s === undefined || !f.status.includes(s.status))) return false
+  if (f.workflow !== undefined && workflowId(s) !== f.workflow) return false
+  if (f.model !== undefined) {
+    const m = f.model.toLowerCase()
+    const found = (s?.models ?? []).some(
+      (x) => x.name.toLowerCase() === m || x.sha256?.toLowerCase() === m || x.autov2?.toLowerCase() === m,
+    )
+    if (!found) return false
+  }
+  return true
+}
+
+function hasSessionFilter(f: AnalysisFilter): boolean {
+  return (
+    f.user !== undefined ||
+    f.origin !== undefined ||
+    f.status !== undefined ||
+    f.model !== undefined ||
+    f.workflow !== undefined
+  )
+}
+
+async function loadSessions(store: AnalysisStore, f: AnalysisFilter): Promise<Map<string, SessionRecord>> {
+  const sessions = await store.sessions({
+    ...(f.origin !== undefined ? { origin: f.origin } : {}),
+    ...(f.user !== undefined ? { user: f.user } : {}),
+    ...(f.status !== undefined ? { status: f.status } : {}),
+  })
+  const map = new Map<string, SessionRecord>()
+  for (const s of sessions) map.set(sessionKey(s.origin, s.session_id), s)
+  return map
+}
+
+/** Node runs in the window with their sessions, filtered. */
+async function loadFacts(store: AnalysisStore, f: AnalysisFilter): Promise<Fact[]> {
+  const [runs, sessions] = await Promise.all([
+    store.nodeRuns({
+      ...(f.since !== undefined ? { since: f.since } : {}),
+      ...(f.until !== undefined ? { until: f.until } : {}),
+      ...(f.nodeType !== undefined ? { nodeType: f.nodeType } : {}),
+      ...(f.origin !== undefined ? { origin: f.origin } : {}),
+    }),
+    loadSessions(store, f),
+  ])
+  const filtered = hasSessionFilter(f)
+  const facts: Fact[] = []
+  for (const run of runs) {
+    const session = sessions.get(sessionKey(run.origin, run.session_id))
+    if (filtered && (session === undefined || !sessionMatches(session, f))) continue
+    facts.push({ run, session })
+  }
+  return facts
+}
+
+function executed(run: NodeRunRecord): boolean {
+  return run.status !== 'cached'
+}
+
+/** Durations of executed runs that have one. */
+function durations(facts: readonly Fact[]): number[] {
+  const out: number[] = []
+  for (const { run } of facts) if (executed(run) && run.duration_ms !== null) out.push(run.duration_ms)
+  return out
+}
+
+function round(value: number | null, digits = 3): number | null {
+  if (value === null) return null
+  const f = 10 ** digits
+  return Math.round(value * f) / f
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// stats
+
+/** Grouping of `stats`. */
+export const STATS_GROUPINGS = ['node_type', 'user', 'model', 'origin', 'day', 'hour'] as const
+export type StatsGrouping = (typeof STATS_GROUPINGS)[number]
+
+/** Duration percentiles (ms) over executed runs. */
+export interface DurationSummary {
+  readonly p50: number | null
+  readonly p95: number | null
+  readonly p99: number | null
+  readonly mean: number | null
+  readonly max: number | null
+}
+
+/** One group of `stats`. */
+export interface StatsGroup {
+  readonly key: Record<string, string | null>
+  readonly runs: number
+  readonly executed: number
+  readonly cached: number
+  readonly errors: number
+  readonly error_rate: number
+  readonly cache_hit_rate: number
+  readonly duration_ms: DurationSummary
+  /** MiB. */
+  readonly gpu_memory_used: {
+    readonly p50: number | null
+    readonly p95: number | null
+    readonly max: number | null
+  }
+}
+
+/** The answer of `stats`. */
+export interface StatsReport {
+  readonly window: AnalysisWindow
+  readonly by: StatsGrouping
+  readonly groups: StatsGroup[]
+}
+
+function groupKeys(fact: Fact, by: StatsGrouping): Record<string, string | null>[] {
+  const { run, session } = fact
+  switch (by) {
+    case 'node_type':
+      return [{ node_type: run.node_type }]
+    case 'user':
+      return [{ user: session?.submitter?.user ?? null }]
+    case 'origin':
+      return [{ origin: run.origin }]
+    case 'day':
+      return [{ day: run.timestamp_start.slice(0, 10) }]
+    case 'hour':
+      return [{ hour: `${run.timestamp_start.slice(0, 13)}:00:00Z` }]
+    case 'model': {
+      const models = session?.models ?? []
+      if (models.length === 0) return [{ model: null, sha256: null }]
+      const seen = new Set<string>()
+      const keys: Record<string, string | null>[] = []
+      for (const m of models) {
+        const k = `${m.name}\u0000${m.sha256 ?? ''}`
+        if (seen.has(k)) continue
+        seen.add(k)
+        keys.push({ model: m.name, sha256: m.sha256 ?? null })
+      }
+      return keys
+    }
+  }
+}
+
+/** Summary of a set of node runs. */
+export function summarizeRuns(runs: readonly NodeRunRecord[]): Omit<StatsGroup, 'key'> {
+  let cached = 0
+  let errors = 0
+  const durs: number[] = []
+  const gpu: number[] = []
+  for (const run of runs) {
+    if (run.status === 'cached') cached++
+    if (run.status === 'error') errors++
+    if (executed(run) && run.duration_ms !== null) durs.push(run.duration_ms)
+    if (run.gpu_memory_used !== null) gpu.push(run.gpu_memory_used)
+  }
+  const d = sortedNumbers(durs)
+  const g = sortedNumbers(gpu)
+  return {
+    runs: runs.length,
+    executed: runs.length - cached,
+    cached,
+    errors,
+    error_rate: runs.length === 0 ? 0 : (round(errors / runs.length, 4) as number),
+    cache_hit_rate: runs.length === 0 ? 0 : (round(cached / runs.length, 4) as number),
+    duration_ms: {
+      p50: round(quantile(d, 0.5)),
+      p95: round(quantile(d, 0.95)),
+      p99: round(quantile(d, 0.99)),
+      mean: round(mean(d)),
+      max: d.length === 0 ? null : (d[d.length - 1] as number),
+    },
+    gpu_memory_used: {
+      p50: round(quantile(g, 0.5)),
+      p95: round(quantile(g, 0.95)),
+      max: g.length === 0 ? null : (g[g.length - 1] as number),
+    },
+  }
+}
+
+/** `stats`: per group, counts, error and cache-hit rates, duration and GPU memory percentiles. */
+export async function stats(
+  store: AnalysisStore,
+  filter: AnalysisFilter,
+  by: StatsGrouping = 'node_type',
+): Promise<StatsReport> {
+  const facts = await loadFacts(store, filter)
+  const groups = new Map<string, { key: Record<string, string | null>; runs: NodeRunRecord[] }>()
+  for (const fact of facts) {
+    for (const key of groupKeys(fact, by)) {
+      const k = JSON.stringify(key)
+      let g = groups.get(k)
+      if (!g) groups.set(k, (g = { key, runs: [] }))
+      g.runs.push(fact.run)
+    }
+  }
+  const out = [...groups.values()].map((g) => ({ key: g.key, ...summarizeRuns(g.runs) }))
+  out.sort((a, b) =>
+    by === 'day' || by === 'hour'
+      ? String(Object.values(a.key)[0]).localeCompare(String(Object.values(b.key)[0]))
+      : b.runs - a.runs || JSON.stringify(a.key).localeCompare(JSON.stringify(b.key)),
+  )
+  return { window: windowOf(filter), by, groups: out }
+}
+
+function windowOf(f: AnalysisFilter): AnalysisWindow {
+  return { since: f.since ?? null, until: f.until ?? null }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// usage
+
+export const USAGE_GROUPINGS = ['user', 'day', 'origin', 'model'] as const
+export type UsageGrouping = (typeof USAGE_GROUPINGS)[number]
+
+/** One group of `usage`. */
+export interface UsageGroup {
+  readonly key: Record<string, string | null>
+  /** Sessions (prompts). */
+  readonly runs: number
+  readonly successes: number
+  readonly errors: number
+  /** Sum of executed node durations, in seconds. */
+  readonly gpu_seconds: number
+  readonly node_runs: number
+  readonly outputs: number
+}
+
+export interface UsageReport {
+  readonly window: AnalysisWindow
+  readonly by: UsageGrouping
+  readonly groups: UsageGroup[]
+}
+
+/** `usage`: per person (or day, origin, model), prompts, successes, errors, GPU-seconds, node runs, outputs. */
+export async function usage(
+  store: AnalysisStore,
+  filter: AnalysisFilter,
+  by: UsageGrouping = 'user',
+): Promise<UsageReport> {
+  const sessions = (
+    await store.sessions({
+      ...(filter.since !== undefined ? { since: filter.since } : {}),
+      ...(filter.until !== undefined ? { until: filter.until } : {}),
+      ...(filter.origin !== undefined ? { origin: filter.origin } : {}),
+      ...(filter.user !== undefined ? { user: filter.user } : {}),
+      ...(filter.status !== undefined ? { status: filter.status } : {}),
+    })
+  ).filter((s) => sessionMatches(s, filter))
+  const runs = await store.nodeRuns({
+    ...(filter.since !== undefined ? { since: filter.since } : {}),
+    ...(filter.origin !== undefined ? { origin: filter.origin } : {}),
+    ...(filter.nodeType !== undefined ? { nodeType: filter.nodeType } : {}),
+  })
+  const perSession = new Map<string, { gpuMs: number; nodeRuns: number }>()
+  for (const run of runs) {
+    const k = sessionKey(run.origin, run.session_id)
+    let p = perSession.get(k)
+    if (!p) perSession.set(k, (p = { gpuMs: 0, nodeRuns: 0 }))
+    p.nodeRuns++
+    if (executed(run) && run.duration_ms !== null) p.gpuMs += run.duration_ms
+  }
+  const groups = new Map<
+    string,
+    { key: Record<string, string | null>; g: Omit<UsageGroup, 'key'> & { gpuMs: number } }
+  >()
+  for (const s of sessions) {
+    const keys: Record<string, string | null>[] =
+      by === 'user'
+        ? [{ user: s.submitter?.user ?? null }]
+        : by === 'day'
+          ? [{ day: s.queued_at?.slice(0, 10) ?? null }]
+          : by === 'origin'
+            ? [{ origin: s.origin }]
+            : s.models.length === 0
+              ? [{ model: null, sha256: null }]
+              : [...new Map(s.models.map((m) => [`${m.name}\u0000${m.sha256 ?? ''}`, m])).values()].map(
+                  (m) => ({
+                    model: m.name,
+                    sha256: m.sha256 ?? null,
+                  }),
+                )
+    const p = perSession.get(sessionKey(s.origin, s.session_id)) ?? { gpuMs: 0, nodeRuns: 0 }
+    for (const key of keys) {
+      const k = JSON.stringify(key)
+      let entry = groups.get(k)
+      if (!entry) {
+        entry = {
+          key,
+          g: { runs: 0, successes: 0, errors: 0, gpu_seconds: 0, gpuMs: 0, node_runs: 0, outputs: 0 },
+        }
+        groups.set(k, entry)
+      }
+      const g = entry.g as { -readonly [K in keyof typeof entry.g]: (typeof entry.g)[K] }
+      g.runs++
+      if (s.status === 'success') g.successes++
+      if (s.status === 'error') g.errors++
+      g.gpuMs += p.gpuMs
+      g.node_runs += p.nodeRuns
+      g.outputs += s.outputs.length
+    }
+  }
+  const out: UsageGroup[] = [...groups.values()].map(({ key, g }) => ({
+    key,
+    runs: g.runs,
+    successes: g.successes,
+    errors: g.errors,
+    gpu_seconds: round(g.gpuMs / 1000) as number,
+    node_runs: g.node_runs,
+    outputs: g.outputs,
+  }))
+  out.sort((a, b) =>
+    by === 'day'
+      ? String(a.key.day).localeCompare(String(b.key.day))
+      : b.gpu_seconds - a.gpu_seconds || JSON.stringify(a.key).localeCompare(JSON.stringify(b.key)),
+  )
+  return { window: windowOf(filter), by, groups: out }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// trends
+
+export const TREND_BUCKETS = { '1h': 3_600_000, '1d': 86_400_000, '1w': 7 * 86_400_000 } as const
+export type TrendBucket = keyof typeof TREND_BUCKETS
+
+export interface TrendPoint {
+  /** Bucket start, ISO (UTC; weeks start on Monday). */
+  readonly start: string
+  readonly runs: number
+  readonly p50: number | null
+  readonly p95: number | null
+  readonly errors: number
+}
+
+export interface TrendsReport {
+  readonly window: AnalysisWindow
+  readonly node_type: string
+  readonly bucket: TrendBucket
+  readonly buckets: TrendPoint[]
+}
+
+/** Start of the bucket holding `ms`: hours and days on UTC boundaries, weeks on Mondays 00:00 UTC. */
+export function bucketStart(ms: number, bucket: TrendBucket): number {
+  const size = TREND_BUCKETS[bucket]
+  // 1970-01-01 was a Thursday: shift by 4 days so weeks start on Monday.
+  const offset = bucket === '1w' ? 4 * 86_400_000 : 0
+  return Math.floor((ms - offset) / size) * size + offset
+}
+
+/** `trends`: per time bucket, runs, duration p50/p95 of executed runs, and errors, of one node type. */
+export async function trends(
+  store: AnalysisStore,
+  filter: AnalysisFilter & { readonly nodeType: string },
+  bucket: TrendBucket = '1d',
+): Promise<TrendsReport> {
+  const facts = await loadFacts(store, filter)
+  const buckets = new Map<number, NodeRunRecord[]>()
+  for (const { run } of facts) {
+    const start = bucketStart(Date.parse(run.timestamp_start), bucket)
+    let list = buckets.get(start)
+    if (!list) buckets.set(start, (list = []))
+    list.push(run)
+  }
+  const points = [...buckets.entries()]
+    .sort((a, b) => a[0] - b[0])
+    .map(([start, runs]) => {
+      const d = sortedNumbers(durations(runs.map((run) => ({ run: run as NodeRunRow, session: undefined }))))
+      return {
+        start: new Date(start).toISOString(),
+        runs: runs.length,
+        p50: round(quantile(d, 0.5)),
+        p95: round(quantile(d, 0.95)),
+        errors: runs.filter((r) => r.status === 'error').length,
+      }
+    })
+  return { window: windowOf(filter), node_type: filter.nodeType, bucket, buckets: points }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// regressions
+
+/** Options of {@link regressions}. */
+export interface RegressionOptions {
+  /** Length of the baseline window before the recent one, ms (default 7 days). */
+  readonly baselineMillis?: number
+  /** Length of the recent window ending at `now`, ms (default 1 day). */
+  readonly recentMillis?: number
+  /** Fewest executed runs in each window for a comparison (default 20). */
+  readonly minSamples?: number
+  /** Largest one-sided Mann-Whitney p-value reported (default 0.01). */
+  readonly alpha?: number
+  /** Smallest ratio of p50s reported (default 1.1: a 10% slowdown). */
+  readonly minRatio?: number
+  /** End of the recent window (default: `filter.until`, else the current time). */
+  readonly now?: Date
+}
+
+export interface WindowSample {
+  readonly n: number
+  readonly p50: number | null
+  readonly p95: number | null
+}
+
+export interface Regression {
+  readonly node_type: string | null
+  /** Null for the node type over every workflow. */
+  readonly workflow: string | null
+  readonly baseline: WindowSample
+  readonly recent: WindowSample
+  /** recent p50 / baseline p50. */
+  readonly ratio: number
+  /** One-sided Mann-Whitney U p-value that recent durations are larger. */
+  readonly p_value: number
+}
+
+export interface RegressionsReport {
+  readonly baseline_window: AnalysisWindow
+  readonly recent_window: AnalysisWindow
+  readonly min_samples: number
+  readonly alpha: number
+  readonly min_ratio: number
+  readonly regressions: Regression[]
+  /** Groups with enough samples that were compared (reported or not). */
+  readonly compared: number
+}
+
+function sample(values: number[]): WindowSample {
+  const s = sortedNumbers(values)
+  return { n: s.length, p50: round(quantile(s, 0.5)), p95: round(quantile(s, 0.95)) }
+}
+
+/**
+ * `regressions`: node types (and node type + workflow) whose recent durations are slower than the baseline.
+ * A group is reported only with `minSamples` executed runs in both windows, a p50 ratio of at least `minRatio`
+ * and a Mann-Whitney p-value below `alpha`, so noise does not raise alarms.
+ */
+export async function regressions(
+  store: AnalysisStore,
+  filter: AnalysisFilter,
+  options: RegressionOptions = {},
+): Promise<RegressionsReport> {
+  const now = options.now?.getTime() ?? (filter.until !== undefined ? Date.parse(filter.until) : Date.now())
+  const recentMs = options.recentMillis ?? 86_400_000
+  const baselineMs = options.baselineMillis ?? 7 * 86_400_000
+  const minSamples = options.minSamples ?? 20
+  const alpha = options.alpha ?? 0.01
+  const minRatio = options.minRatio ?? 1.1
+  const split = now - recentMs
+  const from = split - baselineMs
+  const iso = (ms: number): string => new Date(ms).toISOString()
+  const facts = await loadFacts(store, { ...filter, since: iso(from), until: iso(now) })
+  const groups = new Map<
+    string,
+    { node_type: string | null; workflow: string | null; base: number[]; recent: number[] }
+  >()
+  for (const { run, session } of facts) {
+    if (!executed(run) || run.duration_ms === null || run.status !== 'success') continue
+    const inRecent = Date.parse(run.timestamp_start) >= split
+    for (const workflow of [null, workflowId(session)]) {
+      const k = JSON.stringify([run.node_type, workflow])
+      let g = groups.get(k)
+      if (!g) groups.set(k, (g = { node_type: run.node_type, workflow, base: [], recent: [] }))
+      ;(inRecent ? g.recent : g.base).push(run.duration_ms)
+      if (workflowId(session) === null) break
+    }
+  }
+  const found: Regression[] = []
+  let compared = 0
+  for (const g of groups.values()) {
+    if (g.base.length < minSamples || g.recent.length < minSamples) continue
+    compared++
+    const base = sample(g.base)
+    const recent = sample(g.recent)
+    if (base.p50 === null || recent.p50 === null || base.p50 <= 0) continue
+    const ratio = recent.p50 / base.p50
+    if (ratio < minRatio) continue
+    const test = mannWhitneyGreater(g.base, g.recent)
+    if (test.p_value >= alpha) continue
+    found.push({
+      node_type: g.node_type,
+      workflow: g.workflow,
+      baseline: base,
+      recent,
+      ratio: round(ratio) as number,
+      p_value: Number(test.p_value.toPrecision(3)),
+    })
+  }
+  found.sort((a, b) => b.ratio - a.ratio || (a.workflow === null ? -1 : 1))
+  return {
+    baseline_window: { since: iso(from), until: iso(split) },
+    recent_window: { since: iso(split), until: iso(now) },
+    min_samples: minSamples,
+    alpha,
+    min_ratio: minRatio,
+    regressions: found,
+    compared,
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// correlate
+
+/** Factors `correlate` always knows, besides any numeric input by name. */
+export const BUILTIN_FACTORS = [
+  'gpu_memory_used',
+  'gpu_memory_fraction',
+  'pixels',
+  'batch_size',
+  'steps',
+  'steps_x_pixels',
+] as const
+
+type Graph = Record<string, { class_type?: string; inputs?: JsonObject }>
+
+function graphOf(session: SessionRecord | undefined): Graph | null {
+  return isObject(session?.prompt) ? (session.prompt as unknown as Graph) : null
+}
+
+function isLinkValue(v: JsonValue | undefined): v is [string, number] {
+  return Array.isArray(v) && v.length === 2 && typeof v[0] === 'string' && typeof v[1] === 'number'
+}
+
+function asNumber(v: JsonValue | undefined): number | null {
+  return typeof v === 'number' && Number.isFinite(v) ? v : null
+}
+
+/**
+ * The nearest node (breadth-first through links, starting at the node itself) whose literal inputs hold
+ * every one of `names` as numbers: how `pixels` finds the EmptyLatentImage (or image size) feeding a sampler.
+ */
+function upstreamNumbers(graph: Graph, nodeId: string, names: readonly string[]): number[] | null {
+  const seen = new Set<string>()
+  let frontier = [nodeId]
+  while (frontier.length > 0) {
+    const next: string[] = []
+    for (const id of frontier) {
+      if (seen.has(id)) continue
+      seen.add(id)
+      const inputs = graph[id]?.inputs
+      if (!isObject(inputs)) continue
+      const values = names.map((n) => asNumber(inputs[n]))
+      if (values.every((v) => v !== null)) return values as number[]
+      for (const v of Object.values(inputs)) if (isLinkValue(v)) next.push(v[0])
+    }
+    frontier = next
+  }
+  return null
+}
+
+/** The value of one factor for a run, or null when it does not apply. */
+export function factorValue(
+  fact: { run: NodeRunRecord; session: SessionRecord | undefined },
+  factor: string,
+): number | null {
+  const { run, session } = fact
+  if (factor === 'gpu_memory_used') return run.gpu_memory_used
+  if (factor === 'gpu_memory_fraction') {
+    const total = session?.environment?.vram_total_mib
+    return run.gpu_memory_used === null || !total ? null : run.gpu_memory_used / total
+  }
+  const graph = graphOf(session)
+  const own = asNumber(run.inputs[factor])
+  if (factor !== 'pixels' && factor !== 'steps_x_pixels' && own !== null) return own
+  if (!graph) return null
+  if (factor === 'pixels' || factor === 'steps_x_pixels') {
+    const size = upstreamNumbers(graph, run.node_id, ['width', 'height'])
+    if (!size) return null
+    const pixels = size[0]! * size[1]!
+    if (factor === 'pixels') return pixels
+    const steps = upstreamNumbers(graph, run.node_id, ['steps'])
+    const batch = upstreamNumbers(graph, run.node_id, ['batch_size'])?.[0] ?? 1
+    return steps ? steps[0]! * pixels * batch : null
+  }
+  if (factor === 'batch_size' || factor === 'steps')
+    return upstreamNumbers(graph, run.node_id, [factor])?.[0] ?? null
+  return null
+}
+
+export interface FactorCorrelation {
+  readonly factor: string
+  readonly n: number
+  /** Spearman's rho of duration with the factor (null when either is constant). */
+  readonly rho: number | null
+  /** Two-sided p-value of rho under independence. */
+  readonly p_value: number | null
+}
+
+export interface FactorBin {
+  readonly from: number
+  readonly to: number
+  readonly n: number
+  readonly p50: number | null
+  readonly p95: number | null
+}
+
+export interface CorrelateReport {
+  readonly window: AnalysisWindow
+  readonly node_type: string
+  /** Every factor ranked by |rho| (without `--factor`), or the one asked for. */
+  readonly factors: FactorCorrelation[]
+  /** Durations by factor bins (equal-count bins) of the factor asked for, or the strongest one. */
+  readonly bins: { readonly factor: string; readonly bins: FactorBin[] } | null
+}
+
+/** `correlate`: Spearman correlation of executed durations of one node type with factors, and duration by bins. */
+export async function correlate(
+  store: AnalysisStore,
+  filter: AnalysisFilter & { readonly nodeType: string },
+  factor?: string,
+  binCount = 5,
+): Promise<CorrelateReport> {
+  const facts = (await loadFacts(store, filter)).filter(
+    (f) => f.run.status === 'success' && f.run.duration_ms !== null,
+  )
+  let names: string[]
+  if (factor !== undefined) names = [factor]
+  else {
+    const inputNames = new Set<string>()
+    for (const f of facts)
+      for (const [k, v] of Object.entries(f.run.inputs)) if (asNumber(v) !== null) inputNames.add(k)
+    names = [...new Set<string>([...BUILTIN_FACTORS, ...[...inputNames].sort()])]
+  }
+  const pairs = new Map<string, [number, number][]>()
+  const results: FactorCorrelation[] = []
+  for (const name of names) {
+    const list: [number, number][] = []
+    for (const f of facts) {
+      const x = factorValue(f, name)
+      if (x !== null) list.push([x, f.run.duration_ms as number])
+    }
+    pairs.set(name, list)
+    if (list.length === 0 && factor === undefined) continue
+    const rho = spearman(
+      list.map((p) => p[0]),
+      list.map((p) => p[1]),
+    )
+    results.push({
+      factor: name,
+      n: list.length,
+      rho: round(rho, 4),
+      p_value: rho === null ? null : Number(spearmanPValue(rho, list.length).toPrecision(3)),
+    })
+  }
+  results.sort((a, b) => Math.abs(b.rho ?? 0) - Math.abs(a.rho ?? 0) || a.factor.localeCompare(b.factor))
+  const binFactor = factor ?? results.find((r) => r.rho !== null)?.factor
+  const bins =
+    binFactor === undefined ? null : { factor: binFactor, bins: binsOf(pairs.get(binFactor) ?? [], binCount) }
+  return { window: windowOf(filter), node_type: filter.nodeType, factors: results, bins }
+}
+
+/** Equal-count bins by factor value; runs with the same factor value stay in one bin. */
+function binsOf(pairs: readonly [number, number][], count: number): FactorBin[] {
+  const sorted = [...pairs].sort((a, b) => a[0] - b[0])
+  const out: FactorBin[] = []
+  const size = Math.max(1, Math.ceil(sorted.length / count))
+  let i = 0
+  while (i < sorted.length) {
+    let j = Math.min(sorted.length, i + size)
+    while (j < sorted.length && sorted[j]![0] === sorted[j - 1]![0]) j++
+    const slice = sorted.slice(i, j)
+    const d = sortedNumbers(slice.map((p) => p[1]))
+    out.push({
+      from: round(slice[0]![0], 4) as number,
+      to: round(slice[slice.length - 1]![0], 4) as number,
+      n: slice.length,
+      p50: round(quantile(d, 0.5)),
+      p95: round(quantile(d, 0.95)),
+    })
+    i = j
+  }
+  return out
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// diff
+
+export interface DiffReport {
+  readonly a: {
+    readonly session_id: string
+    readonly origin: string
+    readonly status: string
+    readonly queued_at: string | null
+  }
+  readonly b: {
+    readonly session_id: string
+    readonly origin: string
+    readonly status: string
+    readonly queued_at: string | null
+  }
+  readonly nodes_added: { node_id: string; node_type: string | null }[]
+  readonly nodes_removed: { node_id: string; node_type: string | null }[]
+  /** Links are shown as `{node, output}`. */
+  readonly inputs_changed: {
+    node_id: string
+    node_type: string | null
+    input: string
+    before: JsonValue
+    after: JsonValue
+  }[]
+  readonly models_changed: {
+    node_id: string
+    input_name: string
+    folder: string
+    before: { name: string; sha256: string | null } | null
+    after: { name: string; sha256: string | null } | null
+  }[]
+  readonly seeds_changed: { node_id: string; input_name: string; before: JsonValue; after: JsonValue }[]
+  readonly timing: {
+    node_id: string
+    node_type: string | null
+    a: { status: string; duration_ms: number | null } | null
+    b: { status: string; duration_ms: number | null } | null
+    delta_ms: number | null
+  }[]
+  readonly total_delta_ms: number | null
+}
+
+function shownInput(v: JsonValue | undefined): JsonValue {
+  if (v === undefined) return null
+  return isLinkValue(v) ? { node: v[0], output: v[1] } : v
+}
+
+function sameJson(a: JsonValue | undefined, b: JsonValue | undefined): boolean {
+  return (
+    JSON.stringify(a, (_k, v: unknown) => (typeof v === 'bigint' ? `${v}n` : v)) ===
+    JSON.stringify(b, (_k, v: unknown) => (typeof v === 'bigint' ? `${v}n` : v))
+  )
+}
+
+/** `diff A B`: what differs between two sessions' graphs, models, seeds and per-node timing. */
+export async function diffSessions(
+  store: AnalysisStore,
+  a: SessionRecord,
+  b: SessionRecord,
+): Promise<DiffReport> {
+  const [runsA, runsB] = await Promise.all([
+    store.nodeRuns({ sessionId: a.session_id, origin: a.origin }),
+    store.nodeRuns({ sessionId: b.session_id, origin: b.origin }),
+  ])
+  const ga = graphOf(a) ?? {}
+  const gb = graphOf(b) ?? {}
+  const seedKeys = new Set([...a.seeds, ...b.seeds].map((s) => `${s.node_id}\u0000${s.input_name}`))
+  const modelKeys = new Set([...a.models, ...b.models].map((m) => `${m.node_id}\u0000${m.input_name}`))
+  const ids = [...new Set([...Object.keys(ga), ...Object.keys(gb)])].sort(compareNodeIds)
+  const nodes_added: DiffReport['nodes_added'] = []
+  const nodes_removed: DiffReport['nodes_removed'] = []
+  const inputs_changed: DiffReport['inputs_changed'] = []
+  for (const id of ids) {
+    const na = ga[id]
+    const nb = gb[id]
+    if (!na && nb) nodes_added.push({ node_id: id, node_type: nb.class_type ?? null })
+    else if (na && !nb) nodes_removed.push({ node_id: id, node_type: na.class_type ?? null })
+    else if (na && nb) {
+      const ia = isObject(na.inputs) ? na.inputs : {}
+      const ib = isObject(nb.inputs) ? nb.inputs : {}
+      for (const input of [...new Set([...Object.keys(ia), ...Object.keys(ib)])].sort()) {
+        const k = `${id}\u0000${input}`
+        // Seeds and models have their own sections.
+        if (seedKeys.has(k) || modelKeys.has(k)) continue
+        if (!sameJson(ia[input], ib[input])) {
+          inputs_changed.push({
+            node_id: id,
+            node_type: nb.class_type ?? na.class_type ?? null,
+            input,
+            before: shownInput(ia[input]),
+            after: shownInput(ib[input]),
+          })
+        }
+      }
+    }
+  }
+  const models_changed: DiffReport['models_changed'] = []
+  for (const k of [...modelKeys].sort()) {
+    const ma = a.models.find((m) => `${m.node_id}\u0000${m.input_name}` === k)
+    const mb = b.models.find((m) => `${m.node_id}\u0000${m.input_name}` === k)
+    if (ma && mb && ma.name === mb.name && (ma.sha256 ?? null) === (mb.sha256 ?? null)) continue
+    const m = (mb ?? ma)!
+    models_changed.push({
+      node_id: m.node_id,
+      input_name: m.input_name,
+      folder: m.folder,
+      before: ma ? { name: ma.name, sha256: ma.sha256 ?? null } : null,
+      after: mb ? { name: mb.name, sha256: mb.sha256 ?? null } : null,
+    })
+  }
+  const seeds_changed: DiffReport['seeds_changed'] = []
+  for (const k of [...seedKeys].sort()) {
+    const sa = a.seeds.find((s) => `${s.node_id}\u0000${s.input_name}` === k)
+    const sb = b.seeds.find((s) => `${s.node_id}\u0000${s.input_name}` === k)
+    if (sa && sb && sameJson(sa.value, sb.value)) continue
+    const s = (sb ?? sa)!
+    seeds_changed.push({
+      node_id: s.node_id,
+      input_name: s.input_name,
+      before: sa?.value ?? null,
+      after: sb?.value ?? null,
+    })
+  }
+  const byId = (runs: NodeRunRow[]): Map<string, NodeRunRow> => new Map(runs.map((r) => [r.node_id, r]))
+  const ra = byId(runsA)
+  const rb = byId(runsB)
+  const timing: DiffReport['timing'] = []
+  for (const id of [...new Set([...ra.keys(), ...rb.keys()])].sort(compareNodeIds)) {
+    const x = ra.get(id)
+    const y = rb.get(id)
+    timing.push({
+      node_id: id,
+      node_type: y?.node_type ?? x?.node_type ?? null,
+      a: x ? { status: x.status, duration_ms: x.duration_ms } : null,
+      b: y ? { status: y.status, duration_ms: y.duration_ms } : null,
+      delta_ms: x?.duration_ms != null && y?.duration_ms != null ? y.duration_ms - x.duration_ms : null,
+    })
+  }
+  const brief = (s: SessionRecord): DiffReport['a'] => ({
+    session_id: s.session_id,
+    origin: s.origin,
+    status: s.status,
+    queued_at: s.queued_at,
+  })
+  return {
+    a: brief(a),
+    b: brief(b),
+    nodes_added,
+    nodes_removed,
+    inputs_changed,
+    models_changed,
+    seeds_changed,
+    timing,
+    total_delta_ms: a.duration_ms !== null && b.duration_ms !== null ? b.duration_ms - a.duration_ms : null,
+  }
+}
+
+function compareNodeIds(a: string, b: string): number {
+  const na = Number(a)
+  const nb = Number(b)
+  if (Number.isInteger(na) && Number.isInteger(nb)) return na - nb
+  return a.localeCompare(b)
+}
+
+/** The last `count` sessions of a workflow (by queue time, oldest first), within the filter. */
+export async function lastOfWorkflow(
+  store: AnalysisStore,
+  filter: AnalysisFilter & { readonly workflow: string },
+  count: number,
+): Promise<SessionRecord[]> {
+  const sessions = (
+    await store.sessions({
+      ...(filter.since !== undefined ? { since: filter.since } : {}),
+      ...(filter.until !== undefined ? { until: filter.until } : {}),
+      ...(filter.origin !== undefined ? { origin: filter.origin } : {}),
+      ...(filter.user !== undefined ? { user: filter.user } : {}),
+      ...(filter.status !== undefined ? { status: filter.status } : {}),
+    })
+  ).filter((s) => sessionMatches(s, filter))
+  // store.sessions is newest first.
+  return sessions.slice(0, count).reverse()
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// suggest
+
+export interface NumberParameter {
+  readonly name: string
+  readonly kind: 'number'
+  readonly n: number
+  readonly p10: number | null
+  readonly p50: number | null
+  readonly p90: number | null
+}
+
+export interface ChoiceParameter {
+  readonly name: string
+  readonly kind: 'choice'
+  readonly n: number
+  readonly top: {
+    value: JsonValue
+    count: number
+    share: number
+    success_rate: number
+    p50_duration_ms: number | null
+  }[]
+}
+
+export interface SuggestReport {
+  readonly window: AnalysisWindow
+  readonly node_type: string
+  readonly where: Record<string, string>
+  readonly note: string
+  /** Runs matching `where` (any status) and the successful ones the distributions are over. */
+  readonly runs: number
+  readonly n: number
+  readonly parameters: (NumberParameter | ChoiceParameter)[]
+  readonly combinations: {
+    values: JsonObject
+    count: number
+    share: number
+    p50_duration_ms: number | null
+  }[]
+}
+
+/** Inputs that identify a run rather than describe a setting. */
+const SKIPPED_PARAMETERS = new Set(['seed', 'noise_seed', 'text', 'filename_prefix'])
+
+function contextValue(fact: Fact, name: string): JsonValue | undefined {
+  const own = fact.run.inputs[name]
+  if (own !== undefined && !isLinkValue(own)) return own
+  if (name === 'width' || name === 'height' || name === 'batch_size' || name === 'steps') {
+    const graph = graphOf(fact.session)
+    if (graph) return upstreamNumbers(graph, fact.run.node_id, [name])?.[0]
+  }
+  return undefined
+}
+
+function valueMatches(actual: JsonValue | undefined, wanted: string): boolean {
+  if (actual === undefined || actual === null) return false
+  if (typeof actual === 'number') return Number(wanted) === actual
+  return String(actual) === wanted
+}
+
+/** `suggest`: over successful runs of a node type (matching `where`), the distribution of each parameter. */
+export async function suggest(
+  store: AnalysisStore,
+  filter: AnalysisFilter & { readonly nodeType: string },
+  where: Record<string, string> = {},
+  top = 5,
+): Promise<SuggestReport> {
+  const matching = (await loadFacts(store, filter)).filter(
+    (f) =>
+      f.run.status !== 'cached' &&
+      Object.entries(where).every(([k, v]) => valueMatches(contextValue(f, k), v)),
+  )
+  const ok = matching.filter((f) => f.run.status === 'success')
+  const names = new Set<string>()
+  for (const f of matching) {
+    for (const [k, v] of Object.entries(f.run.inputs))
+      if (!isLinkValue(v) && !SKIPPED_PARAMETERS.has(k)) names.add(k)
+  }
+  const parameters: (NumberParameter | ChoiceParameter)[] = []
+  const choiceNames: string[] = []
+  for (const name of [...names].sort()) {
+    const values = ok.map((f) => f.run.inputs[name]).filter((v) => v !== undefined)
+    const numeric = values.length > 0 && values.every((v) => typeof v === 'number')
+    const distinct = new Set(values.map((v) => JSON.stringify(v))).size
+    // A number with few distinct values (steps, cfg) reads better as choices too; both views are useful.
+    if (numeric && distinct > top) {
+      const s = sortedNumbers(values as number[])
+      parameters.push({
+        name,
+        kind: 'number',
+        n: s.length,
+        p10: round(quantile(s, 0.1)),
+        p50: round(quantile(s, 0.5)),
+        p90: round(quantile(s, 0.9)),
+      })
+      continue
+    }
+    choiceNames.push(name)
+    const groups = new Map<string, { value: JsonValue; ok: Fact[]; all: number }>()
+    for (const f of matching) {
+      const v = f.run.inputs[name]
+      if (v === undefined) continue
+      const k = JSON.stringify(v)
+      let g = groups.get(k)
+      if (!g) groups.set(k, (g = { value: v, ok: [], all: 0 }))
+      g.all++
+      if (f.run.status === 'success') g.ok.push(f)
+    }
+    const list = [...groups.values()]
+      .filter((g) => g.ok.length > 0)
+      .sort(
+        (a, b) => b.ok.length - a.ok.length || JSON.stringify(a.value).localeCompare(JSON.stringify(b.value)),
+      )
+      .slice(0, top)
+      .map((g) => ({
+        value: g.value,
+        count: g.ok.length,
+        share: round(g.ok.length / Math.max(1, ok.length), 4) as number,
+        success_rate: round(g.ok.length / g.all, 4) as number,
+        p50_duration_ms: round(quantile(sortedNumbers(durations(g.ok)), 0.5)),
+      }))
+    parameters.push({ name, kind: 'choice', n: values.length, top: list })
+  }
+  const combos = new Map<string, { values: JsonObject; runs: Fact[] }>()
+  for (const f of ok) {
+    const values: JsonObject = {}
+    for (const name of choiceNames) values[name] = f.run.inputs[name] ?? null
+    const k = JSON.stringify(values)
+    let c = combos.get(k)
+    if (!c) combos.set(k, (c = { values, runs: [] }))
+    c.runs.push(f)
+  }
+  const combinations = [...combos.values()]
+    .sort(
+      (a, b) =>
+        b.runs.length - a.runs.length || JSON.stringify(a.values).localeCompare(JSON.stringify(b.values)),
+    )
+    .slice(0, top)
+    .map((c) => ({
+      values: c.values,
+      count: c.runs.length,
+      share: round(c.runs.length / Math.max(1, ok.length), 4) as number,
+      p50_duration_ms: round(quantile(sortedNumbers(durations(c.runs)), 0.5)),
+    }))
+  return {
+    window: windowOf(filter),
+    node_type: filter.nodeType,
+    where,
+    note: `statistics of ${ok.length} past successful runs, not a recommendation`,
+    runs: matching.length,
+    n: ok.length,
+    parameters,
+    combinations,
+  }
+}

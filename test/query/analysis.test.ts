@@ -1,0 +1,267 @@
+/**
+ * Issue 12: analysis over a generated history with planted effects, written through the store's own write
+ * path, on SQLite and PostgreSQL. Each planted effect must be found with the right numbers, and a control
+ * history without effects must report no regression and no correlation above noise.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import {
+  correlate,
+  diffSessions,
+  lastOfWorkflow,
+  regressions,
+  stats,
+  suggest,
+  trends,
+  usage,
+} from '../../src/query/analysis/analysis.js'
+import { createPostgresDialect } from '../../src/store/postgres/postgres-dialect.js'
+import { createRuntimeStore, type RuntimeStore } from '../../src/store/runtime-store.js'
+import { createSqliteDialect } from '../../src/store/sqlite/sqlite-dialect.js'
+import type { StoreDialect } from '../../src/store/store.js'
+import { PLANTED, generateHistory, type GeneratedHistory } from '../helpers/history-generator.js'
+import { findPostgresBin, startPostgres, type PostgresCluster } from '../helpers/postgres.js'
+
+const DAY = 86_400_000
+// 600 prompts, 20 min apart on average: about 8.3 days from 2026-11-01; the slowdown starts on 2026-11-06.
+const SLOW_AFTER = '2026-11-06T00:00:00Z'
+
+let cluster: PostgresCluster | undefined
+
+const dialects: [string, () => Promise<StoreDialect>][] = [
+  ['sqlite', async () => createSqliteDialect({ path: ':memory:' })],
+]
+if (findPostgresBin()) {
+  dialects.push([
+    'postgres',
+    async () => {
+      cluster ??= await startPostgres()
+      return createPostgresDialect({ url: await cluster.createDatabase() })
+    },
+  ])
+}
+
+afterAll(async () => {
+  await cluster?.stop()
+})
+
+describe.each(dialects)('analysis on %s', (_name, makeDialect) => {
+  let store: RuntimeStore
+  let control: RuntimeStore
+  let history: GeneratedHistory
+  let controlHistory: GeneratedHistory
+
+  beforeAll(async () => {
+    store = createRuntimeStore(await makeDialect(), { origin: 'comfy-audit/planted' })
+    control = createRuntimeStore(await makeDialect(), { origin: 'comfy-audit/control' })
+    history = await generateHistory(store, {
+      seed: 7,
+      slowdown: { after: SLOW_AFTER, factor: PLANTED.slowFactor },
+    })
+    controlHistory = await generateHistory(control, { seed: 7, control: true })
+  }, 120_000)
+
+  afterAll(async () => {
+    await store?.close()
+    await control?.close()
+  })
+
+  it('finds the node type made 40% slower after a date, with its ratio and significance (regressions)', async () => {
+    const now = new Date(history.end)
+    const recentMillis = now.getTime() - Date.parse(SLOW_AFTER)
+    const report = await regressions(
+      store,
+      {},
+      { now, recentMillis, baselineMillis: 5 * DAY, minSamples: 20 },
+    )
+    const byType = report.regressions.filter((r) => r.workflow === null)
+    expect(byType.map((r) => r.node_type)).toEqual([PLANTED.slowType])
+    const found = byType[0]!
+    expect(found.ratio).toBeGreaterThan(1.3)
+    expect(found.ratio).toBeLessThan(1.5)
+    expect(found.p_value).toBeLessThan(1e-6)
+    expect(found.baseline.n).toBeGreaterThanOrEqual(20)
+    expect(found.recent.n).toBeGreaterThanOrEqual(20)
+    // Per workflow too: every workflow's CLIPTextEncode slowed down, and nothing else did.
+    for (const r of report.regressions) expect(r.node_type).toBe(PLANTED.slowType)
+    expect(report.regressions.filter((r) => r.workflow !== null).length).toBeGreaterThan(0)
+  })
+
+  it('reports nothing below the sample minimum', async () => {
+    const now = new Date(history.end)
+    const report = await regressions(
+      store,
+      {},
+      {
+        now,
+        recentMillis: now.getTime() - Date.parse(SLOW_AFTER),
+        baselineMillis: 5 * DAY,
+        minSamples: 100_000,
+      },
+    )
+    expect(report.regressions).toEqual([])
+    expect(report.compared).toBe(0)
+  })
+
+  it('reports no regression on the control history', async () => {
+    const now = new Date(controlHistory.end)
+    for (const recentMillis of [DAY, 2 * DAY, now.getTime() - Date.parse(SLOW_AFTER)]) {
+      const report = await regressions(control, {}, { now, recentMillis, baselineMillis: 5 * DAY })
+      expect(report.compared).toBeGreaterThan(5)
+      expect(report.regressions).toEqual([])
+    }
+  })
+
+  it('shows the slowdown in the daily trend of that node type (trends)', async () => {
+    const report = await trends(store, { nodeType: PLANTED.slowType }, '1d')
+    const before = report.buckets.filter((b) => b.start < SLOW_AFTER)
+    const after = report.buckets.filter((b) => b.start >= SLOW_AFTER)
+    expect(before.length).toBeGreaterThan(3)
+    expect(after.length).toBeGreaterThan(1)
+    const mid = (list: typeof before): number => list.reduce((s, b) => s + (b.p50 ?? 0), 0) / list.length
+    expect(mid(after) / mid(before)).toBeGreaterThan(1.3)
+    expect(mid(after) / mid(before)).toBeLessThan(1.5)
+    // Two prompts per run; failing runs stop at the LoRA before reaching them.
+    const failed = history.loraRuns.filter((r) => r.status === 'error').length
+    expect(report.buckets.reduce((s, b) => s + b.runs, 0)).toBe(2 * (history.sessions - failed))
+  })
+
+  it('finds VAE decode slowing as GPU memory nears the card total (correlate)', async () => {
+    const report = await correlate(store, { nodeType: 'VAEDecode' }, 'gpu_memory_fraction')
+    const f = report.factors[0]!
+    expect(f.factor).toBe('gpu_memory_fraction')
+    expect(f.rho).toBeGreaterThan(0.4)
+    expect(f.p_value).toBeLessThan(1e-6)
+    const bins = report.bins!.bins
+    const first = bins[0]!
+    const last = bins[bins.length - 1]!
+    expect(last.from).toBeGreaterThan(0.8)
+    // Flat (about 300 ms) below the knee; the top bin (fractions ~0.84-0.98) at least 1.5x that.
+    for (const bin of bins.filter((x) => x.to < PLANTED.memoryKnee)) {
+      expect(bin.p50!).toBeGreaterThan(270)
+      expect(bin.p50!).toBeLessThan(330)
+    }
+    expect(last.p50! / first.p50!).toBeGreaterThan(1.5)
+  })
+
+  it('finds KSampler time proportional to steps x pixels, ranked first of all factors (correlate)', async () => {
+    const report = await correlate(store, { nodeType: 'KSampler' })
+    expect(report.factors[0]!.factor).toBe('steps_x_pixels')
+    expect(report.factors[0]!.rho).toBeGreaterThan(0.97)
+    const names = report.factors.map((f) => f.factor)
+    for (const name of ['pixels', 'steps', 'batch_size', 'gpu_memory_used', 'cfg'])
+      expect(names).toContain(name)
+    // Proportional: ms per step-megapixel is the planted constant in every bin.
+    for (const bin of report.bins!.bins) {
+      const middle = (bin.from + bin.to) / 2
+      if (bin.to / bin.from > 1.2) continue // a wide bin's midpoint says little
+      expect(bin.p50! / (middle / 1e6)).toBeGreaterThan(PLANTED.msPerStepMegapixel * 0.9)
+      expect(bin.p50! / (middle / 1e6)).toBeLessThan(PLANTED.msPerStepMegapixel * 1.1)
+    }
+  })
+
+  it('finds no correlation above noise on the control history', async () => {
+    for (const nodeType of ['VAEDecode', 'KSampler', 'CLIPTextEncode']) {
+      const report = await correlate(control, { nodeType })
+      expect(report.factors.length).toBeGreaterThan(0)
+      for (const f of report.factors) {
+        expect(Math.abs(f.rho ?? 0), `${nodeType} ${f.factor}`).toBeLessThan(0.2)
+        expect(f.p_value ?? 1, `${nodeType} ${f.factor}`).toBeGreaterThan(0.001)
+      }
+    }
+  })
+
+  it('finds the person with 10x the GPU-seconds (usage)', async () => {
+    const report = await usage(store, {}, 'user')
+    expect(report.groups[0]!.key).toEqual({ user: PLANTED.heavyUser })
+    const heavy = report.groups[0]!
+    const others = report.groups.slice(1)
+    expect(others).toHaveLength(PLANTED.users.length - 1)
+    const mean = others.reduce((s, g) => s + g.gpu_seconds, 0) / others.length
+    expect(heavy.gpu_seconds / mean).toBeGreaterThan(8.5)
+    expect(heavy.gpu_seconds / mean).toBeLessThan(11.5)
+    expect(report.groups.reduce((s, g) => s + g.runs, 0)).toBe(history.sessions)
+    expect(report.groups.reduce((s, g) => s + g.node_runs, 0)).toBe(history.nodeRuns)
+    // Control: everyone about the same.
+    const flat = (await usage(control, {}, 'user')).groups.map((g) => g.gpu_seconds)
+    expect(Math.max(...flat) / Math.min(...flat)).toBeLessThan(1.5)
+  })
+
+  it('pins the failures on the workflow version whose LoRA changed (stats --by model, diff --workflow)', async () => {
+    const byModel = await stats(store, { workflow: PLANTED.loraWorkflow, nodeType: 'LoraLoader' }, 'model')
+    const bad = byModel.groups.find((g) => g.key.model === PLANTED.badLora)!
+    const good = byModel.groups.find((g) => g.key.model === PLANTED.goodLora)!
+    expect(bad.error_rate).toBe(1)
+    expect(good.errors).toBe(0)
+    expect(bad.runs).toBe(history.loraRuns.filter((r) => r.lora === PLANTED.badLora).length)
+    // The last good run against the first failing one.
+    const firstBad = history.loraRuns.findIndex((r) => r.status === 'error')
+    const a = (await store.session(history.loraRuns[firstBad - 1]!.session_id))!
+    const b = (await store.session(history.loraRuns[firstBad]!.session_id))!
+    const diff = await diffSessions(store, a, b)
+    expect(diff.models_changed).toEqual([
+      {
+        node_id: '2',
+        input_name: 'lora_name',
+        folder: 'loras',
+        before: { name: PLANTED.goodLora, sha256: expect.stringMatching(/^[0-9a-f]{64}$/) },
+        after: { name: PLANTED.badLora, sha256: expect.stringMatching(/^[0-9a-f]{64}$/) },
+      },
+    ])
+    expect(diff.models_changed[0]!.before!.sha256).not.toBe(diff.models_changed[0]!.after!.sha256)
+    expect(diff.seeds_changed).toHaveLength(1)
+    expect(diff.nodes_added).toEqual([])
+    const lora = diff.timing.find((t) => t.node_id === '2')!
+    expect(lora.b!.status).toBe('error')
+    expect(diff.timing.find((t) => t.node_id === '6')!.b).toBeNull()
+    expect(diff.total_delta_ms).toBe(b.duration_ms! - a.duration_ms!)
+    // --workflow W --last 2: the two newest runs of the workflow, oldest first.
+    const last = await lastOfWorkflow(store, { workflow: PLANTED.loraWorkflow }, 2)
+    expect(last.map((s) => s.session_id)).toEqual(history.loraRuns.slice(-2).map((r) => r.session_id))
+  })
+
+  it('shows links as links in inputs_changed', async () => {
+    const [a, b] = await lastOfWorkflow(store, { workflow: 'wf-landscape' }, 2)
+    const diff = await diffSessions(store, a!, b!)
+    const text = diff.inputs_changed.find((c) => c.node_id === '3' && c.input === 'text')!
+    expect(text.before).not.toEqual(text.after)
+    expect(
+      diff.inputs_changed.some(
+        (c) => typeof c.before === 'object' && c.before !== null && 'node' in c.before,
+      ),
+    ).toBe(false)
+  })
+
+  it('summarizes node types with rates and percentiles (stats)', async () => {
+    const report = await stats(store, {}, 'node_type')
+    const ks = report.groups.find((g) => g.key.node_type === 'KSampler')!
+    const runs = (await store.nodeRuns({ nodeType: 'KSampler' })).filter((r) => r.status === 'success')
+    expect(ks.executed).toBe(runs.length)
+    const sorted = runs.map((r) => r.duration_ms!).sort((x, y) => x - y)
+    expect(ks.duration_ms.max).toBe(sorted[sorted.length - 1])
+    const loader = report.groups.find((g) => g.key.node_type === 'CheckpointLoaderSimple')!
+    expect(loader.cache_hit_rate).toBeGreaterThan(0.4)
+    expect(loader.cache_hit_rate).toBeLessThan(0.7)
+    const dana = await stats(store, { user: PLANTED.heavyUser }, 'user')
+    expect(dana.groups.map((g) => g.key)).toEqual([{ user: PLANTED.heavyUser }])
+  })
+
+  it('gives the settings that succeeded at 1024x1024, labelled as past statistics (suggest)', async () => {
+    const report = await suggest(store, { nodeType: 'KSampler' }, { width: '1024', height: '1024' })
+    expect(report.n).toBeGreaterThan(20)
+    expect(report.note).toContain('past')
+    const sampler = report.parameters.find((p) => p.name === 'sampler_name')!
+    expect(sampler.kind).toBe('choice')
+    if (sampler.kind !== 'choice') throw new Error('unreachable')
+    expect(sampler.top.reduce((s, t) => s + t.count, 0)).toBe(report.n)
+    // p50 at 1024x1024 follows the planted law for the steps that ran.
+    const steps = report.parameters.find((p) => p.name === 'steps')!
+    if (steps.kind !== 'choice') throw new Error('steps: expected choices')
+    for (const t of steps.top) {
+      if (t.count < 5) continue
+      const batchOne = PLANTED.msPerStepMegapixel * Number(t.value) * 1.048576
+      expect(t.p50_duration_ms!).toBeGreaterThan(batchOne * 0.9)
+    }
+    expect(report.parameters.find((p) => p.name === 'seed')).toBeUndefined()
+    expect(report.combinations[0]!.count).toBeGreaterThan(0)
+  })
+})
