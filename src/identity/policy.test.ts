@@ -223,6 +223,14 @@ describe('policy: audit API for artists', () => {
     ['/_audit/api/node-runs?session=p-bob', 'deny 403'],
     ['/_audit/api/node-runs', 'deny 403'],
     ['/_audit/api/export', 'deny 403'],
+    // issue 12: every aggregate is narrowed to the artist's own runs
+    ...['stats', 'usage', 'trends', 'regressions', 'correlate', 'diff', 'suggest'].flatMap(
+      (c): [string, string][] => [
+        [`/_audit/api/${c}`, 'allow auditUser=alice'],
+        [`/_audit/api/${c}?user=alice`, 'allow auditUser=alice'],
+        [`/_audit/api/${c}?user=bob`, 'deny 403'],
+      ],
+    ),
   ])('GET %s → %s', (path, expected) => {
     expect(decide('artist', 'GET', path)).toBe(expected)
     expect(decide('auditor', 'GET', path)).toBe('allow')

@@ -137,6 +137,11 @@ function bodyObject(body: JsonValue | null | undefined): JsonObject | null {
     : null
 }
 
+/** The analysis routes (stats, usage, trends, regressions, correlate, diff, suggest). */
+const ANALYSIS_PATHS: ReadonlySet<string> = new Set(
+  ['stats', 'usage', 'trends', 'regressions', 'correlate', 'diff', 'suggest'].map((c) => `/_audit/api/${c}`),
+)
+
 const SINGLE = /^\/(history|jobs)\/([^/]+)$/
 
 /** What to look up before calling {@link authorize} for this request. */
@@ -188,6 +193,14 @@ function auditDecision(req: PolicyRequest, path: string, facts: PolicyFacts): De
   if (req.role === 'auditor') return ALLOW
   // artist: their own runs only
   if (path === '/_audit/api/sessions') {
+    const asked = req.query.get('user')
+    if (asked !== null && asked !== req.user) {
+      return { action: 'deny', status: 403, reason: 'artists read only their own runs' }
+    }
+    return { action: 'allow', auditUser: req.user }
+  }
+  if (ANALYSIS_PATHS.has(path)) {
+    // Every aggregate an artist asks for is narrowed to their own runs (the API filters by ?user=).
     const asked = req.query.get('user')
     if (asked !== null && asked !== req.user) {
       return { action: 'deny', status: 403, reason: 'artists read only their own runs' }

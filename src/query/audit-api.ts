@@ -6,6 +6,7 @@ import type { NodeRunFilter, SessionFilter } from '../store/store.js'
 import type { RuntimeStore } from '../store/runtime-store.js'
 import { BodyTooLarge, readBody } from '../gateway/http-util.js'
 import { traceImage } from '../provenance/trace.js'
+import { ANALYSIS_COMMANDS, runAnalysis, type AnalysisCommand } from './analysis/analysis-request.js'
 import { nodeRunExportRow, sessionExportRow } from './format.js'
 
 const MAX_TRACE_BYTES = 256 * 1024 * 1024
@@ -171,6 +172,16 @@ export function createAuditApi(
       filter.limit = Math.min(Number(url.searchParams.get('limit') ?? 1000) || 1000, 100_000)
       const runs = await options.store.nodeRuns(filter)
       send(res, 200, { node_runs: runs.map(nodeRunExportRow) })
+      return true
+    }
+    const analysis = /^\/_audit\/api\/([a-z]+)$/.exec(path)
+    if (analysis && (ANALYSIS_COMMANDS as readonly string[]).includes(analysis[1]!)) {
+      // The same parameters and answers as the CLI's analysis commands (`comfy-audit stats --json`, ...).
+      const params: Record<string, string> = {}
+      for (const [key, value] of url.searchParams) params[key] = value
+      const result = await runAnalysis(options.store, analysis[1] as AnalysisCommand, params)
+      if (!result.ok) send(res, result.status, { error: result.reason })
+      else send(res, 200, result.value as unknown as JsonValue)
       return true
     }
     return false

@@ -1,4 +1,5 @@
 import type { Command } from 'commander'
+import { registerAnalysisCommands } from './analysis-commands.js'
 import { registerLedgerCommands } from './ledger-commands.js'
 import { registerQueryCommands } from './query-commands.js'
 import { registerServeCommand } from './serve.js'
@@ -16,4 +17,5 @@ export function registerCommands(program: Command): void {
   registerTraceCommand(program)
   registerLedgerCommands(program)
   registerUsersCommands(program)
+  registerAnalysisCommands(program)
 }
