@@ -119,7 +119,13 @@ export async function createSimServer(options: SimOptions): Promise<SimServer> {
   })
   const logs = (): readonly LogEntry[] => terminal.entries()
   const log = (m: string): void => terminal.write(m)
-  for (const line of STARTUP_LOG) log(line.endsWith('\n') ? line : line + '\n')
+  for (const startup of STARTUP_LOG) {
+    const line =
+      options.webRoot !== undefined && startup.startsWith('[Prompt Server] web root: ')
+        ? `[Prompt Server] web root: ${options.webRoot}`
+        : startup
+    log(line.endsWith('\n') ? line : line + '\n')
+  }
 
   // The hub and the engine call each other only after both exist.
   const hub: WsHub = new WsHub({
