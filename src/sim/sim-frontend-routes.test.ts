@@ -51,6 +51,16 @@ describe('issue 15 item 1: --web-root', () => {
       headers: { 'if-none-match': js.headers.get('etag')! },
     })
     expect(again.status).toBe(304)
+    const part = await fetch(sim.url + '/assets/app.js', { headers: { range: 'bytes=8-10' } })
+    expect([part.status, part.headers.get('content-range'), await part.text()]).toEqual([
+      206,
+      'bytes 8-10/15',
+      'g(1',
+    ])
+    const tail = await fetch(sim.url + '/assets/app.js', { headers: { range: 'bytes=-3' } })
+    expect([tail.status, await tail.text()]).toEqual([206, '1)\n'])
+    const beyond = await fetch(sim.url + '/assets/app.js', { headers: { range: 'bytes=99-' } })
+    expect([beyond.status, beyond.headers.get('content-range')]).toEqual([416, 'bytes */15'])
     expect((await fetch(sim.url + '/assets/app.css')).headers.get('cache-control')).toBe('no-cache')
     expect((await fetch(sim.url + '/assets/index-en.json')).headers.get('cache-control')).toBe('no-cache')
     const png = await fetch(sim.url + '/assets/logo.png')

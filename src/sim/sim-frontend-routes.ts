@@ -524,12 +524,28 @@ export async function fileResponse(
     if (typeof ims === 'string' && Date.parse(ims) >= Math.floor(s.mtimeMs / 1000) * 1000)
       return { status: 304, headers }
   }
-  return {
+  const reply: Reply = {
     status: 200,
     file,
     contentType: STATIC_TYPES[extname(file).toLowerCase()] ?? 'application/octet-stream',
     headers,
   }
+  const rangeHeader = req.headers.range
+  if (typeof rangeHeader !== 'string') return reply
+  // aiohttp's single-range support: `bytes=a-b`, `bytes=a-`, `bytes=-n`; anything else cannot be satisfied.
+  const m = /^bytes=(\d*)-(\d*)$/.exec(rangeHeader.trim())
+  let start = -1
+  let end = s.size - 1
+  if (m && (m[1] !== '' || m[2] !== '')) {
+    if (m[1] === '') start = Math.max(0, s.size - Number(m[2]))
+    else {
+      start = Number(m[1])
+      if (m[2] !== '') end = Math.min(end, Number(m[2]))
+    }
+  }
+  if (start < 0 || start >= s.size || end < start)
+    return { status: 416, headers: { 'Content-Range': `bytes */${s.size}` } }
+  return { ...reply, range: { start, end } }
 }
 
 /** `web.static('/', web_root)`: the file under the root, 403 for a directory, 404 otherwise. */

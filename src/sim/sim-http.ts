@@ -29,6 +29,8 @@ export interface Reply {
   contentType?: string
   headers?: Record<string, string>
   file?: string
+  /** Inclusive byte range of `file` to send (a 206 answer to a `Range` request). */
+  range?: { start: number; end: number }
 }
 
 export const json = (value: unknown, status = 200): Reply => ({

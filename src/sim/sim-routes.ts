@@ -718,13 +718,15 @@ async function send(res: ServerResponse, reply: Reply, head: boolean): Promise<v
       res.end()
       return
     }
-    headers['Content-Length'] = size
-    res.writeHead(reply.status, headers)
+    const range = reply.range && reply.range.end < size ? reply.range : undefined
+    headers['Content-Length'] = range ? range.end - range.start + 1 : size
+    if (range) headers['Content-Range'] = `bytes ${range.start}-${range.end}/${size}`
+    res.writeHead(range ? 206 : reply.status, headers)
     if (head) {
       res.end()
       return
     }
-    const stream = createReadStream(reply.file)
+    const stream = createReadStream(reply.file, range ? { start: range.start, end: range.end } : {})
     stream.on('error', () => res.destroy())
     stream.pipe(res)
     return
