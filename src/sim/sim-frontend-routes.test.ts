@@ -55,7 +55,7 @@ describe('issue 15 item 1: --web-root', () => {
     expect([part.status, part.headers.get('content-range'), await part.text()]).toEqual([
       206,
       'bytes 8-10/15',
-      'g(1',
+      'log',
     ])
     const tail = await fetch(sim.url + '/assets/app.js', { headers: { range: 'bytes=-3' } })
     expect([tail.status, await tail.text()]).toEqual([206, '1)\n'])
