@@ -388,7 +388,12 @@ export async function recordScenarios(baseUrl: string, options: RecordOptions = 
       const pid = item(answer.json, 'prompt_id')
       await c.waitFor(of(pid, 'executing', { node: '7' }), 60, mark)
       await c.close()
-      await pause(1.0)
+      // The node reports a step every 0.5 s from `executing`. record.py paused 1.0 s here, which put the
+      // reconnect within a millisecond of the second step (the reference shows 1 ms between them), so
+      // under load C-reconnected sometimes got that step's `progress` before C-duplicate took the id
+      // over: a race real ComfyUI has too. Reconnecting mid-step (0.75 s) leaves 250 ms either side;
+      // the events each socket gets are the same as in the reference.
+      await pause(0.75)
       const c2 = newClient('C-reconnected', c.clientId)
       await c2.connect()
       const d1 = newClient('C-duplicate', c.clientId)
