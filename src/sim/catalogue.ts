@@ -18,7 +18,7 @@ export const FIXTURE_DIR = join(
   'comfyui-0.8.0',
 )
 
-type FileSource = 'checkpoints' | 'loras' | 'input-images'
+type FileSource = 'checkpoints' | 'loras' | 'vae' | 'input-images'
 
 interface FileCombo {
   readonly classType: string
@@ -35,6 +35,8 @@ let fileCombos: FileCombo[] = []
 const RECORDED_LISTS: Record<FileSource, string> = {
   checkpoints: JSON.stringify(['audit-sd15-random.safetensors', 'corrupt-model.safetensors']),
   loras: JSON.stringify(['audit-style-lora.safetensors']),
+  // VAELoader: the vae folder, the TAESD pairs found in vae_approx (none here), then pixel_space.
+  vae: JSON.stringify(['pixel_space']),
   'input-images': JSON.stringify(['audit-input.png', 'example.png']),
 }
 
@@ -90,6 +92,7 @@ export function createCatalogue(dir: DataDir): Catalogue {
   const lists = async (): Promise<Record<FileSource, string[]>> => ({
     checkpoints: (await dir.listModels('checkpoints')) ?? [],
     loras: (await dir.listModels('loras')) ?? [],
+    vae: [...((await dir.listModels('vae')) ?? []), 'pixel_space'],
     'input-images': await dir.listInputImages(),
   })
   const patch = (classType: string, def: PyObject, l: Record<FileSource, string[]>): PyObject => {

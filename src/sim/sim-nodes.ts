@@ -104,7 +104,14 @@ const CHECKPOINT_FRAMES: readonly string[] = [
 ]
 
 const LORA_FRAMES: readonly string[] = [
-  `  File "${HOME}/nodes.py", line 685, in load_lora\n    lora = comfy.utils.load_torch_file(lora_path, safe_load=True)\n${CARET(11)}${'^'.repeat(52)}\n`,
+  `  File "${HOME}/nodes.py", line 682, in load_lora\n    lora = comfy.utils.load_torch_file(lora_path, safe_load=True)\n${CARET(11)}${'^'.repeat(52)}\n`,
+  `  File "${HOME}/comfy/utils.py", line 80, in load_torch_file\n    raise e\n`,
+  `  File "${HOME}/comfy/utils.py", line 64, in load_torch_file\n    with safetensors.safe_open(ckpt, framework="pt", device=device.type) as f:\n${CARET(9)}${'^'.repeat(63)}\n`,
+]
+
+// VAELoader.load_vae reads the file with load_torch_file directly (nodes.py, ComfyUI 0.8.0).
+const VAE_FRAMES: readonly string[] = [
+  `  File "${HOME}/nodes.py", line 800, in load_vae\n    sd = comfy.utils.load_torch_file(vae_path)\n${CARET(9)}${'^'.repeat(37)}\n`,
   `  File "${HOME}/comfy/utils.py", line 80, in load_torch_file\n    raise e\n`,
   `  File "${HOME}/comfy/utils.py", line 64, in load_torch_file\n    with safetensors.safe_open(ckpt, framework="pt", device=device.type) as f:\n${CARET(9)}${'^'.repeat(63)}\n`,
 ]
@@ -198,7 +205,12 @@ async function loadHeader(
 ): Promise<void> {
   const path = await ctx.dir.findModel(folder, name)
   if (!path) fail('FileNotFoundError', `Model in folder '${folder}' with filename '${name}' not found.`, [])
+  // load_torch_file opens only .safetensors/.sft with safetensors; other files go to torch.load,
+  // which the stand-in does not imitate (it accepts them).
+  if (!/\.(safetensors|sft)$/i.test(path!)) return
   const header = await readSafetensorsHeader(path!)
+  // Every message safetensors 0.6 gives ("header too large", "invalid JSON in header", ...) misses
+  // the two CamelCase names load_torch_file rewrites into a ValueError, so the error is re-raised.
   if (!header.ok) fail('safetensors._safetensors_rust.SafetensorError', header.message, frames)
 }
 
@@ -317,6 +329,12 @@ const IMPLS: Record<string, NodeImpl> = {
         isSimValue(c) && c.kind === 'clip' ? { ...c, loras: [...c.loras, name] } : c,
       ],
     }
+  },
+  async VAELoader(inputs, ctx) {
+    const name = pyStr(inputs.vae_name)
+    if (name !== 'pixel_space') await loadHeader(ctx, 'vae', name, VAE_FRAMES)
+    await ctx.sleep(ctx.warm.has('VAELoader') ? 20 : 95)
+    return { outputs: [{ kind: 'vae', ckpt: name }] }
   },
   async CLIPTextEncode(inputs, ctx) {
     await ctx.sleep(ctx.warm.has('CLIPTextEncode') ? 10 : 280)
