@@ -28,6 +28,7 @@ import { createFileHasher } from './provenance/file-hasher.js'
 import { createModelHasher } from './provenance/model-hasher.js'
 import { createOutputHasher, createProvenanceEnricher } from './provenance/provenance-enricher.js'
 import { acquireDirLock, type DirLock } from './store/data-dir-lock.js'
+import { openEventSpool } from './store/event-spool.js'
 import { createRuntimeStore, type RuntimeStore } from './store/runtime-store.js'
 
 /** A running audit gateway: proxy, capture and store wired together. */
@@ -104,18 +105,46 @@ async function startLocked(
 ): Promise<AuditGateway> {
   const logger = options.logger ?? silentLogger
   const upstream = config.comfyui.url.replace(/\/+$/, '')
+
+  // While the database refuses commits, acknowledged events wait in memory, then in this spool on disk
+  // (inside the locked data dir, so one process owns it); a next start commits what a crash left there.
+  const storeSpool = await openEventSpool({
+    dir: join(config.data, 'store-spool'),
+    maxBytes: config.store.outage.spoolMaxBytes,
+  })
+  const metrics = createMetrics()
   const store = createRuntimeStore(
-    await dialectFor(config.store.url, config.data, { sqliteThread: 'worker' }),
+    await dialectFor(config.store.url, config.data, {
+      sqliteThread: 'worker',
+      busyTimeoutMillis: config.store.busyTimeoutMillis,
+    }),
     {
       origin: config.origin ?? 'comfy-audit',
       onError: (err, context) => reportError(err, `store: ${context}`),
+      outage: { maxQueuedEvents: config.store.outage.maxQueuedEvents, spool: storeSpool },
+      onHealthChange: (health) => {
+        metrics.storeHealth(health)
+        const details = { ...health }
+        if (health.state === 'over-quota') {
+          logger.error(
+            `store: write-ahead spool full (${health.spooledBytes} bytes); ` +
+              (config.store.outage.whenFull === 'refuse'
+                ? 'new prompts are refused with 503 until the store is back'
+                : 'prompts still run (store.outage.whenFull = accept); their events wait in memory'),
+            details,
+          )
+        } else if (health.state === 'retrying') {
+          logger.error(`store: commits failing, retrying; events wait in memory then on disk`, details)
+        } else {
+          logger.info('store: commits succeed again; waiting events committed in order', details)
+        }
+      },
     },
   )
   await store.init()
 
   // Metrics and sinks follow commits: they see exactly what the store holds, in commit order, and never
   // slow the proxy path (onEvents only queues; a sink that is down fills its own spool).
-  const metrics = createMetrics()
   let sinks: SinkPipeline
   try {
     sinks = await createSinkPipeline(config.sinks, { dataDir: config.data, logger })
@@ -228,12 +257,18 @@ async function startLocked(
       store: store.dialect,
       open_sessions: capture.openSessions().length,
       sinks: sinkHealthJson(sinks.health()),
+      // Anything but ok means acknowledged events are not yet in the store (over-quota: prompts refused).
+      ...(store.health().state === 'ok' ? {} : { status: 'degraded' }),
+      store_write: { ...store.health() },
     }),
   })
   // Without metrics.token or metrics.open the route answers 404 saying how to switch it on.
   const metricsRoute = createMetricsRoute(metrics, {
     ...config.metrics,
-    beforeScrape: () => metrics.sinkHealth(sinks.health()),
+    beforeScrape: () => {
+      metrics.sinkHealth(sinks.health())
+      metrics.storeHealth(store.health())
+    },
   })
 
   const { host, port } = parseHostPort(config.listen)
@@ -291,6 +326,12 @@ async function startLocked(
     maxClientFrameBytes: config.limits.maxWsFrameBytes,
     onRequestDone: (e) => metrics.observeRequest(e.method, e.route, e.status, e.seconds),
     maxPromptBytes: config.limits.maxBodyBytes,
+    // Fail closed (default): a prompt that could not be recorded is not run. Synchronous, no disk.
+    refusePrompt: () => {
+      if (config.store.outage.whenFull !== 'refuse' || store.health().state !== 'over-quota') return null
+      metrics.promptRefused('store')
+      return 'the audit store is unavailable and its write-ahead spool is full (store.outage.spoolMaxBytes)'
+    },
     auditHandler: async (req, res) => {
       if ((await authenticator.handleAuditRoute(req, res)) || (await metricsRoute(req, res))) return true
       const served = await auditApi(req, res)

@@ -22,7 +22,7 @@ export async function dialectFor(
   storeUrl: string,
   dataDir: string,
   /** `worker` runs SQLite on a worker thread (the gateway: commits must not block proxying). */
-  options: { sqliteThread?: 'main' | 'worker' } = {},
+  options: { sqliteThread?: 'main' | 'worker'; busyTimeoutMillis?: number } = {},
 ): Promise<StoreDialect> {
   if (storeUrl === 'sqlite' || storeUrl.startsWith('sqlite:')) {
     const rest = storeUrl === 'sqlite' ? '' : storeUrl.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, '')
@@ -36,7 +36,11 @@ export async function dialectFor(
             : resolve(rest)
     if (path !== ':memory:') mkdirSync(resolve(path, '..'), { recursive: true })
     const { createSqliteDialect } = await import('../store/sqlite/sqlite-dialect.js')
-    return createSqliteDialect({ path, thread: options.sqliteThread ?? 'main' })
+    return createSqliteDialect({
+      path,
+      thread: options.sqliteThread ?? 'main',
+      ...(options.busyTimeoutMillis !== undefined ? { busyTimeoutMillis: options.busyTimeoutMillis } : {}),
+    })
   }
   if (storeUrl.startsWith('postgres://') || storeUrl.startsWith('postgresql://')) {
     const { createPostgresDialect } = await import('../store/postgres/postgres-dialect.js')

@@ -193,6 +193,29 @@ export const zConfig = z.object({
     .object({
       /** `sqlite` (default: `<data>/audit.sqlite`), `sqlite:/path/file.sqlite`, or `postgres://user@host:port/db`. */
       url: z.string().min(1).default('sqlite'),
+      /** SQLite: how long a commit waits for another process's lock before it fails and is retried, ms. */
+      busyTimeoutMillis: z.number().int().min(0).default(5000),
+      /**
+       * While the database refuses commits (locked, restarting, disk full) acknowledged events wait in memory,
+       * then in a write-ahead spool (`<data>/store-spool`), and commit in order once it is back.
+       */
+      outage: z
+        .object({
+          /** Events held in memory before spilling to the spool. */
+          maxQueuedEvents: z.number().int().min(1).default(10_000),
+          /** Quota of the store's write-ahead spool, bytes (default 64 MiB). */
+          spoolMaxBytes: z
+            .number()
+            .int()
+            .min(1)
+            .default(64 * 1024 * 1024),
+          /**
+           * Past the quota: `refuse` (default) answers new prompts 503 rather than run them unrecorded;
+           * `accept` runs them and keeps their events in memory (reported as over quota all along).
+           */
+          whenFull: z.enum(['refuse', 'accept']).default('refuse'),
+        })
+        .prefault({}),
     })
     .prefault({}),
   capture: z

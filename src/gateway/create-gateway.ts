@@ -81,6 +81,12 @@ export interface GatewayOptions {
   /** Bytes queued for one downstream socket beyond which it is dropped (default 16 MiB). */
   readonly downstreamHighWaterMarkBytes?: number
   /** Largest POST /prompt body the gateway buffers (default 256 MiB); larger ones get 413. */
+  /**
+   * Fail-closed check of every POST /prompt, before anything is forwarded: a reason string refuses the prompt
+   * with 503 (e.g. the audit store's spool is full, so the run would go unrecorded). Must answer synchronously:
+   * the proxy path never waits for the store.
+   */
+  readonly refusePrompt?: () => string | null
   readonly maxPromptBytes?: number
   /** Largest request body of a tapped action (uploads) handed to the tap (default 256 MiB); the stream is not limited. */
   readonly maxTapBodyBytes?: number
@@ -581,6 +587,20 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     res: ServerResponse,
     submitter0: Submitter,
   ): Promise<void> => {
+    const refused = options.refusePrompt?.() ?? null
+    if (refused !== null) {
+      // Refused before it reaches ComfyUI, so no run exists that the audit trail would miss.
+      req.resume()
+      sendJson(
+        res,
+        503,
+        errorBody('audit_unavailable', 'The audit trail cannot record prompts now', refused),
+        {
+          'Retry-After': '5',
+        },
+      )
+      return
+    }
     let body: Buffer
     try {
       body = await readBody(req, maxPromptBytes)

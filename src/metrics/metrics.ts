@@ -21,6 +21,16 @@ export interface SinkHealthSample {
   readonly dropped: number
 }
 
+/** The runtime store's write-path health, as metrics need it. */
+export interface StoreHealthSample {
+  /** `ok`, `retrying` or `over-quota`. */
+  readonly state: string
+  readonly queuedEvents: number
+  readonly spooledBytes: number
+  /** Running total of failed commit attempts. */
+  readonly failedCommits: number
+}
+
 /** The gateway's metrics. */
 export interface Metrics {
   /** The registry holding every series (its own, never the global one). */
@@ -35,6 +45,10 @@ export interface Metrics {
   observeRequest(method: string, route: string, status: number, seconds: number): void
   /** Sets the per-sink series from processor health. */
   sinkHealth(health: readonly SinkHealthSample[]): void
+  /** Sets the store write-path series from the runtime store's health (see StoreHealth). */
+  storeHealth(health: StoreHealthSample): void
+  /** A POST /prompt the gateway refused because it could not record it (fail-closed). */
+  promptRefused(reason: 'store'): void
   /** The exposition text (Prometheus text format 0.0.4). */
   text(): Promise<string>
   /** Content type of {@link text}. */
@@ -120,6 +134,34 @@ export function createMetrics(): Metrics {
     labelNames: ['method', 'route', 'status'] as const,
     registers,
   })
+  const storeState = new Gauge({
+    name: 'comfy_audit_store_write_state',
+    help: 'Store write path: 1 for the current state (ok, retrying a failing database, over-quota: spool full).',
+    labelNames: ['state'] as const,
+    registers,
+  })
+  const storeQueued = new Gauge({
+    name: 'comfy_audit_store_queued_events',
+    help: 'Acknowledged events waiting in memory for the store.',
+    registers,
+  })
+  const storeSpool = new Gauge({
+    name: 'comfy_audit_store_spool_bytes',
+    help: 'Bytes of acknowledged events waiting in the store write-ahead spool.',
+    registers,
+  })
+  const storeFailures = new Counter({
+    name: 'comfy_audit_store_commit_failures_total',
+    help: 'Store commits that failed (retried when the cause passes).',
+    registers,
+  })
+  const promptsRefused = new Counter({
+    name: 'comfy_audit_prompts_refused_total',
+    help: 'POST /prompt refused with 503 because the gateway could not record it.',
+    labelNames: ['reason'] as const,
+    registers,
+  })
+  let lastStoreFailures = 0
   // Health reports running totals; counters only go up, so add the difference since the last report.
   const lastTotals = new Map<string, { failures: number; dropped: number }>()
 
@@ -161,6 +203,16 @@ export function createMetrics(): Metrics {
         lastTotals.set(h.name, { failures: h.failures, dropped: h.dropped })
       }
     },
+    storeHealth(health) {
+      for (const state of ['ok', 'retrying', 'over-quota'])
+        storeState.set({ state }, health.state === state ? 1 : 0)
+      storeQueued.set(health.queuedEvents)
+      storeSpool.set(health.spooledBytes)
+      if (health.failedCommits > lastStoreFailures)
+        storeFailures.inc(health.failedCommits - lastStoreFailures)
+      lastStoreFailures = health.failedCommits
+    },
+    promptRefused: (reason) => promptsRefused.inc({ reason }),
     text: () => registry.metrics(),
   }
 }
