@@ -354,6 +354,22 @@ describe('issue 15 item 2: the front end routes', () => {
       10, 20, 30, 30, 40, 50, 60, 70, 70, 80, 90, 110, 100, 110, 120, 150,
     ])
     expect(saved.value.text).toEqual([['prompt', '{"1": {}}']])
+    // The editor reads the two halves back through /view?channel=.
+    const view = (ch: string): string =>
+      `${sim.url}/api/view?filename=clipspace-mask.png&type=input&subfolder=clipspace&channel=${ch}`
+    const rgb = decodePng(Buffer.from(await (await fetch(view('rgb'))).arrayBuffer()))
+    const alpha = decodePng(Buffer.from(await (await fetch(view('a'))).arrayBuffer()))
+    expect(rgb.ok && [rgb.value.channels, [...rgb.value.data]]).toEqual([
+      3,
+      [10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120],
+    ])
+    expect(alpha.ok && [...alpha.value.data]).toEqual([0, 0, 0, 30, 0, 0, 0, 70, 0, 0, 0, 110, 0, 0, 0, 150])
+    const opaque = decodePng(
+      Buffer.from(
+        await (await fetch(`${sim.url}/view?filename=masked-src.png&type=input&channel=a`)).arrayBuffer(),
+      ),
+    )
+    expect(opaque.ok && [...opaque.value.data].filter((_, i) => i % 4 === 3)).toEqual([255, 255, 255, 255])
     // A reference that does not resolve writes nothing and still answers as an upload.
     const bad = new FormData()
     bad.append('image', new Blob([mask], { type: 'image/png' }), 'other-mask.png')

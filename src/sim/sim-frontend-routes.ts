@@ -581,3 +581,25 @@ export function cacheControl(path: string, status: number, headers: Record<strin
     headers['Cache-Control'] = 'public, max-age=86400'
   else if ([302, 303, 307].includes(status)) headers['Cache-Control'] = 'no-cache'
 }
+
+/**
+ * `/view?channel=rgb` and `channel=a`: the image without its alpha, or only its alpha on black (an image
+ * that is not RGBA, grey-and-alpha included, counts as opaque, as in ComfyUI's `img.mode == "RGBA"` test).
+ */
+export async function viewChannel(file: string, channel: 'rgb' | 'a'): Promise<Buffer> {
+  const png = decodePng(await readFile(file))
+  if (!png.ok) throw new PyError('PIL.UnidentifiedImageError', `cannot identify image file '${file}'`)
+  const img = png.value
+  const n = img.width * img.height
+  const c = img.channels
+  if (channel === 'rgb') {
+    const out = new Uint8Array(n * 3)
+    for (let i = 0; i < n; i++) {
+      for (let k = 0; k < 3; k++) out[i * 3 + k] = c <= 2 ? img.data[i * c]! : img.data[i * c + k]!
+    }
+    return encodePng({ width: img.width, height: img.height, channels: 3, data: out }, { level: 6 })
+  }
+  const out = new Uint8Array(n * 4)
+  for (let i = 0; i < n; i++) out[i * 4 + 3] = c === 4 ? img.data[i * 4 + 3]! : 255
+  return encodePng({ width: img.width, height: img.height, channels: 4, data: out }, { level: 6 })
+}

@@ -29,6 +29,7 @@ import {
   registerFrontendRoutes,
   saveMask,
   serveStatic,
+  viewChannel,
 } from './sim-frontend-routes.js'
 import { BodyTooLarge, empty, json, pyContains, readJson, serverError, text, withinDir } from './sim-http.js'
 import type { Handler, Reply, Req } from './sim-http.js'
@@ -370,6 +371,15 @@ export function createRoutes(ctx: RouteContext): (req: IncomingMessage, res: Ser
       if (!(await stat(file)).isFile()) return empty(404)
     } catch {
       return empty(404)
+    }
+    const channel = q.get('channel') ?? 'rgba'
+    if (channel === 'rgb' || channel === 'a') {
+      return {
+        status: 200,
+        body: await viewChannel(file, channel),
+        contentType: 'image/png',
+        headers: { 'Content-Disposition': `filename="${name}"` },
+      }
     }
     const ext = extname(name).toLowerCase()
     const type = FORCED_DOWNLOAD.has(ext)
