@@ -269,14 +269,22 @@ export class SimEngine {
       }
       isChanged.set(id, n.is_changed)
     }
+    // include_unique_id_in_input: a class with a hidden UNIQUE_ID input is keyed by node id too. A V3
+    // node lists it as ("UNIQUE_ID",), which that check does not match, so only legacy nodes count.
     const hiddenUniqueId = new Map<string, boolean>()
+    for (const id of ids) {
+      const ct = classOf(id)
+      if (hiddenUniqueId.has(ct)) continue
+      const def = await o.catalogue.node(ct)
+      const hidden = def && isPyObject(def.input) ? def.input.hidden : undefined
+      hiddenUniqueId.set(ct, isPyObject(hidden) && Object.values(hidden).includes('UNIQUE_ID'))
+    }
     const keys = new Map<string, string>()
     const immediate = (id: string, order: Map<string, number>): string => {
       if (!Object.hasOwn(prompt, id)) return `missing:${++uniqueToken}`
       const ct = classOf(id)
       const sig: unknown[] = [ct, isChanged.get(id) ?? false]
-      if (!hiddenUniqueId.has(ct)) hiddenUniqueId.set(ct, false)
-      if (hiddenUniqueId.get(ct)) sig.push(id)
+      if (hiddenUniqueId.get(ct) === true) sig.push(id)
       const inputs = inputsOf(id)
       for (const k of Object.keys(inputs).sort()) {
         const v = inputs[k]
