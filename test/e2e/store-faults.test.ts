@@ -13,7 +13,9 @@ import { FINAL_SESSION_STATUSES, type AuditEvent, type JsonObject } from '../../
 import { loadConfig } from '../../src/config/config.js'
 import { startAuditGateway, type AuditGateway } from '../../src/create-gateway.js'
 import { createSimServer, type SimServer } from '../../src/sim/index.js'
+import { dialectFor } from '../../src/cli/open-store.js'
 import { cli } from '../helpers/cli.js'
+import { startPostgres } from '../helpers/postgres.js'
 import { lockSqlite } from '../helpers/sqlite-locker.js'
 
 const ROOT = new URL('../..', import.meta.url).pathname
@@ -58,6 +60,15 @@ async function start(store: JsonObject): Promise<{ audit: AuditGateway; sim: Sim
   return { audit, sim, data }
 }
 
+/** Three clients submit one prompt each, all of which must be answered 200. */
+async function wave(audit: AuditGateway, accepted: string[], round: number): Promise<void> {
+  const answers = await Promise.all(['a', 'b', 'c'].map((c) => submit(audit, `client-${c}`, round)))
+  for (const a of answers) {
+    expect(a.status).toBe(200)
+    accepted.push(a.id!)
+  }
+}
+
 /** One client's POST /prompt: the status and, for a 200, the prompt id. */
 async function submit(
   audit: AuditGateway,
@@ -84,6 +95,7 @@ async function expectWholeTrail(
   audit: AuditGateway,
   data: string,
   accepted: readonly string[],
+  storeUrl = 'sqlite',
 ): Promise<void> {
   await until('every accepted prompt closed', async () => {
     for (const id of accepted) {
@@ -94,10 +106,7 @@ async function expectWholeTrail(
   })
   await audit.close()
   const { createRuntimeStore } = await import('../../src/store/runtime-store.js')
-  const { createSqliteDialect } = await import('../../src/store/sqlite/sqlite-dialect.js')
-  const reader = createRuntimeStore(createSqliteDialect({ path: join(data, 'audit.sqlite') }), {
-    origin: 'reader',
-  })
+  const reader = createRuntimeStore(await dialectFor(storeUrl, data), { origin: 'reader' })
   const events: AuditEvent[] = []
   for await (const e of reader.events({ origin: ORIGIN })) events.push(e)
   for (const id of accepted) {
@@ -118,7 +127,9 @@ async function expectWholeTrail(
   }
   // The origin through the environment, as `serve` takes it (verify names the key by the configured origin).
   process.env.COMFY_AUDIT_ORIGIN = ORIGIN
-  const verify = await cli('verify', '--data', data).finally(() => delete process.env.COMFY_AUDIT_ORIGIN)
+  const verify = await cli('verify', '--data', data, '--store', storeUrl).finally(
+    () => delete process.env.COMFY_AUDIT_ORIGIN,
+  )
   expect(verify.stdout + verify.stderr).toMatch(/\bOK\b/)
   expect(verify.code).toBe(0)
 }
@@ -187,4 +198,22 @@ describe('fault suite: the store fails under a multi-client run (issue 10 item 2
     expect(accepted.length).toBeGreaterThan(1)
     await expectWholeTrail(audit, data, accepted)
   }, 90_000)
+
+  it('PostgreSQL stopped and started again mid-run: every acknowledged prompt is recorded once', async () => {
+    const cluster = await startPostgres()
+    cleanup.push(() => cluster.stop())
+    const { audit, data } = await start({ url: cluster.url })
+    const accepted: string[] = []
+    await wave(audit, accepted, 0)
+    await cluster.pause()
+    await wave(audit, accepted, 1)
+    await until('the store to see the outage', () => audit.store.health().state === 'retrying')
+    await wave(audit, accepted, 2)
+    const health = (await (await fetch(`${audit.url}/_audit/health`)).json()) as JsonObject
+    expect(health).toMatchObject({ status: 'degraded', store_write: { state: 'retrying' } })
+    await cluster.resume()
+    await until('the store to recover', () => audit.store.health().state === 'ok')
+    await wave(audit, accepted, 3)
+    await expectWholeTrail(audit, data, accepted, cluster.url)
+  }, 120_000)
 })

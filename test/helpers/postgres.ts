@@ -20,6 +20,10 @@ export interface PostgresCluster {
   readonly url: string
   /** Creates another empty database and returns its URL. */
   createDatabase(): Promise<string>
+  /** Stops the server (fast shutdown: connections are cut) and keeps its files, for a fault test. */
+  pause(): Promise<void>
+  /** Starts a paused server again on the same port; resolves once it accepts connections. */
+  resume(): Promise<void>
   /** Stops the server (fast shutdown) and removes its files. */
   stop(): Promise<void>
 }
@@ -80,23 +84,25 @@ export async function startPostgres(): Promise<PostgresCluster> {
       '--locale=C.UTF-8',
     ])
     let port = 0
+    // -w: pg_ctl waits until the server accepts connections (readiness, not a fixed sleep).
+    const pgStart = (): Promise<void> =>
+      cmd('pg_ctl', [
+        '-D',
+        dataDir,
+        '-l',
+        logFile,
+        '-w',
+        '-t',
+        '60',
+        '-o',
+        `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off`,
+        'start',
+      ])
     // A port found free can be taken before the server binds it; try a few.
     for (let attempt = 0; ; attempt++) {
       port = await freePort()
       try {
-        // -w: pg_ctl waits until the server accepts connections (readiness, not a fixed sleep).
-        await cmd('pg_ctl', [
-          '-D',
-          dataDir,
-          '-l',
-          logFile,
-          '-w',
-          '-t',
-          '60',
-          '-o',
-          `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off`,
-          'start',
-        ])
+        await pgStart()
         break
       } catch (error) {
         if (attempt >= 2) {
@@ -124,11 +130,14 @@ export async function startPostgres(): Promise<PostgresCluster> {
     return {
       url,
       createDatabase,
+      pause: () => cmd('pg_ctl', ['-D', dataDir, '-m', 'fast', '-w', 'stop']),
+      resume: pgStart,
       async stop() {
         if (stopped) return
         stopped = true
         try {
-          await cmd('pg_ctl', ['-D', dataDir, '-m', 'fast', '-w', 'stop'])
+          // Already stopped when a test paused it and did not resume.
+          await cmd('pg_ctl', ['-D', dataDir, '-m', 'fast', '-w', 'stop']).catch(() => {})
         } finally {
           await rm(dir, { recursive: true, force: true })
         }

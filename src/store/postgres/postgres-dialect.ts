@@ -79,6 +79,8 @@ interface PgResult {
 interface PgClient {
   query(text: string, values?: readonly unknown[]): Promise<PgResult>
   release(error?: Error | boolean): void
+  on(event: 'error', listener: (error: Error) => void): unknown
+  off(event: 'error', listener: (error: Error) => void): unknown
 }
 
 /** The subset of a node-postgres pool this driver calls. */
@@ -318,6 +320,13 @@ async function transaction<T>(
 ): Promise<T> {
   const client = await pool.connect()
   let broken: Error | undefined
+  // A checked-out connection that the server ends (restart, admin shutdown) emits 'error' between queries;
+  // the pool listens only to idle ones, and an unheard 'error' would crash the gateway. The next query
+  // fails anyway, and the store retries the commit.
+  const onError = (error: Error): void => {
+    broken = error
+  }
+  client.on('error', onError)
   try {
     await client.query(begin)
     try {
@@ -332,6 +341,7 @@ async function transaction<T>(
       throw error
     }
   } finally {
+    client.off('error', onError)
     client.release(broken)
   }
 }
