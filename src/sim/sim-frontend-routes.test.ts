@@ -74,6 +74,21 @@ describe('issue 15 item 1: --web-root', () => {
     ])
     expect((await fetch(sim.url + '/assets')).status).toBe(403)
     expect((await fetch(sim.url + '/%2e%2e/%2e%2e/etc/passwd')).status).toBe(404)
+    expect((await request(sim.url, 'GET', '/api/extensions')).body).toEqual([])
+    await mkdir(join(web, 'extensions', 'core', 'sub'), { recursive: true })
+    await writeFile(join(web, 'extensions', 'core', 'b.js'), '')
+    await writeFile(join(web, 'extensions', 'core', 'sub', 'a.js'), '')
+    await writeFile(join(web, 'extensions', 'core', 'notes.txt'), '')
+    expect((await request(sim.url, 'GET', '/api/extensions')).body).toEqual([
+      '/extensions/core/b.js',
+      '/extensions/core/sub/a.js',
+    ])
+    expect((await request(plain.url, 'GET', '/api/extensions')).body).toEqual([])
+    await fetch(sim.url + '/extensions/core/b.js')
+    await fetch(sim.url + '/extensions/core/b.js')
+    expect(
+      sim.logs().filter((l) => l.m.includes('deprecated legacy API: /extensions/core/b.js.')).length,
+    ).toBe(1)
     // The API still answers at the root and under /api.
     expect((await request(sim.url, 'GET', '/api/queue')).body).toEqual({
       queue_running: [],

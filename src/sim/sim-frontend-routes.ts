@@ -603,3 +603,12 @@ export async function viewChannel(file: string, channel: 'rgb' | 'a'): Promise<B
   for (let i = 0; i < n; i++) out[i * 4 + 3] = c === 4 ? img.data[i * 4 + 3]! : 255
   return encodePng({ width: img.width, height: img.height, channels: 4, data: out }, { level: 6 })
 }
+
+/** `GET /extensions` with a web root: every .js file below web_root/extensions (a recursive glob), as URL paths. */
+export async function webRootExtensions(webRoot: string): Promise<string[]> {
+  const root = resolve(webRoot)
+  const found = await globRecursive(join(root, 'extensions'))
+  return found
+    .filter((e) => !e.isDir && e.path.endsWith('.js'))
+    .map((e) => '/' + posix(relative(root, e.path)))
+}

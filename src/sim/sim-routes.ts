@@ -29,6 +29,7 @@ import {
   registerFrontendRoutes,
   saveMask,
   serveStatic,
+  webRootExtensions,
   viewChannel,
 } from './sim-frontend-routes.js'
 import { BodyTooLarge, empty, json, pyContains, readJson, serverError, text, withinDir } from './sim-http.js'
@@ -152,7 +153,10 @@ export function createRoutes(ctx: RouteContext): (req: IncomingMessage, res: Ser
     const list = await dir.listModels(folder!)
     return list ? json(list) : empty(404)
   })
-  route(core, 'GET', '/extensions', async () => json([]))
+  // The front end's own extension scripts under the web root (no custom node adds any here).
+  route(core, 'GET', '/extensions', async () =>
+    json(ctx.webRoot === undefined ? [] : await webRootExtensions(ctx.webRoot)),
+  )
   route(core, 'GET', '/features', async () => json(serverFeatures()))
   route(core, 'GET', '/prompt', async () => json(engine.queueInfo()))
   route(core, 'GET', '/object_info', async () => json(await ctx.catalogue.objectInfo()))
@@ -599,6 +603,8 @@ export function createRoutes(ctx: RouteContext): (req: IncomingMessage, res: Ser
     return { params: [], allowed }
   }
 
+  // ComfyUI warns once per legacy path for the life of the server.
+  const deprecatedWarned = new Set<string>()
   return (req, res) => {
     void (async () => {
       const url = new URL(req.url ?? '/', 'http://localhost')
@@ -612,6 +618,13 @@ export function createRoutes(ctx: RouteContext): (req: IncomingMessage, res: Ser
         body: () => (bodyPromise ??= readBody(req)),
       }
       let reply: Reply
+      const p = url.pathname
+      if ((p.startsWith('/scripts/ui') || p.startsWith('/extensions/core/')) && !deprecatedWarned.has(p)) {
+        deprecatedWarned.add(p)
+        ctx.log(
+          `[DEPRECATION WARNING] Detected import of deprecated legacy API: ${p}. This is likely caused by a custom node extension using outdated APIs. Please update your extensions or contact the extension author for an updated version.\n`,
+        )
+      }
       const origin = originRejected(req)
       if (origin) reply = empty(403)
       else if (method === 'OPTIONS') reply = empty(200)
