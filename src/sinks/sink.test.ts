@@ -87,6 +87,43 @@ describe('toSinkRecords', () => {
     expect(merger.size).toBe(1)
   })
 
+  it('issue 10 item 10: ships output SHA-256s and model hashes that arrive after the run as session records', () => {
+    const events = sessionEvents({})
+    const last = events[events.length - 1]!
+    const later = (seq: number, kind: AuditEvent['kind'], payload: AuditEvent['payload']): AuditEvent => ({
+      origin: last.origin,
+      seq,
+      kind,
+      time: '2026-11-26T04:34:09.000Z',
+      session_id: last.session_id,
+      payload,
+    })
+    const file = { node_id: '9', filename: 'out_00001_.png', subfolder: 'audit', type: 'output' }
+    events.push(
+      later(last.seq + 1, 'models.hashed', {
+        session: { models: [{ folder: 'checkpoints', name: 'sd15.safetensors', sha256: 'a'.repeat(64) }] },
+      }),
+      later(last.seq + 2, 'output.hashed', { outputs: [{ ...file, sha256: 'b'.repeat(64), bytes: 1234 }] }),
+    )
+    const records = recordsOf(events)
+    const [models, outputs] = records.slice(-2)
+    expect(models).toMatchObject({
+      record_type: 'session',
+      kind: 'models.hashed',
+      status: 'success',
+      submitter: { user: 'ada' },
+      models: [{ name: 'sd15.safetensors', sha256: 'a'.repeat(64) }],
+    })
+    expect(outputs).toMatchObject({
+      record_type: 'session',
+      kind: 'output.hashed',
+      id: `${last.origin}:${last.seq + 2}`,
+      status: 'success',
+      models: [{ sha256: 'a'.repeat(64) }],
+      outputs: [{ ...file, sha256: 'b'.repeat(64), bytes: 1234 }],
+    })
+  })
+
   it('forgets the least recently used session past maxSessions', () => {
     const merger = createSessionMerger({ maxSessions: 2 })
     merger.merge('o', 'a', { queued_at: 'x' })

@@ -220,11 +220,48 @@ export function toSinkRecords(event: AuditEvent, sessions?: SessionMerger): Sink
       session_id: event.session_id,
       status: patch.status as SessionStatus,
     })
-  } else if (sessions && event.session_id !== null && isObject(patch)) {
-    // Patches without a status (outputs hashed later, environment, models) still feed the merged record.
-    sessions.merge(event.origin, event.session_id, patch)
+  } else if (sessions && event.session_id !== null) {
+    // Patches without a status (environment, models hashed later) still feed the merged record.
+    const known = isObject(patch) ? sessions.merge(event.origin, event.session_id, patch) : undefined
+    // Provenance arriving after the run is part of the record (issue 10 item 10): output SHA-256s (`outputs`
+    // rows of output.hashed) and model hashes (models.hashed) ship the merged session again, hashes included.
+    const rows = event.kind === 'output.hashed' && Array.isArray(payload.outputs) ? payload.outputs : []
+    if (rows.length > 0 || (event.kind === 'models.hashed' && known)) {
+      const current = known ?? sessions.merge(event.origin, event.session_id, {})
+      const fields =
+        rows.length > 0
+          ? sessions.merge(event.origin, event.session_id, {
+              outputs: mergeOutputs(current.outputs, rows) as unknown as JsonValue,
+            })
+          : current
+      // A session the merger no longer knows (evicted, or seen before a restart) has no status to ship.
+      if (typeof fields.status === 'string') {
+        out.push({
+          ...(fields as Omit<SessionSinkRecord, keyof SinkRecordBase | 'record_type' | 'session_id'>),
+          ...base(),
+          record_type: 'session',
+          session_id: event.session_id,
+          status: fields.status,
+        })
+      }
+    }
   }
   return out
+}
+
+/** Output rows by file: hashed rows replace the un-hashed ones of the same file, new files are appended. */
+function mergeOutputs(previous: unknown, rows: readonly JsonValue[]): JsonObject[] {
+  const key = (o: JsonObject): string =>
+    [o.node_id, o.type, o.subfolder, o.filename].map((v) => (typeof v === 'string' ? v : '')).join('\u0000')
+  const merged = new Map<string, JsonObject>()
+  for (const o of Array.isArray(previous) ? (previous as JsonValue[]) : [])
+    if (isObject(o)) merged.set(key(o), o)
+  for (const row of rows) {
+    if (!isObject(row)) continue
+    const k = key(row)
+    merged.set(k, { ...(merged.get(k) ?? {}), ...row })
+  }
+  return [...merged.values()]
 }
 
 /** The error message, type and stack of a failed node run or session, when there is one. */
