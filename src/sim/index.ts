@@ -17,7 +17,7 @@ import type { DataDir } from './data-dir.js'
 import { GpuModel } from './gpu-model.js'
 import type { HistoryEntry, QueueItem } from './prompt-queue.js'
 import type { PyObject } from './py-json.js'
-import { SimEngine } from './sim-engine.js'
+import { PREVIEW_METHODS, SimEngine } from './sim-engine.js'
 import { createRoutes, originRejected, serverFeatures } from './sim-routes.js'
 import { LogTerminal } from './sim-logs.js'
 import type { LogEntry } from './sim-logs.js'
@@ -43,6 +43,8 @@ export interface SimOptions {
   now?: () => number
   /** Randomness in [0, 1) (ids, PreviewImage suffixes, the corrupt model bytes). Default Math.random. */
   random?: () => number
+  /** `--preview-method`: sampler previews (none, auto, latent2rgb, taesd). Default none. */
+  previewMethod?: string
   /**
    * A built ComfyUI front end (the folder holding index.html): served as ComfyUI serves its web root, every
    * path that is no API route. Without it `/` is a short page saying what this server is.
@@ -107,6 +109,9 @@ export async function createSimServer(options: SimOptions): Promise<SimServer> {
   if (!(speed > 0)) throw new Error(`speed must be a positive number, got ${speed}`)
   const now = options.now ?? Date.now
   const random = options.random ?? Math.random
+  const previewMethod = options.previewMethod ?? 'none'
+  if (!PREVIEW_METHODS.includes(previewMethod))
+    throw new Error(`previewMethod must be one of ${PREVIEW_METHODS.join(', ')}, got ${previewMethod}`)
   const newId = options.random ? () => uuid4(random) : randomUUID
   const dir = await createDataDir(options.dataDir, random)
   const catalogue = createCatalogue(dir)
@@ -143,6 +148,9 @@ export async function createSimServer(options: SimOptions): Promise<SimServer> {
     random,
     log,
     send: (event, data, sid) => hub.send(event, data, sid),
+    sendBytes: (message, sid) => hub.sendBytes(message, sid),
+    supportsPreviewMetadata: (sid) => hub.supportsPreviewMetadata(sid),
+    previewMethod,
   })
   let port = 0
   const handler = createRoutes({

@@ -12,7 +12,7 @@ import type { GpuModel } from './gpu-model.js'
 import { tensorRepr } from './images.js'
 import { PromptQueue, publicTuple } from './prompt-queue.js'
 import type { HistoryEntry, QueueItem } from './prompt-queue.js'
-import { PyFloat, clonePy, isPyObject } from './py-json.js'
+import { PyFloat, clonePy, dumpPyJson, isPyObject } from './py-json.js'
 import type { PyDict, PyObject, PyValue } from './py-json.js'
 import { pyRepr } from './py-repr.js'
 import { Interrupted, NodeFailure, imageFileHash, isSimValue, runNode } from './sim-nodes.js'
@@ -29,6 +29,12 @@ export interface SimEngineOptions {
   readonly now: () => number
   readonly random: () => number
   readonly send: (event: string, data: PyObject, sid: Recipient) => void
+  /** A binary frame (`null`: every socket). */
+  readonly sendBytes?: (message: Buffer, sid: Recipient) => void
+  /** Whether `sid`'s socket negotiated `supports_preview_metadata`. */
+  readonly supportsPreviewMetadata?: (sid: Recipient) => boolean
+  /** `--preview-method`: none (default), auto, latent2rgb or taesd. */
+  readonly previewMethod?: string
   readonly log: (message: string) => void
 }
 
@@ -97,6 +103,15 @@ function simRepr(v: SimValue): string {
     default:
       return `<${v.type}>`
   }
+}
+
+/** LatentPreviewMethod values (comfy/cli_args.py). */
+export const PREVIEW_METHODS: readonly string[] = ['none', 'auto', 'latent2rgb', 'taesd']
+
+function u32(n: number): Buffer {
+  const b = Buffer.alloc(4)
+  b.writeUInt32BE(n)
+  return b
 }
 
 /** Queue, history, caches and the worker of one stand-in server. */
@@ -236,6 +251,13 @@ export class SimEngine {
     this.#interrupted = false
     this.clientId = Object.hasOwn(extraData, 'client_id') ? (extraData.client_id ?? null) : null
     const sid = this.clientId
+    // set_preview_method: a known method other than "default" overrides the server's for this prompt.
+    const asked = extraData.preview_method
+    const method =
+      typeof asked === 'string' && asked !== 'default' && PREVIEW_METHODS.includes(asked)
+        ? asked
+        : (o.previewMethod ?? 'none')
+    const previews = method !== 'none'
     const messages: PyValue[] = []
     const addMessage = (event: string, data: PyObject, broadcast: boolean): void => {
       const d = { ...data, timestamp: Math.trunc(o.now()) }
@@ -440,14 +462,33 @@ export class SimEngine {
           state,
           warm: this.#warm,
           sleep: (ms) => this.#sleep(ms),
-          progress: async (value, total) => {
+          previews,
+          progress: async (value, total, preview) => {
             if (this.#interrupted) throw new Interrupted()
             const pe = entry(id)
             pe.state = 'running'
             pe.value = value
             pe.max = total
+            // main.py's hook: update_progress (progress_state, then type 4 for a client that
+            // negotiated it), then `progress`, then type 1 for any other (broadcast without a client).
             sendProgressState()
+            const image = preview?.()
+            const withMeta = sid !== null && (o.supportsPreviewMetadata?.(sid) ?? false)
+            if (image && withMeta) {
+              const meta = Buffer.from(
+                dumpPyJson({
+                  node_id: id,
+                  prompt_id: promptId,
+                  display_node_id: id,
+                  parent_node_id: null,
+                  real_node_id: id,
+                  image_type: 'image/jpeg',
+                }),
+              )
+              o.sendBytes?.(Buffer.concat([u32(4), u32(meta.length), meta, image]), sid)
+            }
             o.send('progress', { value, max: total, prompt_id: promptId, node: id }, sid)
+            if (image && !withMeta) o.sendBytes?.(Buffer.concat([u32(1), u32(1), image]), sid)
           },
           random: o.random,
           now: o.now,

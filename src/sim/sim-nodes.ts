@@ -19,6 +19,7 @@ import {
   scaleFrame,
 } from './images.js'
 import type { Frame } from './images.js'
+import { encodeJpeg } from './jpeg.js'
 import { decodePng, encodePng } from './png.js'
 import { dumpPyJson, isPyObject, pyNumber } from './py-json.js'
 import type { PyObject, PyValue } from './py-json.js'
@@ -70,8 +71,10 @@ export interface NodeContext {
   readonly warm: Set<string>
   /** Waits `ms` recorded milliseconds (divided by the speed); not interruptible, like time.sleep. */
   sleep(ms: number): Promise<void>
-  /** A progress-bar step: checks for an interrupt, then reports `value/total`. */
-  progress(value: number, total: number): Promise<void>
+  /** A progress-bar step: checks for an interrupt, then reports `value/total` (with a preview image). */
+  progress(value: number, total: number, preview?: () => Buffer): Promise<void>
+  /** Whether sampler previews are on for this prompt (`--preview-method`, `extra_data.preview_method`). */
+  readonly previews: boolean
   random(): number
   now(): number
 }
@@ -359,13 +362,14 @@ const IMPLS: Record<string, NodeImpl> = {
     ctx.state.loadedModel = key
     ctx.gpu.sample()
     await ctx.sleep(!ctx.warm.has('KSampler') ? 5440 : loaded ? 5 : 1690)
-    for (let i = 0; i < steps; i++) {
-      await ctx.sleep(30)
-      await ctx.progress(i + 1, steps)
-    }
     const latent = inputs.latent_image
     const l = isSimValue(latent) && latent.kind === 'latent' ? latent : { width: 64, height: 64, batch: 1 }
     const seed = Number(BigInt.asUintN(32, BigInt(Math.trunc(num(inputs.seed, 0)))))
+    for (let i = 0; i < steps; i++) {
+      await ctx.sleep(30)
+      const step = i + 1
+      await ctx.progress(step, steps, ctx.previews ? () => latentPreview(l, seed, step / steps) : undefined)
+    }
     return { outputs: [{ kind: 'latent', width: l.width, height: l.height, batch: l.batch, seed }] }
   },
   async VAEDecode(inputs, ctx) {
@@ -378,6 +382,33 @@ const IMPLS: Record<string, NodeImpl> = {
     await ctx.sleep(ctx.warm.has('VAEDecode') ? 43 : 188)
     return { outputs: [{ kind: 'image', frames }] }
   },
+}
+
+/**
+ * A Latent2RGB-style preview of the first latent of the batch: latent-sized, then scaled to fit
+ * 512x512 as send_image's ImageOps.contain does (MAX_PREVIEW_RESOLUTION), JPEG at quality 95.
+ */
+function latentPreview(l: { width: number; height: number }, seed: number, done: number): Buffer {
+  const w = Math.max(1, l.width)
+  const h = Math.max(1, l.height)
+  const s = Math.min(512 / w, 512 / h)
+  const W = Math.max(1, Math.round(w * s))
+  const H = Math.max(1, Math.round(h * s))
+  const rgb = new Uint8Array(W * H * 3)
+  for (let y = 0; y < H; y++) {
+    for (let x = 0; x < W; x++) {
+      const lx = Math.floor((x * w) / W)
+      const ly = Math.floor((y * h) / H)
+      const n = ((lx * 73856093) ^ (ly * 19349663) ^ seed) >>> 0
+      const o = (y * W + x) * 3
+      for (let c = 0; c < 3; c++) {
+        const noise = (n >>> (c * 8)) & 0xff
+        const clean = c === 0 ? (lx * 255) / w : c === 1 ? (ly * 255) / h : 128
+        rgb[o + c] = Math.round(noise * (1 - done) + clean * done)
+      }
+    }
+  }
+  return encodeJpeg(W, H, rgb, 95)
 }
 
 /** Runs one node of class `classType`. `returnTypes` shapes the outputs of classes without a model here. */

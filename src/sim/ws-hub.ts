@@ -84,6 +84,27 @@ export class WsHub {
     if (ws) this.#sendTo(ws, event, data)
   }
 
+  /** Whether the socket of `sid` negotiated `supports_preview_metadata` (feature_flags.supports_feature). */
+  supportsPreviewMetadata(sid: PyValue): boolean {
+    return typeof sid === 'string' && this.#flags.get(sid)?.supports_preview_metadata === true
+  }
+
+  /** A binary frame to `sid`, or to every registered socket when `sid` is null (send_bytes). */
+  sendBytes(message: Buffer, sid: PyValue): void {
+    const targets =
+      sid === null ? [...this.#sockets.values()] : typeof sid === 'string' ? [this.#sockets.get(sid)] : []
+    for (const ws of targets) {
+      if (!ws || ws.readyState !== ws.OPEN) continue
+      try {
+        ws.send(message, { binary: true }, () => {
+          // ignored, as send_socket_catch_exception does
+        })
+      } catch {
+        // same
+      }
+    }
+  }
+
   #sendTo(ws: WebSocket, event: string, data: PyValue): void {
     if (ws.readyState !== ws.OPEN) return
     try {

@@ -16,7 +16,15 @@ export function registerSimCommand(program: Command): void {
     .requiredOption('--data <dir>', 'data directory (input/, output/, temp/, models/ are created and seeded)')
     .option('--speed <factor>', 'time scale: 1 = recorded timings, 10 = ten times faster', '1')
     .option('--web-root <dir>', 'a built ComfyUI front end to serve at / (as ComfyUI serves its web root)')
-    .action(async (opts: { host: string; port: string; data: string; speed: string; webRoot?: string }) => {
+    .option('--preview-method <method>', 'sampler previews: none, auto, latent2rgb or taesd', 'none')
+    .action(async (opts: {
+      host: string
+      port: string
+      data: string
+      speed: string
+      webRoot?: string
+      previewMethod: string
+    }) => {
       const port = Number(opts.port)
       const speed = Number(opts.speed)
       if (!Number.isInteger(port) || port < 0 || port > 65535) {
@@ -26,6 +34,11 @@ export function registerSimCommand(program: Command): void {
       }
       if (!(speed > 0)) {
         console.error(`--speed must be a positive number, got ${opts.speed}`)
+        process.exitCode = 2
+        return
+      }
+      if (!['none', 'auto', 'latent2rgb', 'taesd'].includes(opts.previewMethod)) {
+        console.error(`--preview-method must be none, auto, latent2rgb or taesd, got ${opts.previewMethod}`)
         process.exitCode = 2
         return
       }
@@ -42,6 +55,7 @@ export function registerSimCommand(program: Command): void {
         host: opts.host,
         port,
         speed,
+        previewMethod: opts.previewMethod,
         ...(webRoot !== undefined ? { webRoot } : {}),
       })
       const served = webRoot !== undefined ? `, web root ${webRoot}` : ''
