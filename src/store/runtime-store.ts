@@ -7,6 +7,7 @@
  * new appends queue up and go together in the next transaction; an idle store waits `groupCommitDelayMillis`
  * after the first append so that events arriving together share one transaction (one fsync).
  */
+import type { RollupFilter, RollupRow } from './rollups.js'
 import {
   AUDIT_EVENT_KINDS,
   type AuditEvent,
@@ -132,6 +133,8 @@ export interface RuntimeStore {
   sessions(filter?: SessionFilter): Promise<SessionRecord[]>
   session(sessionId: string, origin?: string): Promise<SessionRecord | undefined>
   nodeRuns(filter?: NodeRunFilter): Promise<NodeRunRow[]>
+  /** Rollup buckets (origin × node type × hour) by hour. */
+  rollups(filter?: RollupFilter): Promise<RollupRow[]>
   outputsBySha256(sha256: string): Promise<OutputRecord[]>
   derivedRows(origin?: string): Promise<DerivedRows>
   /** Recomputes the derived tables (of one origin, or all) from the log, in one transaction. */
@@ -445,6 +448,11 @@ class DefaultRuntimeStore implements RuntimeStore {
   async nodeRuns(filter: NodeRunFilter = {}): Promise<NodeRunRow[]> {
     await this.#ready()
     return this.#driver.nodeRuns(filter)
+  }
+
+  async rollups(filter: RollupFilter = {}): Promise<RollupRow[]> {
+    await this.#ready()
+    return this.#driver.rollups(filter)
   }
 
   async outputsBySha256(sha256: string): Promise<OutputRecord[]> {

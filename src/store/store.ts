@@ -12,6 +12,7 @@ import type {
   SessionRecord,
   SessionStatus,
 } from '../audit/types.js'
+import type { RollupFilter, RollupRow } from './rollups.js'
 
 /** What a dialect's database can do; the runtime store branches on these, never on the dialect's name. */
 export interface StoreCapabilities {
@@ -163,6 +164,8 @@ export interface StoreDriver {
   session(sessionId: string, origin?: string): Promise<SessionRecord | undefined>
   /** Node runs by `timestamp_start`, then origin, session and node id. */
   nodeRuns(filter: NodeRunFilter): Promise<NodeRunRow[]>
+  /** Rollup buckets (per origin, node type and hour) by hour; see rollups.ts. */
+  rollups(filter: RollupFilter): Promise<RollupRow[]>
   /** Every stored output with this SHA-256 (lowercase hex), across origins. */
   outputsBySha256(sha256: string): Promise<OutputRecord[]>
   /** Derived rows as stored (all origins, or one), for `verify` to compare with a replay of the log. */

@@ -133,5 +133,13 @@ describe('analysis HTTP API', () => {
     )
     expect(text.code).toBe(0)
     expect(text.stdout).toContain('groups with >= 10 runs each compared')
+    const rollups = await store.rollups()
+    await store.close()
+    const rebuilt = await cli('rebuild', '--store', `sqlite:${join(dir, 'audit.sqlite')}`)
+    expect(rebuilt.stdout).toBe(`rebuilt derived tables and rollups from ${history.events} events\n`)
+    store = createRuntimeStore(createSqliteDialect({ path: join(dir, 'audit.sqlite') }), {
+      origin: 'comfy-audit/api',
+    })
+    expect(await store.rollups()).toEqual(rollups)
   }, 60_000)
 })

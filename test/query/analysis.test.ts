@@ -14,6 +14,8 @@ import {
   trends,
   usage,
 } from '../../src/query/analysis/analysis.js'
+import { SKETCH_RELATIVE_ERROR } from '../../src/store/log-sketch.js'
+import { computeRollup, rollupKey, type RollupRow } from '../../src/store/rollups.js'
 import { createPostgresDialect } from '../../src/store/postgres/postgres-dialect.js'
 import { createRuntimeStore, type RuntimeStore } from '../../src/store/runtime-store.js'
 import { createSqliteDialect } from '../../src/store/sqlite/sqlite-dialect.js'
@@ -243,6 +245,75 @@ describe.each(dialects)('analysis on %s', (_name, makeDialect) => {
     expect(loader.cache_hit_rate).toBeLessThan(0.7)
     const dana = await stats(store, { user: PLANTED.heavyUser }, 'user')
     expect(dana.groups.map((g) => g.key)).toEqual([{ user: PLANTED.heavyUser }])
+  })
+
+  it('reads rollups for long windows, their percentiles within 1% of the exact ones from raw rows', async () => {
+    // Edges inside hours: the partial hours come from raw rows, the whole ones from rollups.
+    const filter = { since: '2026-11-02T05:30:00Z', until: '2026-11-07T18:45:00Z' }
+    const fromRollups = await stats(store, filter, 'node_type')
+    const exact = await stats(store, filter, 'node_type', { exact: true })
+    expect(fromRollups.source).toBe('rollups')
+    expect(exact.source).toBe('node_runs')
+    expect(fromRollups.groups.map((g) => [g.key, g.runs, g.executed, g.cached, g.errors])).toEqual(
+      exact.groups.map((g) => [g.key, g.runs, g.executed, g.cached, g.errors]),
+    )
+    const runs = await store.nodeRuns(filter)
+    const alpha = SKETCH_RELATIVE_ERROR
+    for (const g of fromRollups.groups) {
+      const e = exact.groups.find((x) => x.key.node_type === g.key.node_type)!
+      expect(g.duration_ms.max).toBe(e.duration_ms.max)
+      expect(Math.abs(g.duration_ms.mean! - e.duration_ms.mean!)).toBeLessThan(
+        1e-6 * e.duration_ms.mean! + 0.001,
+      )
+      const sorted = runs
+        .filter((r) => r.node_type === g.key.node_type && r.status !== 'cached' && r.duration_ms !== null)
+        .map((r) => r.duration_ms!)
+        .sort((a, b) => a - b)
+      for (const [q, got] of [
+        [0.5, g.duration_ms.p50],
+        [0.95, g.duration_ms.p95],
+        [0.99, g.duration_ms.p99],
+      ] as const) {
+        // The exact percentile lies between the order statistics around rank q(n-1); the sketch within 1% of them.
+        const lo = sorted[Math.floor(q * (sorted.length - 1))]!
+        const hi = sorted[Math.ceil(q * (sorted.length - 1))]!
+        expect(got!, `${g.key.node_type} p${q * 100}`).toBeGreaterThanOrEqual(lo * (1 - alpha) - 0.001)
+        expect(got!, `${g.key.node_type} p${q * 100}`).toBeLessThanOrEqual(hi * (1 + alpha) + 0.001)
+      }
+    }
+    const trendRollups = await trends(store, { ...filter, nodeType: 'KSampler' }, '1d')
+    const trendExact = await trends(store, { ...filter, nodeType: 'KSampler' }, '1d', { exact: true })
+    expect(trendRollups.source).toBe('rollups')
+    expect(trendRollups.buckets.map((b) => [b.start, b.runs, b.errors])).toEqual(
+      trendExact.buckets.map((b) => [b.start, b.runs, b.errors]),
+    )
+    // Short windows and session filters read raw rows.
+    expect(
+      (await stats(store, { since: '2026-11-02T05:30:00Z', until: '2026-11-02T08:00:00Z' })).source,
+    ).toBe('node_runs')
+    expect((await stats(store, { user: 'ana' })).source).toBe('node_runs')
+  })
+
+  it('keeps rollups equal to a computation over the rows: after every append and after a rebuild', async () => {
+    const before = await store.rollups()
+    expect(before.reduce((s, r) => s + r.runs, 0)).toBe(history.nodeRuns)
+    // Recompute every bucket from the rows as the dialects do, and compare.
+    const runs = await store.nodeRuns()
+    const byKey = new Map<string, typeof runs>()
+    for (const r of runs) {
+      const k = JSON.stringify(rollupKey(r))
+      byKey.set(k, [...(byKey.get(k) ?? []), r])
+    }
+    const expected = [...byKey.entries()].map(([k, list]) =>
+      computeRollup(JSON.parse(k) as [string, string, string], list),
+    )
+    // Byte order, as both stores sort text.
+    const cmp = (x: string, y: string): number => (x < y ? -1 : x > y ? 1 : 0)
+    const order = (a: RollupRow, b: RollupRow): number =>
+      cmp(a.hour, b.hour) || cmp(a.origin, b.origin) || cmp(a.node_type, b.node_type)
+    expect(before).toEqual(expected.sort(order))
+    await store.rebuildDerived()
+    expect(await store.rollups()).toEqual(before)
   })
 
   it('gives the settings that succeeded at 1024x1024, labelled as past statistics (suggest)', async () => {

@@ -40,6 +40,7 @@ describe('postgres dialect', () => {
       expect(rows).toEqual([
         { version: 1, name: 'initial' },
         { version: 2, name: 'ledger' },
+        { version: 3, name: 'node run rollups' },
       ])
     } finally {
       await client.end()

@@ -50,6 +50,7 @@ describe('sqlite dialect', () => {
       expect(other.prepare('SELECT version, name FROM schema_migrations ORDER BY version').all()).toEqual([
         { version: 1, name: 'initial' },
         { version: 2, name: 'ledger' },
+        { version: 3, name: 'node run rollups' },
       ])
     } finally {
       other.close()

@@ -136,4 +136,21 @@ export function registerAnalysisCommands(program: Command): void {
       )
       .option('--where <pairs>', 'only runs with these values, e.g. width=1024,height=1024'),
   ).action((opts: Opts) => run('suggest', opts))
+  program
+    .command('rebuild')
+    .description('recompute the derived tables and the hourly rollups from the log (stop the gateway first)')
+    .option('--origin <origin>', 'only this gateway log')
+    .option('--data <dir>', 'data directory', process.env.COMFY_AUDIT_DATA ?? './data')
+    .option('--store <url>', 'store URL: sqlite (default), sqlite:/path, postgres://user@host:port/db')
+    .option('--config <file>', 'config file (JSON)')
+    .action(async (opts: Opts) => {
+      const store = await openCliStore(opts)
+      try {
+        const outcome = await store.rebuildDerived(typeof opts.origin === 'string' ? opts.origin : undefined)
+        for (const problem of outcome.problems) process.stderr.write(`skipped: ${problem}\n`)
+        process.stdout.write(`rebuilt derived tables and rollups from ${outcome.events} events\n`)
+      } finally {
+        await store.close()
+      }
+    })
 }

@@ -9,10 +9,145 @@
 import type { JsonObject, JsonValue, NodeRunRecord, SessionRecord, SessionStatus } from '../../audit/types.js'
 import type { RuntimeStore } from '../../store/runtime-store.js'
 import type { NodeRunRow } from '../../store/store.js'
+import { LogSketch } from '../../store/log-sketch.js'
 import { mannWhitneyGreater, mean, quantile, sortedNumbers, spearman, spearmanPValue } from './statistics.js'
 
-/** The store calls analysis needs. */
-export type AnalysisStore = Pick<RuntimeStore, 'sessions' | 'session' | 'nodeRuns'>
+/** The store calls analysis needs (`rollups` optional: without it every answer reads raw rows). */
+export type AnalysisStore = Pick<RuntimeStore, 'sessions' | 'session' | 'nodeRuns'> &
+  Partial<Pick<RuntimeStore, 'rollups'>>
+
+/** Windows longer than this (or open-ended ones) read rollups where the question allows. */
+export const ROLLUP_MIN_WINDOW_MILLIS = 6 * 3_600_000
+
+const HOUR = 3_600_000
+
+/** Where an answer's numbers came from: exact raw rows, or hourly rollups (percentiles within 1%). */
+export type AnswerSource = 'node_runs' | 'rollups'
+
+interface Bucketed {
+  key: Record<string, string | null>
+  runs: number
+  executed: number
+  cached: number
+  errors: number
+  durations: LogSketch
+  gpu: LogSketch
+  durationSum: number
+  durationMax: number | null
+  gpuMax: number | null
+}
+
+/**
+ * Rollup rows of the window merged per group, with the runs of partial edge hours (before the first whole hour
+ * and after the last) read from node_runs and added exactly; undefined when the question needs raw rows
+ * (session filters, a person or model grouping, a short window, or a store without rollups).
+ */
+async function fromRollups(
+  store: AnalysisStore,
+  filter: AnalysisFilter,
+  groupOf: (origin: string, nodeType: string | null, hour: string) => Record<string, string | null>,
+  now: number,
+): Promise<Map<string, Bucketed> | undefined> {
+  if (!store.rollups || hasSessionFilter(filter)) return undefined
+  const since = filter.since === undefined ? undefined : Date.parse(filter.since)
+  const until = filter.until === undefined ? undefined : Date.parse(filter.until)
+  if (since !== undefined && (until ?? now) - since < ROLLUP_MIN_WINDOW_MILLIS) return undefined
+  const firstWhole = since === undefined ? undefined : Math.ceil(since / HOUR) * HOUR
+  const lastWhole = until === undefined ? undefined : Math.floor(until / HOUR) * HOUR
+  const iso = (ms: number): string => new Date(ms).toISOString()
+  const rows = await store.rollups({
+    ...(filter.origin !== undefined ? { origin: filter.origin } : {}),
+    ...(filter.nodeType !== undefined ? { nodeType: filter.nodeType } : {}),
+    ...(firstWhole !== undefined ? { since: iso(firstWhole) } : {}),
+    ...(lastWhole !== undefined ? { until: iso(lastWhole) } : {}),
+  })
+  const edges: NodeRunRow[] = []
+  const raw = (from: string, to: string): Promise<NodeRunRow[]> =>
+    store.nodeRuns({
+      since: from,
+      until: to,
+      ...(filter.origin !== undefined ? { origin: filter.origin } : {}),
+      ...(filter.nodeType !== undefined ? { nodeType: filter.nodeType } : {}),
+    })
+  if (since !== undefined && firstWhole !== since)
+    edges.push(...(await raw(iso(since), iso(Math.min(firstWhole!, until ?? Infinity)))))
+  if (until !== undefined && lastWhole !== until && (since === undefined || lastWhole! >= firstWhole!)) {
+    edges.push(...(await raw(iso(Math.max(lastWhole!, since ?? -Infinity)), iso(until))))
+  }
+  const groups = new Map<string, Bucketed>()
+  const entry = (key: Record<string, string | null>): Bucketed => {
+    const k = JSON.stringify(key)
+    let g = groups.get(k)
+    if (!g) {
+      g = {
+        key,
+        runs: 0,
+        executed: 0,
+        cached: 0,
+        errors: 0,
+        durations: new LogSketch(),
+        gpu: new LogSketch(),
+        durationSum: 0,
+        durationMax: null,
+        gpuMax: null,
+      }
+      groups.set(k, g)
+    }
+    return g
+  }
+  const maxOf = (a: number | null, b: number | null): number | null =>
+    a === null ? b : b === null ? a : Math.max(a, b)
+  for (const r of rows) {
+    const g = entry(groupOf(r.origin, r.node_type === '' ? null : r.node_type, r.hour))
+    g.runs += r.runs
+    g.executed += r.executed
+    g.cached += r.cached
+    g.errors += r.errors
+    g.durations.merge(r.duration_sketch)
+    g.gpu.merge(r.gpu_sketch)
+    g.durationSum += r.duration_sum_ms
+    g.durationMax = maxOf(g.durationMax, r.duration_max_ms)
+    g.gpuMax = maxOf(g.gpuMax, r.gpu_max_mib)
+  }
+  for (const run of edges) {
+    const hour = new Date(Math.floor(Date.parse(run.timestamp_start) / HOUR) * HOUR).toISOString()
+    const g = entry(groupOf(run.origin, run.node_type, hour))
+    g.runs++
+    if (run.status === 'cached') g.cached++
+    else g.executed++
+    if (run.status === 'error') g.errors++
+    if (executed(run) && run.duration_ms !== null) {
+      g.durations.add(run.duration_ms)
+      g.durationSum += run.duration_ms
+      g.durationMax = maxOf(g.durationMax, run.duration_ms)
+    }
+    if (run.gpu_memory_used !== null) {
+      g.gpu.add(run.gpu_memory_used)
+      g.gpuMax = maxOf(g.gpuMax, run.gpu_memory_used)
+    }
+  }
+  return groups
+}
+
+function bucketedStats(g: Bucketed): Omit<StatsGroup, 'key'> {
+  const n = g.durations.count
+  return {
+    runs: g.runs,
+    executed: g.executed,
+    cached: g.cached,
+    errors: g.errors,
+    error_rate: g.runs === 0 ? 0 : (round(g.errors / g.runs, 4) as number),
+    cache_hit_rate: g.runs === 0 ? 0 : (round(g.cached / g.runs, 4) as number),
+    duration_ms: {
+      p50: round(g.durations.quantile(0.5)),
+      p95: round(g.durations.quantile(0.95)),
+      p99: round(g.durations.quantile(0.99)),
+      mean: n === 0 ? null : round(g.durationSum / n),
+      max: g.durationMax,
+    },
+    gpu_memory_used: { p50: round(g.gpu.quantile(0.5)), p95: round(g.gpu.quantile(0.95)), max: g.gpuMax },
+  }
+}
 
 /** Filters every analysis takes. */
 export interface AnalysisFilter {
@@ -169,6 +304,8 @@ export interface StatsGroup {
 export interface StatsReport {
   readonly window: AnalysisWindow
   readonly by: StatsGrouping
+  /** `rollups` for long windows without session filters (percentiles within 1%), else `node_runs` (exact). */
+  readonly source: AnswerSource
   readonly groups: StatsGroup[]
 }
 
@@ -242,7 +379,28 @@ export async function stats(
   store: AnalysisStore,
   filter: AnalysisFilter,
   by: StatsGrouping = 'node_type',
+  options: { readonly exact?: boolean; readonly now?: Date } = {},
 ): Promise<StatsReport> {
+  if (!options.exact && (by === 'node_type' || by === 'origin' || by === 'day' || by === 'hour')) {
+    const groups = await fromRollups(
+      store,
+      filter,
+      (origin, nodeType, hour): Record<string, string | null> =>
+        by === 'node_type'
+          ? { node_type: nodeType }
+          : by === 'origin'
+            ? { origin }
+            : by === 'day'
+              ? { day: hour.slice(0, 10) }
+              : { hour: `${hour.slice(0, 13)}:00:00Z` },
+      options.now?.getTime() ?? Date.now(),
+    )
+    if (groups) {
+      const out = [...groups.values()].map((g) => ({ key: g.key, ...bucketedStats(g) }))
+      sortGroups(out, by)
+      return { window: windowOf(filter), by, source: 'rollups', groups: out }
+    }
+  }
   const facts = await loadFacts(store, filter)
   const groups = new Map<string, { key: Record<string, string | null>; runs: NodeRunRecord[] }>()
   for (const fact of facts) {
@@ -254,12 +412,16 @@ export async function stats(
     }
   }
   const out = [...groups.values()].map((g) => ({ key: g.key, ...summarizeRuns(g.runs) }))
+  sortGroups(out, by)
+  return { window: windowOf(filter), by, source: 'node_runs', groups: out }
+}
+
+function sortGroups(out: StatsGroup[], by: StatsGrouping): void {
   out.sort((a, b) =>
     by === 'day' || by === 'hour'
       ? String(Object.values(a.key)[0]).localeCompare(String(Object.values(b.key)[0]))
       : b.runs - a.runs || JSON.stringify(a.key).localeCompare(JSON.stringify(b.key)),
   )
-  return { window: windowOf(filter), by, groups: out }
 }
 
 function windowOf(f: AnalysisFilter): AnalysisWindow {
@@ -395,6 +557,8 @@ export interface TrendsReport {
   readonly window: AnalysisWindow
   readonly node_type: string
   readonly bucket: TrendBucket
+  /** As in {@link StatsReport.source}. */
+  readonly source: AnswerSource
   readonly buckets: TrendPoint[]
 }
 
@@ -411,7 +575,34 @@ export async function trends(
   store: AnalysisStore,
   filter: AnalysisFilter & { readonly nodeType: string },
   bucket: TrendBucket = '1d',
+  options: { readonly exact?: boolean; readonly now?: Date } = {},
 ): Promise<TrendsReport> {
+  if (!options.exact) {
+    const groups = await fromRollups(
+      store,
+      filter,
+      (_origin, _type, hour) => ({ start: new Date(bucketStart(Date.parse(hour), bucket)).toISOString() }),
+      options.now?.getTime() ?? Date.now(),
+    )
+    if (groups) {
+      const points = [...groups.values()]
+        .sort((a, b) => String(a.key.start).localeCompare(String(b.key.start)))
+        .map((g) => ({
+          start: g.key.start as string,
+          runs: g.runs,
+          p50: round(g.durations.quantile(0.5)),
+          p95: round(g.durations.quantile(0.95)),
+          errors: g.errors,
+        }))
+      return {
+        window: windowOf(filter),
+        node_type: filter.nodeType,
+        bucket,
+        source: 'rollups',
+        buckets: points,
+      }
+    }
+  }
   const facts = await loadFacts(store, filter)
   const buckets = new Map<number, NodeRunRecord[]>()
   for (const { run } of facts) {
@@ -432,7 +623,13 @@ export async function trends(
         errors: runs.filter((r) => r.status === 'error').length,
       }
     })
-  return { window: windowOf(filter), node_type: filter.nodeType, bucket, buckets: points }
+  return {
+    window: windowOf(filter),
+    node_type: filter.nodeType,
+    bucket,
+    source: 'node_runs',
+    buckets: points,
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------

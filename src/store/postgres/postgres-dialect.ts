@@ -56,6 +56,19 @@ import type {
   StoredEventRow,
 } from '../store.js'
 import { POSTGRES_MIGRATIONS } from './postgres-migrations.js'
+import {
+  DELETE_ROLLUP_SQL,
+  SELECT_BUCKET_RUNS_SQL,
+  UPSERT_ROLLUP_SQL,
+  bucketKeys,
+  computeRollup,
+  hourEnd,
+  rollupParams,
+  rollupsQuery,
+  rowToRollup,
+  type RollupFilter,
+  type RollupRow,
+} from '../rollups.js'
 import type { ColumnValue } from '../derived-columns.js'
 
 /** Options of {@link createPostgresDialect}. */
@@ -206,6 +219,10 @@ class PostgresDriver implements StoreDriver {
     return (await this.#all(nodeRunsQuery(filter))).map(rowToNodeRun)
   }
 
+  async rollups(filter: RollupFilter): Promise<RollupRow[]> {
+    return (await this.#all(rollupsQuery(filter))).map(rowToRollup)
+  }
+
   async outputsBySha256(sha256: string): Promise<OutputRecord[]> {
     const query = {
       sql: `${SELECT_DERIVED_SQL.outputs} WHERE sha256 = ? ${ORDER_DERIVED_SQL.outputs}`,
@@ -289,8 +306,8 @@ class PostgresDriver implements StoreDriver {
 async function rebuildWith(client: PgClient, origin: string | undefined): Promise<RebuildOutcome> {
   // EXCLUSIVE blocks other writers (appends of any gateway) but not readers, until the rebuild commits;
   // events first, in the order appends take them, so the two cannot deadlock.
-  await client.query('LOCK TABLE events, sessions, node_runs, outputs IN EXCLUSIVE MODE')
-  for (const table of DERIVED_TABLES) {
+  await client.query('LOCK TABLE events, sessions, node_runs, outputs, node_run_rollups IN EXCLUSIVE MODE')
+  for (const table of [...DERIVED_TABLES, 'node_run_rollups']) {
     if (origin === undefined) await client.query(`DELETE FROM ${table}`)
     else await client.query(`DELETE FROM ${table} WHERE origin = $1`, [origin])
   }
@@ -388,8 +405,27 @@ async function applyChanges(client: PgClient, changes: DerivedChanges): Promise<
     })
     await upsertMany(client, SESSION_UPSERT, rows)
   }
-  if (changes.nodeRuns.length > 0)
+  if (changes.nodeRuns.length > 0) {
+    // Rollup buckets the replaced rows were in and the new rows are in, recomputed after the upsert.
+    const touched = bucketKeys(changes.nodeRuns)
+    const keys = changes.nodeRuns.map((r) => [r.origin, r.session_id, r.node_id])
+    for (const row of await selectByKeys(client, NODE_RUN_UPSERT, keys)) {
+      for (const [k, v] of bucketKeys([
+        {
+          origin: String(row.origin),
+          node_type: row.node_type === null ? null : String(row.node_type),
+          timestamp_start: String(row.timestamp_start),
+        },
+      ]))
+        touched.set(k, v)
+    }
     await upsertMany(client, NODE_RUN_UPSERT, changes.nodeRuns.map(nodeRunParams))
+    for (const key of touched.values()) {
+      const runs = (await client.query(numbered(SELECT_BUCKET_RUNS_SQL), [...key, hourEnd(key[2])])).rows
+      if (runs.length === 0) await client.query(numbered(DELETE_ROLLUP_SQL), key)
+      else await client.query(numbered(UPSERT_ROLLUP_SQL), rollupParams(computeRollup(key, runs as never)))
+    }
+  }
   if (changes.outputs.length > 0) {
     const existing = new Map<string, SqlRow>()
     const keys = changes.outputs.map((c) => [

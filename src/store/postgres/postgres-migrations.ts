@@ -10,6 +10,8 @@
  */
 import type { Migration } from '../migrations.js'
 
+import { rollupMigration } from '../rollups.js'
+
 export const POSTGRES_MIGRATIONS: readonly Migration[] = [
   {
     version: 1,
@@ -118,5 +120,11 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
         PRIMARY KEY (origin, size)
       )`,
     ],
+  },
+  {
+    version: 3,
+    name: 'node run rollups',
+    // Per origin x node type x hour: counts and duration / GPU memory sketches (src/store/rollups.ts).
+    statements: rollupMigration({ text: 'text COLLATE "C"', int: 'bigint', real: 'double precision' }),
   },
 ]

@@ -59,6 +59,20 @@ import type {
   StoredCheckpoint,
   StoredEventRow,
 } from '../store.js'
+import {
+  DELETE_ROLLUP_SQL,
+  SELECT_BUCKET_RUNS_SQL,
+  SELECT_RUN_BUCKET_SQL,
+  UPSERT_ROLLUP_SQL,
+  bucketKeys,
+  computeRollup,
+  hourEnd,
+  rollupParams,
+  rollupsQuery,
+  rowToRollup,
+  type RollupFilter,
+  type RollupRow,
+} from '../rollups.js'
 import { SQLITE_MIGRATIONS } from './sqlite-migrations.js'
 import { createWorkerSqliteDriver } from './sqlite-worker-driver.js'
 
@@ -122,6 +136,10 @@ interface Statements {
   insertCheckpoint: SqliteStatement
   selectCheckpoints: SqliteStatement
   pruneRange: SqliteStatement
+  selectRunBucket: SqliteStatement
+  selectBucketRuns: SqliteStatement
+  upsertRollup: SqliteStatement
+  deleteRollup: SqliteStatement
 }
 
 /** The driver itself; {@link createWorkerSqliteDriver} runs one of these on a worker thread. */
@@ -169,6 +187,10 @@ export class SqliteDriver implements StoreDriver {
       insertCheckpoint: db.prepare(INSERT_CHECKPOINT_SQL),
       selectCheckpoints: db.prepare(SELECT_CHECKPOINTS_SQL),
       pruneRange: db.prepare(PRUNE_RANGE_SQL),
+      selectRunBucket: db.prepare(SELECT_RUN_BUCKET_SQL),
+      selectBucketRuns: db.prepare(SELECT_BUCKET_RUNS_SQL),
+      upsertRollup: db.prepare(UPSERT_ROLLUP_SQL),
+      deleteRollup: db.prepare(DELETE_ROLLUP_SQL),
     }
     const apply = (changes: DerivedChanges): void => applyChanges(statements, changes)
     const append = db.transaction((events: readonly AuditEvent[]): string[] => {
@@ -178,7 +200,7 @@ export class SqliteDriver implements StoreDriver {
       return changes.problems
     })
     const rebuild = db.transaction((origin: string | undefined): RebuildOutcome => {
-      for (const table of DERIVED_TABLES) {
+      for (const table of [...DERIVED_TABLES, 'node_run_rollups']) {
         if (origin === undefined) db.prepare(`DELETE FROM ${table}`).run()
         else db.prepare(`DELETE FROM ${table} WHERE origin = ?`).run(origin)
       }
@@ -268,6 +290,10 @@ export class SqliteDriver implements StoreDriver {
 
   async nodeRuns(filter: NodeRunFilter): Promise<NodeRunRow[]> {
     return this.#all(nodeRunsQuery(filter)).map(rowToNodeRun)
+  }
+
+  async rollups(filter: RollupFilter): Promise<RollupRow[]> {
+    return this.#all(rollupsQuery(filter)).map(rowToRollup)
   }
 
   async outputsBySha256(sha256: string): Promise<OutputRecord[]> {
@@ -364,7 +390,27 @@ function applyChanges(s: Statements, changes: DerivedChanges): void {
     const next = applySessionChange(row ? rowToSession(row) : undefined, change)
     s.upsertSession.run(...sessionParams(next))
   }
+  // Rollup buckets the replaced rows were in and the new rows are in, recomputed after the upserts.
+  const touched = bucketKeys(changes.nodeRuns)
+  for (const run of changes.nodeRuns) {
+    const old = s.selectRunBucket.get(run.origin, run.session_id, run.node_id) as SqlRow | undefined
+    if (old) {
+      for (const [k, v] of bucketKeys([
+        {
+          origin: String(old.origin),
+          node_type: old.node_type === null ? null : String(old.node_type),
+          timestamp_start: String(old.timestamp_start),
+        },
+      ]))
+        touched.set(k, v)
+    }
+  }
   for (const run of changes.nodeRuns) s.upsertNodeRun.run(...nodeRunParams(run))
+  for (const key of touched.values()) {
+    const runs = s.selectBucketRuns.all(key[0], key[1], key[2], hourEnd(key[2])) as SqlRow[]
+    if (runs.length === 0) s.deleteRollup.run(...key)
+    else s.upsertRollup.run(...rollupParams(computeRollup(key, runs as never)))
+  }
   for (const change of changes.outputs) {
     const key = [
       change.origin,

@@ -4,6 +4,8 @@
  */
 import type { Migration } from '../migrations.js'
 
+import { rollupMigration } from '../rollups.js'
+
 export const SQLITE_MIGRATIONS: readonly Migration[] = [
   {
     version: 1,
@@ -112,5 +114,11 @@ export const SQLITE_MIGRATIONS: readonly Migration[] = [
         PRIMARY KEY (origin, size)
       )`,
     ],
+  },
+  {
+    version: 3,
+    name: 'node run rollups',
+    // Per origin x node type x hour: counts and duration / GPU memory sketches (src/store/rollups.ts).
+    statements: rollupMigration({ text: 'TEXT', int: 'INTEGER', real: 'REAL' }),
   },
 ]

@@ -109,6 +109,7 @@ export function createWorkerSqliteDriver(options: SqliteDialectOptions): StoreDr
     sessions: (filter) => call('sessions', filter),
     session: (sessionId, origin) => call('session', sessionId, origin),
     nodeRuns: (filter) => call('nodeRuns', filter),
+    rollups: (filter) => call('rollups', filter),
     outputsBySha256: (sha256) => call('outputsBySha256', sha256),
     derivedRows: (origin) => call('derivedRows', origin),
     rebuildDerived: (origin) => call('rebuildDerived', origin),

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { seededRandom } from '../helpers/history-generator.js'
-import { LogSketch, SKETCH_RELATIVE_ERROR } from '../../src/query/analysis/log-sketch.js'
+import { LogSketch, SKETCH_RELATIVE_ERROR } from '../../src/store/log-sketch.js'
 
 function exactAt(sorted: number[], q: number): number {
   return sorted[Math.floor(q * (sorted.length - 1))]!
