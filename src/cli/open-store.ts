@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs'
+import { existsSync, mkdirSync } from 'node:fs'
 import { userInfo } from 'node:os'
 import { isAbsolute, join, resolve } from 'node:path'
 import { loadConfig, type Config } from '../config/config.js'
@@ -22,7 +22,15 @@ export async function dialectFor(
   storeUrl: string,
   dataDir: string,
   /** `worker` runs SQLite on a worker thread (the gateway: commits must not block proxying). */
-  options: { sqliteThread?: 'main' | 'worker'; busyTimeoutMillis?: number } = {},
+  options: {
+    sqliteThread?: 'main' | 'worker'
+    busyTimeoutMillis?: number
+    /**
+     * false: the SQLite file must already exist (read-only commands must not leave an empty store, and
+     * directories, behind a mistyped `--data`). Default true.
+     */
+    create?: boolean
+  } = {},
 ): Promise<StoreDialect> {
   if (storeUrl === 'sqlite' || storeUrl.startsWith('sqlite:')) {
     const rest = storeUrl === 'sqlite' ? '' : storeUrl.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, '')
@@ -34,6 +42,13 @@ export async function dialectFor(
           : isAbsolute(rest)
             ? rest
             : resolve(rest)
+    if (path !== ':memory:' && options.create === false && !existsSync(path)) {
+      throw new CliError(
+        rest !== '' || existsSync(dataDir)
+          ? `no audit store at ${path} (check --data / --store; the gateway creates it at first start)`
+          : `data dir not found: ${dataDir} (check --data; the gateway creates it at first start)`,
+      )
+    }
     if (path !== ':memory:') mkdirSync(resolve(path, '..'), { recursive: true })
     const { createSqliteDialect } = await import('../store/sqlite/sqlite-dialect.js')
     return createSqliteDialect({
@@ -63,10 +78,15 @@ export function cliConfig(
 
 /**
  * Opens the store for a command that reads it directly. CLI commands act as `local:<os user>`.
+ * A missing SQLite store is an error unless `create` is set (only commands that set up a new data dir, such
+ * as `users add`, create one).
  */
-export async function openCliStore(opts: CliStoreOptions & Record<string, unknown>): Promise<RuntimeStore> {
+export async function openCliStore(
+  opts: CliStoreOptions & Record<string, unknown>,
+  options: { create?: boolean } = {},
+): Promise<RuntimeStore> {
   const config = cliConfig(opts)
-  const dialect = await dialectFor(config.store.url, config.data)
+  const dialect = await dialectFor(config.store.url, config.data, { create: options.create ?? false })
   const store = createRuntimeStore(dialect, { origin: config.origin ?? 'comfy-audit' })
   await store.init()
   return store

@@ -71,6 +71,22 @@ async function syncDir(dir: string): Promise<void> {
 }
 
 /**
+ * Loads the existing signing key for `name` from `<dataDir>/keys/ledger.key`, never creating one (read-only
+ * commands such as `key` and `verify`: a key made there would sign nothing and only hide a wrong `--data`).
+ * Returns undefined when the file does not exist; throws like {@link loadOrCreateSigningKey} otherwise.
+ */
+export async function loadSigningKey(dataDir: string, name: string): Promise<SigningKey | undefined> {
+  const path = join(dataDir, 'keys', 'ledger.key')
+  try {
+    const signer = await readKeyFile(path, name)
+    return { signer, verifierKey: signer.verifierKey, path, created: false }
+  } catch (error) {
+    if (isErrno(error, 'ENOENT', 'ENOTDIR')) return undefined
+    throw error
+  }
+}
+
+/**
  * Loads the ledger signing key for `name` from `<dataDir>/keys/ledger.key`, generating an Ed25519 key on
  * first start (directory 0700, file 0600, published atomically so a crash never leaves a half-written key).
  * Throws, with the path and the fix, when the file is group/world-accessible, malformed, or belongs to

@@ -8,7 +8,7 @@ import { readFile, writeFile } from 'node:fs/promises'
 import type { Command } from 'commander'
 import { parseDurationMillis } from '../../config/duration.js'
 import { buildEvidence, verifyEvidence } from '../../ledger/evidence.js'
-import { loadOrCreateSigningKey } from '../../ledger/key-store.js'
+import { loadSigningKey } from '../../ledger/key-store.js'
 import { parsePublishedCheckpoints } from '../../ledger/publish.js'
 import { eraseSession, pruneOlderThan } from '../../ledger/retention.js'
 import { formatLedgerProblem, verifyLedger } from '../../ledger/verify-ledger.js'
@@ -36,21 +36,34 @@ function keyArgument(value: string): string {
   return text.trim()
 }
 
-/** `key`: the gateway's verifier key (created on first use, as the gateway does at first start). */
+/** The data dir's existing signing key for `origin`; a CliError naming the path when there is none. */
+async function existingKey(data: string, origin: string): Promise<string> {
+  if (!existsSync(data)) throw new CliError(`data dir not found: ${data} (check --data)`)
+  const key = await loadSigningKey(data, origin)
+  if (!key) {
+    throw new CliError(
+      `no signing key in ${data}/keys/ledger.key (check --data; the gateway creates it at first start, ` +
+        `or pass the verifier key with --key)`,
+    )
+  }
+  return key.verifierKey
+}
+
+/** `key`: the gateway's verifier key. Read-only: it never creates a key (the gateway does, at first start). */
 export async function runKey(opts: Opts): Promise<CommandOutcome> {
   const config = cliConfig(opts)
-  const key = await loadOrCreateSigningKey(config.data, config.origin ?? 'comfy-audit')
-  return { output: key.verifierKey + '\n', exitCode: 0 }
+  const origin = typeof opts.origin === 'string' ? opts.origin : (config.origin ?? 'comfy-audit')
+  return { output: (await existingKey(config.data, origin)) + '\n', exitCode: 0 }
 }
 
 /** `verify`: recompute the log, the checkpoints and the derived tables. */
 export async function runVerify(opts: Opts): Promise<CommandOutcome> {
   const config = cliConfig(opts)
-  const origin = config.origin ?? 'comfy-audit'
+  const origin = typeof opts.origin === 'string' ? opts.origin : (config.origin ?? 'comfy-audit')
   let verifierKey: string | ((o: string) => string | undefined)
   if (typeof opts.key === 'string') verifierKey = keyArgument(opts.key)
   else {
-    const own = (await loadOrCreateSigningKey(config.data, origin)).verifierKey
+    const own = await existingKey(config.data, origin)
     verifierKey = (o) => (o === origin ? own : undefined)
   }
   const published =
@@ -201,7 +214,10 @@ function emit(outcome: CommandOutcome): void {
 /** Adds the ledger commands to the program. */
 export function registerLedgerCommands(program: Command): void {
   addStoreOptions(
-    program.command('key').description("print this gateway's ledger verifier key (C2SP format)"),
+    program
+      .command('key')
+      .description("print this gateway's ledger verifier key (C2SP format)")
+      .option('--origin <origin>', 'the log name the key signs as (default: config origin)'),
   ).action(async (opts: Opts) => emit(await runKey(opts)))
   addStoreOptions(
     program

@@ -26,7 +26,10 @@ async function withDirectory<T>(
   opts: CliStoreOptions,
   run: (dir: ReturnType<typeof createIdentityDirectory>) => Promise<T>,
 ): Promise<T> {
-  const store = await openCliStore({ data: opts.data, store: opts.store, config: opts.config })
+  const store = await openCliStore(
+    { data: opts.data, store: opts.store, config: opts.config },
+    { create: true },
+  )
   try {
     return await run(createIdentityDirectory(store))
   } finally {
