@@ -40,6 +40,8 @@ interface Downstream {
   readonly ws: WebSocket
   /** ComfyUI checks only the first text frame for feature flags. */
   first: boolean
+  /** Whether that frame asked for `supports_preview_metadata` (type 4 previews). */
+  previewMeta?: boolean
 }
 
 interface InflightPrompt {
@@ -110,6 +112,28 @@ function str(v: JsonValue | undefined): string | null {
 
 /** Binary event types (protocol §1.4). */
 const BINARY_PREVIEW_IMAGE = 1
+const BINARY_PREVIEW_WITH_METADATA = 4
+
+/**
+ * PREVIEW_IMAGE_WITH_METADATA (4, metadata length, JSON, image) as PREVIEW_IMAGE (1, 1 = JPEG or
+ * 2 = PNG, image): what server.py's send_image would have sent. Null when the frame is malformed.
+ */
+function toLegacyPreview(frame: Buffer): Buffer | null {
+  if (frame.length < 8) return null
+  const len = frame.readUInt32BE(4)
+  if (8 + len > frame.length) return null
+  let png = false
+  try {
+    const meta = JSON.parse(frame.subarray(8, 8 + len).toString('utf8')) as unknown
+    png = isRecord(meta) && meta.image_type === 'image/png'
+  } catch {
+    return null
+  }
+  const head = Buffer.alloc(8)
+  head.writeUInt32BE(BINARY_PREVIEW_IMAGE, 0)
+  head.writeUInt32BE(png ? 2 : 1, 4)
+  return Buffer.concat([head, frame.subarray(8 + len)])
+}
 const RECENT_PROMPTS = 8
 
 /**
@@ -214,7 +238,10 @@ export class SocketHub {
       const frame = parseFrame(text)
       if (frame === null) return // ComfyUI keeps waiting for a first valid JSON frame too
       d.first = false
-      if (frame.type === 'feature_flags') this.#onClientFlags(ch, d, text)
+      if (frame.type === 'feature_flags') {
+        d.previewMeta = isRecord(frame.data) && frame.data.supports_preview_metadata === true
+        this.#onClientFlags(ch, d, text)
+      }
     })
     ws.on('error', () => {})
     ws.on('close', () => {
@@ -462,15 +489,22 @@ export class SocketHub {
   #onChannelFrame(ch: Channel, data: Buffer, isBinary: boolean): void {
     const timeMs = this.#opts.now()
     if (isBinary) {
+      const type = data.length >= 4 ? data.readUInt32BE(0) : -1
       if (ch.kind === 'client') {
-        if (ch.active) this.#send(ch.active, data, true)
+        // The upstream socket negotiated for the first downstream socket; ComfyUI decides per socket, so a
+        // downstream socket that did not ask for type 4 gets the legacy type 1 frame it would have had.
+        const active = ch.active
+        if (active) {
+          const legacy = type === BINARY_PREVIEW_WITH_METADATA && active.previewMeta !== true
+          this.#send(active, legacy ? (toLegacyPreview(data) ?? data) : data, true)
+        }
       } else if (
-        data.length >= 4 &&
-        data.readUInt32BE(0) === BINARY_PREVIEW_IMAGE &&
+        (type === BINARY_PREVIEW_IMAGE || type === BINARY_PREVIEW_WITH_METADATA) &&
         ch.runningPrompt !== null
       ) {
-        // A legacy preview of a prompt whose client gave no id: ComfyUI would have sent it to everyone.
-        this.#broadcast(data, true)
+        // A preview of a prompt whose client gave no id: ComfyUI would have sent everyone type 1.
+        const legacy = type === BINARY_PREVIEW_IMAGE ? data : toLegacyPreview(data)
+        if (legacy) this.#broadcast(legacy, true)
       }
       this.#tapFrame(ch.id, data, true, timeMs)
       return
