@@ -103,7 +103,7 @@ async function setup(opts: {
     guard,
     auditHandler: async (req, res) => {
       if (await authenticator.handleAuditRoute(req, res)) return true
-      if (req.url?.startsWith('/_audit/api/sessions')) {
+      if (req.url?.startsWith('/_audit/api/sessions') || req.url?.startsWith('/_audit/api/stats')) {
         res.writeHead(200, { 'content-type': 'application/json' })
         res.end(JSON.stringify({ url: req.url }))
         return true
@@ -224,6 +224,12 @@ describe('gateway access control', () => {
     // an artist's audit query is narrowed to their own runs
     const mine = await fetch(gw.url + '/_audit/api/sessions?limit=5', { headers: bearer(tokens.alice) })
     expect(await mine.json()).toEqual({ url: '/_audit/api/sessions?limit=5&user=alice' })
+    // issue 12: so is every aggregate of the analysis API, and another person's is refused
+    const stats = await fetch(gw.url + '/_audit/api/stats?by=user', { headers: bearer(tokens.alice) })
+    expect(await stats.json()).toEqual({ url: '/_audit/api/stats?by=user&user=alice' })
+    expect(
+      (await fetch(gw.url + '/_audit/api/stats?user=bob', { headers: bearer(tokens.alice) })).status,
+    ).toBe(403)
   })
 
   it('refuses a cross-origin POST with a valid session cookie, and a foreign Host', async () => {
