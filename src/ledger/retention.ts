@@ -63,8 +63,13 @@ export async function pruneOlderThan(options: {
   before: string
   user: string
   now?: Date
+  /** Only count what would be removed; removes and records nothing. */
+  dryRun?: boolean
 }): Promise<RetentionOutcome> {
   const ranges = await candidateRanges(options.store, { until: options.before })
+  if (options.dryRun) {
+    return { pruned: ranges.reduce((n, [from, to]) => n + to - from + 1, 0), ranges, recordedAt: null }
+  }
   return removeAndRecord(
     options.store,
     ranges,

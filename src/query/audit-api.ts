@@ -134,8 +134,13 @@ export function createAuditApi(
       }
       const user = url.searchParams.get('user')
       if (user !== null) filter.user = user
-      const limit = Number(url.searchParams.get('limit') ?? 100)
-      const offset = Number(url.searchParams.get('offset') ?? 0)
+      // Number('') is 0 and Number('1e2') is 100: only plain digits are a count.
+      const count = (name: string, fallback: number): number => {
+        const text = url.searchParams.get(name)
+        return text === null ? fallback : /^\d+$/.test(text) ? Number(text) : NaN
+      }
+      const limit = count('limit', 100)
+      const offset = count('offset', 0)
       if (!Number.isInteger(limit) || limit < 1 || limit > 10_000)
         return badRequest(res, 'limit: expected 1..10000')
       if (!Number.isInteger(offset) || offset < 0) return badRequest(res, 'offset: expected an integer >= 0')
@@ -169,7 +174,11 @@ export function createAuditApi(
       const range = timeRange(url)
       if (!range.ok) return badRequest(res, range.reason)
       Object.assign(filter, range.value)
-      filter.limit = Math.min(Number(url.searchParams.get('limit') ?? 1000) || 1000, 100_000)
+      const limitText = url.searchParams.get('limit')
+      const limit = limitText === null ? 1000 : /^\d+$/.test(limitText) ? Number(limitText) : NaN
+      if (!Number.isInteger(limit) || limit < 1 || limit > 100_000)
+        return badRequest(res, `limit: expected 1..100000, got ${JSON.stringify(limitText)}`)
+      filter.limit = limit
       const runs = await options.store.nodeRuns(filter)
       send(res, 200, { node_runs: runs.map(nodeRunExportRow) })
       return true

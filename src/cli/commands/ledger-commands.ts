@@ -6,7 +6,7 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { readFile, writeFile } from 'node:fs/promises'
 import type { Command } from 'commander'
-import { parseDurationMillis } from '../../config/duration.js'
+import { parseTimeSpec } from '../../config/duration.js'
 import { buildEvidence, verifyEvidence } from '../../ledger/evidence.js'
 import { loadSigningKey } from '../../ledger/key-store.js'
 import { parsePublishedCheckpoints } from '../../ledger/publish.js'
@@ -160,9 +160,25 @@ function lockForRewrite(opts: Opts, purpose: 'erase' | 'prune'): DirLock {
 /** `prune --older-than 90d`. */
 export async function runPrune(opts: Opts): Promise<CommandOutcome> {
   const spec = typeof opts.olderThan === 'string' ? opts.olderThan : ''
-  const d = parseDurationMillis(spec)
-  if (!d.ok) throw new CliError(`--older-than: ${d.reason}`)
-  const before = new Date(Date.now() - d.value).toISOString()
+  // One time syntax everywhere (src/config/duration.ts): `90d` back from now, or an ISO date.
+  const t = parseTimeSpec(spec)
+  if (!t.ok) throw new CliError(`--older-than: ${t.reason}`)
+  const before = t.value.toISOString()
+  if (opts.dryRun === true) {
+    const store = await openCliStore(opts)
+    try {
+      const r = await pruneOlderThan({ store, before, user: cliUser(), dryRun: true })
+      return {
+        output:
+          `dry run: would prune ${r.pruned} event payloads before ${before}` +
+          (r.ranges.length > 0 ? ` (seq ${r.ranges.map(([a, b]) => `${a}..${b}`).join(', ')})` : '') +
+          '; nothing changed\n',
+        exitCode: 0,
+      }
+    } finally {
+      await store.close()
+    }
+  }
   const lock = lockForRewrite(opts, 'prune')
   const store = await openCliStore(opts).catch((err: unknown) => {
     lock.release()
@@ -250,7 +266,8 @@ export function registerLedgerCommands(program: Command): void {
     program
       .command('prune')
       .description('remove event payloads older than a duration, keeping leaf hashes (recorded in the log)')
-      .requiredOption('--older-than <duration>', 'e.g. 90d'),
+      .requiredOption('--older-than <time>', 'a duration back from now (90d) or an ISO date (2026-11-01)')
+      .option('--dry-run', 'only say what would be pruned; change nothing'),
   ).action(async (opts: Opts) => emit(await runPrune(opts)))
   addStoreOptions(
     program

@@ -36,6 +36,15 @@ function statusOption(value: string | undefined): SessionStatus[] | undefined {
   return list as SessionStatus[]
 }
 
+function limitOption(value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback
+  const n = /^\d+$/.test(value.trim()) ? Number(value.trim()) : NaN
+  if (!Number.isSafeInteger(n) || n < 1) {
+    throw new CliError(`--limit: expected a whole number of at least 1, got ${JSON.stringify(value)}`)
+  }
+  return n
+}
+
 function addStoreOptions(cmd: Command): Command {
   return cmd
     .option('--data <dir>', 'data directory', process.env.COMFY_AUDIT_DATA ?? './data')
@@ -89,7 +98,7 @@ export function registerQueryCommands(program: Command): void {
         until: timeOption('until', opts.until as string | undefined),
         status: statusOption(opts.status as string | undefined),
         user: opts.user as string | undefined,
-        limit: Number(opts.limit ?? 50),
+        limit: limitOption(opts.limit as string | undefined, 50),
       })
       if (opts.json) for (const s of sessions) await write(process.stdout, jsonLine(sessionExportRow(s)))
       else await write(process.stdout, formatSessionsTable(sessions))
