@@ -403,7 +403,15 @@ async function startLocked(
     // we read (ComfyUI writes history before it leaves the queue), and one accepted after the queue was read is
     // left alone, so neither is wrongly called lost. The resumed sessions must be known first.
     await capture.flush()
-    const candidates = new Set(capture.openSessions().map((o) => o.session_id))
+    // Only sessions ComfyUI had already accepted: it queues a prompt before answering 200, so such a prompt is in
+    // the queue read next or in history. One whose 200 arrives after the queue read would be missing from both
+    // without being lost (issue 10 item 3: under load this closed dozens of running prompts as lost).
+    const candidates = new Set(
+      capture
+        .openSessions()
+        .filter((o) => o.accepted)
+        .map((o) => o.session_id),
+    )
     const queue = await fetchJson(`${upstream}/queue`, 10_000)
     const history = await fetchJson(`${upstream}/history?max_items=1000`, 30_000)
     if (history === null || typeof history !== 'object' || Array.isArray(history)) return
