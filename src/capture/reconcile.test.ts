@@ -193,6 +193,17 @@ describe('reconcileSessions with recorded history', () => {
       comfyRestarted: true,
     })
     expect(lost.events.map((e) => e.kind)).toEqual(['session.lost'])
+    // Issue 10 item 3: every lost carries the evidence it was decided on.
+    expect(lost.events[0]!.payload.evidence).toEqual({
+      queue_running: 0,
+      queue_pending: 0,
+      history_entries: 0,
+      in_queue: false,
+      in_history: false,
+      accepted: true,
+      comfy_restarted: true,
+      decided_at: new Date(T).toISOString(),
+    })
     expect(sessionOf(lost.events, 'gone')).toMatchObject({
       status: 'lost',
       status_reason: expect.stringContaining('restarted'),

@@ -320,7 +320,21 @@ export function reconcileSessions(input: ReconcileInput): ReconcileResult {
       kind: 'session.lost',
       time,
       session_id: session.session_id,
-      payload: { session: { status: 'lost', ended_at: time, status_reason: reason }, reason },
+      payload: {
+        session: { status: 'lost', ended_at: time, status_reason: reason },
+        reason,
+        // What the decision rested on, so a reader can judge it later (issue 10 item 3).
+        evidence: {
+          queue_running: input.queue.queue_running.length,
+          queue_pending: input.queue.queue_pending.length,
+          history_entries: Object.keys(input.history).length,
+          in_queue: false,
+          in_history: false,
+          accepted: true,
+          comfy_restarted: input.comfyRestarted === true,
+          decided_at: time,
+        },
+      },
     })
     closed.push(session.session_id)
   }
