@@ -206,3 +206,20 @@ describe('retention', () => {
     if (!bad.ok) expect(bad.problems.join('\n')).toMatch(/^retention\.days: /m)
   })
 })
+
+describe('issue 10 item 11: unknown config keys', () => {
+  it('names every key the schema does not know, at any depth, instead of dropping it', () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'ca-config-')), 'config.json')
+    writeFileSync(
+      file,
+      JSON.stringify({ bogusKey: 1, store: { urll: 'sqlite' }, ledger: { checkpointEvery: 5 } }),
+    )
+    const r = loadConfig({ file, env: {} })
+    expect(r.ok).toBe(false)
+    if (r.ok) return
+    expect(r.problems).toEqual(
+      expect.arrayContaining(['bogusKey: unknown config key', 'store.urll: unknown config key']),
+    )
+    expect(r.problems.join('\n')).not.toContain('checkpointEvery')
+  })
+})

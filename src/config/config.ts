@@ -363,6 +363,36 @@ export interface LoadConfigOptions {
   flags?: Record<string, unknown>
 }
 
+interface SchemaDef {
+  type?: string
+  shape?: Record<string, { _zod?: { def?: SchemaDef } }>
+  innerType?: { _zod?: { def?: SchemaDef } }
+  in?: { _zod?: { def?: SchemaDef } }
+  element?: { _zod?: { def?: SchemaDef } }
+  options?: readonly { _zod?: { def?: SchemaDef } }[]
+  catchall?: unknown
+}
+
+/** Walks a Zod 4 schema beside a raw value, reporting object keys the schema does not declare. */
+function unknownKeys(schema: unknown, value: unknown, path: string[], problems: string[]): void {
+  let def = (schema as { _zod?: { def?: SchemaDef } })?._zod?.def
+  // default / optional / nullable / prefault / readonly wrap the real schema; a pipe's input is what is read.
+  while (def && (def.innerType || (def.type === 'pipe' && def.in))) {
+    def = (def.innerType ?? def.in)?._zod?.def
+  }
+  if (!def || value === null || typeof value !== 'object') return
+  if (def.type === 'object' && def.shape && !Array.isArray(value)) {
+    for (const [key, v] of Object.entries(value as Record<string, unknown>)) {
+      const member = def.shape[key]
+      if (member) unknownKeys(member, v, [...path, key], problems)
+      else if (def.catchall === undefined) problems.push(`${[...path, key].join('.')}: unknown config key`)
+    }
+  } else if (def.type === 'array' && def.element && Array.isArray(value)) {
+    value.forEach((v, i) => unknownKeys(def.element, v, [...path, String(i)], problems))
+  }
+  // Unions (sinks by type, auth credentials) are strict objects already, so Zod names their strays itself.
+}
+
 /**
  * Loads the configuration once: file, then environment, then CLI flags, validated by one schema. Every
  * problem is reported at once with its path. The result is frozen.
@@ -404,6 +434,9 @@ export function loadConfig(options: LoadConfigOptions = {}): ConfigResult {
   for (const [dotted, v] of Object.entries(options.flags ?? {})) {
     if (v !== undefined) setPath(raw, dotted.split('.'), v)
   }
+  // Non-strict objects drop unknown keys silently, so a misspelt key (`store.urll`) would leave the default in
+  // force unnoticed: every key the schema does not know is a problem, named by its path.
+  unknownKeys(zConfig, raw, [], problems)
   const parsed = zConfig.safeParse(raw)
   if (!parsed.success) {
     for (const issue of parsed.error.issues) {
