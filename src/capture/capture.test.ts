@@ -427,6 +427,24 @@ describe('capture on the recorded ComfyUI 0.8 traffic', () => {
     expect(session(events, 'fixed-3189cedb6bec').status).toBe('success')
   })
 
+  it('corrects a session reconciliation closed as lost when ComfyUI later finishes it (issue 10 item 3)', async () => {
+    const steps = replaySteps(ROWS, { clients: CLIENTS, scenarios: ['image_pipeline'] })
+    const id = 'fixed-3189cedb6bec'
+    const answered = steps.findIndex((s) => s.kind === 'answered' && s.call.promptId === id)
+    const clock = { now: 0 }
+    const events: AuditEventInput[] = []
+    const capture = newCapture(clock, events, [])
+    await feed(capture, clock, steps.slice(0, answered + 1))
+    capture.reconcile({ history: {}, queue: { queue_running: [], queue_pending: [] } })
+    await capture.flush()
+    expect(session(events, id).status).toBe('lost')
+    await feed(capture, clock, steps.slice(answered + 1))
+    const corrected = events.filter((e) => e.kind === 'session.corrected' && e.session_id === id)
+    expect(corrected).toHaveLength(1)
+    expect(corrected[0]!.payload).toMatchObject({ from: 'lost', to: 'success', source: 'socket' })
+    expect(session(events, id).status).toBe('success')
+  })
+
   it('closes the no-client prompt from the recorded history', async () => {
     const { events, capture } = await replay(['queue_and_clients'])
     const blind = '64a78578-f02b-4f1c-8a25-e4153624879f'

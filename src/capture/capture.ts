@@ -639,6 +639,11 @@ export function createCapture(options: CaptureOptions): Capture {
     msg.type === 'execution_cached' ||
     (msg.type === 'executing' && msg.data.node !== null)
 
+  const isEnd = (msg: WsMessage): boolean =>
+    msg.type === 'execution_success' ||
+    (msg.type === 'execution_error' && msg.data.exception_type !== 'ExecutionBlocked') ||
+    msg.type === 'execution_interrupted'
+
   const bufferFrame = (promptId: string, msg: WsMessage, timeMs: number): void => {
     for (const [id, p] of pending) {
       if (p.firstMs < timeMs - ttl) pending.delete(id)
@@ -671,6 +676,26 @@ export function createCapture(options: CaptureOptions): Capture {
         old.finalStatus = null
         sessions.set(promptId, old)
         s = old
+      } else if (old && old.finalStatus === 'lost' && isEnd(msg)) {
+        // Reconciliation called it lost, yet ComfyUI finished it: say so with a new event, never silently.
+        const status =
+          msg.type === 'execution_success'
+            ? 'success'
+            : msg.type === 'execution_error'
+              ? 'error'
+              : 'interrupted'
+        old.finalStatus = status
+        push(out, 'session.corrected', timeMs, promptId, {
+          session: {
+            status,
+            ended_at: isoTime(timeMs),
+            status_reason: `closed as lost by reconciliation, then ComfyUI reported ${msg.type} on the socket`,
+          },
+          from: 'lost',
+          to: status,
+          source: 'socket',
+        })
+        return
       } else if (old) {
         return
       } else {
@@ -1114,9 +1139,11 @@ export function createCapture(options: CaptureOptions): Capture {
       for (const n of s.nodes.values()) if (n.status === 'cached' && !n.emitted) emitNode(out, s, n, timeMs)
     }
     out.push(...result.events)
+    const lost = new Set(result.events.filter((e) => e.kind === 'session.lost').map((e) => e.session_id))
     for (const id of result.closed) {
       const s = sessions.get(id)
-      if (s) retire(s, 'reconciled')
+      // Remember a lost one as lost: if ComfyUI later reports its end, that becomes a session.corrected.
+      if (s) retire(s, lost.has(id) ? 'lost' : 'reconciled')
     }
     if (input.detectBypass || input.isKnown) {
       const extra = input.isKnown ?? (() => false)
