@@ -19,5 +19,7 @@ registerCommands(program)
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   process.stderr.write(`comfy-audit: ${error instanceof Error ? error.message : String(error)}\n`)
-  process.exitCode = 1
+  // Exit now rather than set exitCode: a `serve` that failed half-way (port in use, a corrupt store) still
+  // holds sockets, timers or a store worker, and would otherwise stay up recording nothing.
+  process.exit(1)
 })

@@ -11,6 +11,9 @@ export const CONFIG_VERSION = 1
 const zHostPort = z
   .string()
   .regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, 'expected HOST:PORT, e.g. 127.0.0.1:8190')
+  .refine((v) => Number(v.slice(v.lastIndexOf(':') + 1)) <= 65_535, {
+    error: (issue) => `port out of range 0..65535 in ${JSON.stringify(issue.input)}`,
+  })
 
 const MIB = 1024 * 1024
 

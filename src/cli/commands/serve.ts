@@ -1,7 +1,7 @@
 import type { Command } from 'commander'
 import type { Logger } from '../../audit/report-error.js'
 import { startAuditGateway } from '../../create-gateway.js'
-import { cliConfig } from '../open-store.js'
+import { CliError, cliConfig } from '../open-store.js'
 
 function consoleLogger(): Logger {
   const line = (level: string, message: string, fields?: Record<string, unknown>): void => {
@@ -40,7 +40,13 @@ export function registerServeCommand(program: Command): void {
         'auth.allowInsecure': opts.allowInsecure === undefined ? undefined : true,
       })
       const logger = consoleLogger()
-      const audit = await startAuditGateway(config, { logger })
+      const audit = await startAuditGateway(config, { logger }).catch((err: unknown) => {
+        // Name the values the failure can be about, so the one line says which setting to fix.
+        throw new CliError(
+          `cannot start: ${err instanceof Error ? err.message : String(err)} ` +
+            `(listen ${config.listen}, store ${config.store.url}, data ${config.data})`,
+        )
+      })
       const say = (text: string): void => void process.stdout.write(text + '\n')
       say(
         `comfy-audit gateway listening on ${audit.url}  (ComfyUI: ${config.comfyui.url}, data: ${config.data}, store: ${audit.store.dialect})`,
