@@ -388,18 +388,24 @@ describe('POST /prompt', () => {
     })
   })
 
-  it('forwards a body it cannot parse unchanged and still reports it', async () => {
-    const { up, gw, tap } = await setup()
-    up.handler = (_req, res) => {
-      res.writeHead(500)
-      res.end('500 Internal Server Error')
-    }
-    const reply = await request(`${gw.url}/prompt`, { method: 'POST', body: 'garbage{' })
-    expect(reply.status).toBe(500)
-    expect(up.seen[0]!.body.toString()).toBe('garbage{')
-    expect(tap.of('promptSubmitted')[0]!.body.toString()).toBe('garbage{')
-    expect((await tap.waitFor('promptAnswered')).status).toBe(500)
-  })
+  it.each([
+    ['garbage', 'garbage{'],
+    ['a UTF-8 BOM', '\ufeff{"prompt": {}}'],
+    ['duplicate keys', '{"prompt": {}, "prompt_id": "a", "prompt_id": "b"}'],
+    ['nesting 513 deep', '{"prompt": {}, "x": ' + '['.repeat(513) + ']'.repeat(513) + '}'],
+    ['a lone surrogate', '{"prompt": {}, "x": "\\ud800"}'],
+  ])(
+    'refuses a prompt body with %s (issue 9 class 2: body parser differentials), forwarding nothing',
+    async (_what, body) => {
+      const { up, gw, tap } = await setup()
+      const reply = await request(`${gw.url}/prompt`, { method: 'POST', body })
+      expect(reply.status).toBe(400)
+      expect(JSON.parse(reply.body.toString()).error.type).toBe('invalid_json')
+      expect(up.seen).toHaveLength(0)
+      expect(tap.of('promptSubmitted')[0]!.body.length).toBe(0)
+      expect(await tap.waitFor('promptAnswered')).toMatchObject({ status: 400, refusedBy: 'gateway' })
+    },
+  )
 
   it('answers 503 to a prompt while ComfyUI is down and reports the failure', async () => {
     const probe = await startUpstream()

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { BodyTooLarge, pathOf, readBody } from './http-util.js'
+import { canonicalTarget } from './request-target.js'
 import http from 'node:http'
 import https from 'node:https'
 import type { IncomingMessage, ServerResponse } from 'node:http'
@@ -638,6 +639,33 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       newPromptId,
     })
     const { promptId, upstreamClientId } = prepared
+    if (prepared.refused !== undefined) {
+      // Not JSON by rules as strict as Python's: refused, never relayed unchecked (issue 9 class 2). The body
+      // is not handed to the tap: it could not be parsed, so its secrets could not be redacted.
+      const answer = errorBody('invalid_json', 'Prompt body is not valid JSON', prepared.refused)
+      safeTap('promptSubmitted', () =>
+        tap.promptSubmitted({
+          promptId,
+          upstreamClientId,
+          clientId: null,
+          body: EMPTY,
+          forwardedBody: EMPTY,
+          submitter: submitter0,
+          timeMs: now(),
+        }),
+      )
+      sendJson(res, 400, answer)
+      safeTap('promptAnswered', () =>
+        tap.promptAnswered({
+          promptId,
+          status: 400,
+          body: Buffer.from(answer),
+          timeMs: now(),
+          refusedBy: 'gateway',
+        }),
+      )
+      return
+    }
     const submitter: Submitter = { ...submitter0, client_id: prepared.clientId }
     const submitted = {
       promptId,
@@ -717,6 +745,15 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         }
       })
     }
+    // One reading of the target for everything below, and the one forwarded (issue 9 class 1).
+    const target = canonicalTarget(req.url)
+    if (!target.ok) {
+      sendJson(res, 400, errorBody('invalid_request_target', 'Bad request target', target.reason), {
+        Connection: 'close',
+      })
+      return
+    }
+    req.url = target.url
     const admission = options.guard ? await options.guard.admitRequest(req, res) : undefined
     if (admission === null) return
     const who = async (): Promise<Submitter> => admission?.submitter ?? (await identify(req))
@@ -858,7 +895,10 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   }
 
   const handleUpgrade = async (req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> => {
-    const pathname = pathOf(req.url)
+    const target = canonicalTarget(req.url)
+    if (!target.ok) return rejectUpgrade(socket, 400, 'Bad Request')
+    req.url = target.url
+    const pathname = target.path
     if (isAuditPath(pathname)) return rejectUpgrade(socket, 404, 'Not Found')
     if (closing) return rejectUpgrade(socket, 503, 'Service Unavailable')
     const admission = options.guard ? await options.guard.admitUpgrade(req, socket) : undefined

@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http'
+import { canonicalTarget } from './request-target.js'
 
 /** A request body went past the limit the caller set. */
 export class BodyTooLarge extends Error {
@@ -25,12 +26,11 @@ export function readBody(req: IncomingMessage, limitBytes: number): Promise<Buff
   })
 }
 
-/** The decoded path of a request URL. aiohttp routes on the decoded path, so `/prom%70t` is `/prompt` there too. */
+/**
+ * The path of a request URL as aiohttp's router reads it (see {@link canonicalTarget}); the raw path when it
+ * cannot be canonicalised (the gateway refuses those before anything looks at them).
+ */
 export function pathOf(url: string | undefined): string {
-  const raw = (url ?? '/').split('?', 1)[0]!
-  try {
-    return decodeURIComponent(raw)
-  } catch {
-    return raw
-  }
+  const t = canonicalTarget(url)
+  return t.ok ? t.path : (url ?? '/').split('?', 1)[0]!
 }

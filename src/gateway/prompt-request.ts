@@ -1,4 +1,5 @@
 import { parseJson } from '../audit/json.js'
+import { parseStrictJson } from './strict-json.js'
 import type { JsonObject, JsonValue } from '../audit/types.js'
 import { applyEdits, objectMembers, skipSpace, type TextEdit } from './json-members.js'
 
@@ -16,7 +17,15 @@ export interface PreparedPrompt {
   readonly forwardedBody: Buffer
   /** False when the body is not a JSON object: it is forwarded unchanged and ComfyUI answers it. */
   readonly parsed: boolean
+  /**
+   * Why the body is not JSON by the strict rules (src/gateway/strict-json.ts): the gateway refuses it and
+   * forwards nothing, since ComfyUI might read it differently (or not at all).
+   */
+  readonly refused?: string
 }
+
+/** Deepest nesting of a POST /prompt body the gateway accepts (Python's own recursion limit is about 1000). */
+export const MAX_PROMPT_DEPTH = 512
 
 /** Options of {@link preparePrompt}. */
 export interface PreparePromptOptions {
@@ -46,9 +55,10 @@ function idFromValue(v: JsonValue | undefined): string | null {
  * to it when there is no top-level one. A body that is not a JSON object passes unchanged.
  */
 export function preparePrompt(body: Buffer, opts: PreparePromptOptions): PreparedPrompt {
-  const parsed = parseJson(body)
+  const parsed = parseStrictJson(body, MAX_PROMPT_DEPTH)
   if (!parsed.ok || !isObject(parsed.value)) {
     return {
+      ...(parsed.ok ? {} : { refused: parsed.reason }),
       promptId: opts.newPromptId(),
       promptIdFromClient: false,
       clientId: null,

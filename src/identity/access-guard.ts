@@ -14,6 +14,7 @@ import type { Duplex } from 'node:stream'
 import { parseJson, stringifyJson } from '../audit/json.js'
 import { silentLogger, type Logger } from '../audit/report-error.js'
 import type { JsonObject, JsonValue, Submitter } from '../audit/types.js'
+import { parseStrictJson } from '../gateway/strict-json.js'
 import { parseMultipart } from '../capture/multipart.js'
 import type { AuthConfig, LimitsConfig } from '../config/security-config.js'
 import { namespacedClientId, noClientId } from '../gateway/client-ids.js'
@@ -407,8 +408,15 @@ export function createAccessGuard(options: AccessGuardOptions): RequestGuard {
     try {
       if (method === 'POST' && route.kind === 'comfy' && POLICY_BODY_ROUTES.has(route.path)) {
         body = await readBody(req, MAX_POLICY_BODY_BYTES)
-        const parsed = parseJson(body, { maxDepth: limits.maxJsonDepth })
-        parsedBody = parsed.ok ? parsed.value : null
+        // One strict parse; what is forwarded is exactly these checked bytes (issue 9 class 2). An empty
+        // body is ComfyUI's `{}` (the front end sends a bare POST /interrupt); anything else unparsable
+        // is refused, never read as empty.
+        if (body.length === 0) parsedBody = null
+        else {
+          const parsed = parseStrictJson(body, limits.maxJsonDepth)
+          if (!parsed.ok) return refuse(req, res, 400, `body is not valid JSON: ${parsed.reason}`)
+          parsedBody = parsed.value
+        }
       } else if (method === 'POST' && route.kind === 'comfy' && UPLOAD_ROUTES.has(route.path)) {
         body = await readBody(req, limits.maxBodyBytes)
         const form = parseMultipart(body)
@@ -435,6 +443,21 @@ export function createAccessGuard(options: AccessGuardOptions): RequestGuard {
       path,
       query,
       ...(parsedBody !== undefined ? { body: parsedBody } : {}),
+    }
+    // Without --multi-user ComfyUI keeps one /userdata for everyone (workflows, settings): an artist would
+    // read and overwrite the others' files. Admins keep access; artists need comfyui.multiUser (issue 9 class 3).
+    if (
+      !options.multiUser &&
+      identity.role === 'artist' &&
+      route.kind === 'comfy' &&
+      /^\/(v2\/)?userdata(\/|$)/.test(route.path)
+    ) {
+      return refuse(
+        req,
+        res,
+        403,
+        'user data is shared between people unless ComfyUI runs with --multi-user; set comfyui.multiUser: true',
+      )
     }
     const decision = authorize(policyRequest, await lookUpFacts(policyRequest, identity), policyOptions)
     if (decision.action === 'deny') return refuse(req, res, decision.status, decision.reason)

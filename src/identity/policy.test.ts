@@ -191,7 +191,11 @@ describe('policy: visibility own', () => {
     ['/api/jobs/p-bob', 'deny 404', 'allow'],
     ['/api/jobs/p-alice', 'allow', 'allow'],
     ['/view?filename=x.png&type=input', 'allow', 'allow'],
-    ['/view?filename=x.png&type=temp', 'allow', 'allow'],
+    // issue 9 class 3: temp previews and annotated names are someone's files too.
+    ['/view?filename=x.png&type=temp', 'deny 404', 'allow'],
+    ['/view?filename=x.png%20[output]&type=input', 'deny 404', 'allow'],
+    ['/view?filename=x.png%20[temp]', 'deny 404', 'allow'],
+    ['/view?filename=x.png%20[input]&type=output', 'allow', 'allow'],
     ['/view?filename=x.png&type=output', 'deny 404', 'allow'],
     ['/view?filename=x.png', 'deny 404', 'allow'],
   ])('GET %s: own %s, all %s', (path, own, all) => {

@@ -117,7 +117,12 @@ export function normalizeRoute(path: string): Route {
   }
   if (merged === '/_audit' || merged.startsWith('/_audit/')) return { kind: 'audit', path: merged }
   if (merged.startsWith('/api/') && !merged.startsWith('/api/manager')) {
-    return { kind: 'comfy', path: merged.slice(4) }
+    // The `/api` copy of each route is stripped once; ComfyUI declares the jobs routes as `/api/jobs`, so
+    // `/api/api/jobs` is the jobs route too. Any further `/api/` is stripped as well: a route the policy then
+    // restricts is at least as strict as the 404 ComfyUI might give.
+    let p = merged.slice(4)
+    while (p.startsWith('/api/') && !p.startsWith('/api/manager')) p = p.slice(4)
+    return { kind: 'comfy', path: p }
   }
   return { kind: 'comfy', path: merged }
 }
@@ -141,6 +146,22 @@ function bodyObject(body: JsonValue | null | undefined): JsonObject | null {
 const ANALYSIS_PATHS: ReadonlySet<string> = new Set(
   ['stats', 'usage', 'trends', 'regressions', 'correlate', 'diff', 'suggest'].map((c) => `/_audit/api/${c}`),
 )
+
+/**
+ * The file `/view` serves, read as ComfyUI reads it: an annotated name (`a.png [temp]`) chooses the folder
+ * itself and overrides `type` (folder_paths.annotated_filepath); otherwise `type` defaults to `output`.
+ * Query values are the first of each name, as aiohttp's `query[...]` gives them.
+ */
+export function viewedFile(query: URLSearchParams): { filename: string; subfolder: string; type: string } {
+  let filename = query.get('filename') ?? ''
+  let type = query.get('type') ?? 'output'
+  const annotated = / \[(output|input|temp)\]$/.exec(filename)
+  if (annotated) {
+    filename = filename.slice(0, -annotated[0].length)
+    type = annotated[1]!
+  }
+  return { filename, subfolder: query.get('subfolder') ?? '', type }
+}
 
 const SINGLE = /^\/(history|jobs)\/([^/]+)$/
 
@@ -169,17 +190,8 @@ export function factsNeeded(req: PolicyRequest, options: PolicyOptions): FactsNe
   if (options.visibility === 'own' && req.method === 'GET') {
     const m = SINGLE.exec(p)
     if (m) return { promptIds: [m[2]!], running: false }
-    if (p === '/view' && (req.query.get('type') ?? 'output') === 'output') {
-      return {
-        promptIds: [],
-        running: false,
-        file: {
-          filename: req.query.get('filename') ?? '',
-          subfolder: req.query.get('subfolder') ?? '',
-          type: 'output',
-        },
-      }
-    }
+    const file = p === '/view' ? viewedFile(req.query) : null
+    if (file !== null && file.type !== 'input') return { promptIds: [], running: false, file }
   }
   return none
 }
@@ -320,7 +332,9 @@ export function authorize(req: PolicyRequest, facts: PolicyFacts, options: Polic
         : { action: 'deny', status: 404, reason: 'no such prompt among yours' }
     }
     if (p === '/history' || p === '/queue' || p === '/jobs') return { action: 'allow', filter: 'own' }
-    if (p === '/view' && (req.query.get('type') ?? 'output') === 'output') {
+    const file = p === '/view' ? viewedFile(req.query) : null
+    // Inputs are shared (every artist's LoadImage lists them); outputs and temp previews are someone's.
+    if (file !== null && file.type !== 'input') {
       return facts.fileOwner === req.user
         ? ALLOW
         : { action: 'deny', status: 404, reason: 'no such output among yours' }
