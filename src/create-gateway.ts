@@ -403,10 +403,12 @@ async function startLocked(
     // we read (ComfyUI writes history before it leaves the queue), and one accepted after the queue was read is
     // left alone, so neither is wrongly called lost. The resumed sessions must be known first.
     await capture.flush()
-    // Only sessions ComfyUI had already accepted: it queues a prompt before answering 200, so such a prompt is in
-    // the queue read next or in history. One whose 200 arrives after the queue read would be missing from both
-    // without being lost (issue 10 item 3: under load this closed dozens of running prompts as lost).
-    const candidates = new Set(
+    const candidates = new Set(capture.openSessions().map((o) => o.session_id))
+    // Only sessions ComfyUI had already accepted may be called lost: it queues a prompt before answering 200, so
+    // such a prompt is in the queue read next or in history. One whose 200 arrives after the queue read is in
+    // neither without being lost (issue 10 item 3: under load this closed dozens of running prompts as lost).
+    // History still closes the others.
+    const mayBeLost = new Set(
       capture
         .openSessions()
         .filter((o) => o.accepted)
@@ -430,6 +432,7 @@ async function startLocked(
       history,
       queue,
       sessionIds: candidates,
+      mayBeLost,
       comfyRestarted: restarted,
       // Capture's index knows every id the log ever held, so no pruned or erased session comes back.
       detectBypass: true,

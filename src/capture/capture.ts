@@ -107,6 +107,8 @@ export interface CaptureReconcileInput {
    * accepted after that is missing from the snapshot without being lost.
    */
   readonly sessionIds?: ReadonlySet<string>
+  /** Only these may be closed as lost (the ones ComfyUI had accepted before `queue` was read); default all. */
+  readonly mayBeLost?: ReadonlySet<string>
   /**
    * Record history entries whose prompt id capture does not know (see {@link Capture.isPromptIdKnown}) as
    * bypass sessions. Default false.
@@ -1123,9 +1125,10 @@ export function createCapture(options: CaptureOptions): Capture {
       else onError(new Error(`capture: /queue answer not understood: ${checked.reason}`))
     }
     const result = reconcileSessions({
-      open: input.sessionIds
+      open: (input.sessionIds
         ? openSessions().filter((o) => input.sessionIds!.has(o.session_id))
-        : openSessions(),
+        : openSessions()
+      ).map((o) => (input.mayBeLost && !input.mayBeLost.has(o.session_id) ? { ...o, accepted: false } : o)),
       history,
       queue,
       timeMs,
