@@ -76,6 +76,11 @@ describe('issue 10 item 7: fatal start-up errors exit non-zero', () => {
       () => '0.0.0.0',
     ],
     [
+      'unwritable data dir',
+      () => ['--listen', '127.0.0.1:0', '--data', join(root, 'afile', 'data')],
+      () => join(root, 'afile'),
+    ],
+    [
       'corrupt store',
       () => [
         '--listen',
@@ -88,6 +93,8 @@ describe('issue 10 item 7: fatal start-up errors exit non-zero', () => {
       () => 'corrupt.sqlite',
     ],
   ])('%s: one line naming the value, non-zero exit, process gone', async (_, args, named) => {
+    // A data dir below a regular file cannot be created, even by root (chmod would not stop root).
+    await writeFile(join(root, 'afile'), 'a file, not a directory')
     await writeFile(join(root, 'corrupt.sqlite'), 'this is not a database, just text '.repeat(200))
     const r = await serve(args())
     expect(r.killed, `still running; stderr: ${r.stderr}`).toBe(false)
