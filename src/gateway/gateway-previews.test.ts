@@ -31,14 +31,18 @@ async function client(
   base: string,
   id: string,
   negotiate: boolean,
-): Promise<{ kinds: string[]; bins: Buffer[] }> {
+): Promise<{ kinds: string[]; bins: Buffer[]; flags: unknown[] }> {
   const ws = new WebSocket(`${base.replace('http', 'ws')}/ws?clientId=${id}`)
-  const seen = { kinds: [] as string[], bins: [] as Buffer[] }
+  const seen = { kinds: [] as string[], bins: [] as Buffer[], flags: [] as unknown[] }
   ws.on('message', (data: Buffer, isBinary: boolean) => {
     if (isBinary) {
       seen.bins.push(data)
       seen.kinds.push(`bin${data.readUInt32BE(0)}`)
-    } else seen.kinds.push((JSON.parse(data.toString()) as { type: string }).type)
+    } else {
+      const msg = JSON.parse(data.toString()) as { type: string; data: unknown }
+      seen.kinds.push(msg.type)
+      if (msg.type === 'feature_flags') seen.flags.push(msg.data)
+    }
   })
   await new Promise<void>((resolve, reject) => {
     ws.once('open', () => resolve())
@@ -90,6 +94,28 @@ describe('previews through the gateway (issue 15 item 3)', () => {
     const frame = b.bins[0]!
     expect(frame.readUInt32BE(4)).toBe(1)
     expect([frame[8], frame[9]]).toEqual([0xff, 0xd8])
+  })
+
+  it('item 3 (a): a later socket that negotiated gets type 4 though the first one of its id did not', async () => {
+    // The upstream socket once negotiated with the first downstream socket's flags, so here ComfyUI sent
+    // type 1 and the later socket got type 1 too, unlike ComfyUI.
+    const base = await start()
+    const a = await client(base, 'client-a', false)
+    await submit(base, { prompt: graph(4), client_id: 'client-a' })
+    await waitUntil(() => a.kinds.includes('execution_success'))
+    expect(a.kinds.filter((k) => k.startsWith('bin'))).toEqual(['bin1', 'bin1'])
+    const b = await client(base, 'client-a', true)
+    await submit(base, { prompt: graph(5), client_id: 'client-a' })
+    await waitUntil(() => b.kinds.includes('execution_success'))
+    expect(b.kinds.filter((k) => k.startsWith('bin'))).toEqual(['bin4', 'bin4'])
+    const frame = b.bins[0]!
+    const len = frame.readUInt32BE(4)
+    expect(JSON.parse(frame.subarray(8, 8 + len).toString('utf8'))).toMatchObject({
+      image_type: 'image/jpeg',
+    })
+    // Both sockets were answered what ComfyUI answers any socket: its GET /features.
+    const features = (await (await fetch(`${base}/features`)).json()) as unknown
+    for (const s of [a, b]) expect(s.flags).toEqual([features])
   })
 
   it('a prompt without client id reaches every socket as type 1', async () => {

@@ -68,8 +68,6 @@ interface Channel {
   /** Display id of the node running for this id (ComfyUI's `last_node_id`), for the reconnect `executing`. */
   runningNode: string | null
   runningPrompt: string | null
-  /** The first `feature_flags` frame a downstream socket sent, replayed on each new upstream connection. */
-  clientFlags: string | null
   /** Restored from state: kept until the first reconciliation with ComfyUI's queue. */
   pinned: boolean
   idleTimer: NodeJS.Timeout | null
@@ -135,6 +133,14 @@ function toLegacyPreview(frame: Buffer): Buffer | null {
   return Buffer.concat([head, frame.subarray(8 + len)])
 }
 const RECENT_PROMPTS = 8
+
+/**
+ * The gateway's own negotiation, sent as the first text frame of every upstream connection: ComfyUI picks
+ * the preview format per socket, and several downstream sockets with different wishes share one upstream
+ * socket, so the upstream asks for the richer type 4 and the hub converts per downstream socket. What a
+ * downstream socket is answered stays ComfyUI's `GET /features`, as ComfyUI answers any socket.
+ */
+const UPSTREAM_FLAGS = '{"type": "feature_flags", "data": {"supports_preview_metadata": true}}'
 
 /**
  * Owns every upstream WebSocket: one per namespaced client id (opened when a downstream socket connects or a
@@ -240,7 +246,7 @@ export class SocketHub {
       d.first = false
       if (frame.type === 'feature_flags') {
         d.previewMeta = isRecord(frame.data) && frame.data.supports_preview_metadata === true
-        this.#onClientFlags(ch, d, text)
+        this.#onClientFlags(d)
       }
     })
     ws.on('error', () => {})
@@ -322,7 +328,7 @@ export class SocketHub {
       after: this.#closing.get(id),
       onFrame: (data, isBinary) => this.#onChannelFrame(ch, data, isBinary),
       onReady: () => {
-        if (ch.clientFlags !== null && !ch.socket.textSent) ch.socket.sendText(ch.clientFlags)
+        if (!ch.socket.textSent) ch.socket.sendText(UPSTREAM_FLAGS)
       },
       onDown: () => {
         // ComfyUI dropped the socket (it restarted): a direct client would lose its socket now, and must
@@ -345,7 +351,6 @@ export class SocketHub {
       recent: [],
       runningNode: null,
       runningPrompt: null,
-      clientFlags: null,
       pinned: false,
       idleTimer: null,
       closed: false,
@@ -416,9 +421,7 @@ export class SocketHub {
     for (const ch of this.#channels.values()) if (ch.active) this.#send(ch.active, data, binary)
   }
 
-  #onClientFlags(ch: Channel, d: Downstream, text: string): void {
-    ch.clientFlags = text
-    if (ch.socket.ready && !ch.socket.textSent) ch.socket.sendText(text)
+  #onClientFlags(d: Downstream): void {
     const reply = (features: string): void =>
       this.#send(d, `{"type": "feature_flags", "data": ${features}}`, false)
     if (this.#features !== null) reply(this.#features)
@@ -491,8 +494,8 @@ export class SocketHub {
     if (isBinary) {
       const type = data.length >= 4 ? data.readUInt32BE(0) : -1
       if (ch.kind === 'client') {
-        // The upstream socket negotiated for the first downstream socket; ComfyUI decides per socket, so a
-        // downstream socket that did not ask for type 4 gets the legacy type 1 frame it would have had.
+        // The upstream socket always negotiated type 4; ComfyUI decides per socket, so a downstream socket
+        // that did not ask for type 4 gets the legacy type 1 frame it would have had.
         const active = ch.active
         if (active) {
           const legacy = type === BINARY_PREVIEW_WITH_METADATA && active.previewMeta !== true
