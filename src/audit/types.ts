@@ -162,6 +162,11 @@ export interface NodeRunRecord {
   readonly parent_node_id: string | null
   /** Last progress seen: `{value, max}`. */
   readonly progress: { readonly value: number; readonly max: number } | null
+  /**
+   * Preview frames (binary types 1 and 4) ComfyUI sent for the node: counted, the image bytes are never
+   * kept. Null where not known (records from before this field, runs rebuilt by reconciliation).
+   */
+  readonly previews?: number | null
 }
 
 /** Environment snapshot taken at the start of a session. */

@@ -858,3 +858,41 @@ describe('capture on synthetic traffic', () => {
     h.capture.close()
   })
 })
+
+describe('issue 15 item 3: previews counted per node', () => {
+  it('attributes a type 1 preview (no node named) to the node running for its client', async () => {
+    const clock = { now: 0 }
+    const events: AuditEventInput[] = []
+    const errors: unknown[] = []
+    const capture = newCapture(clock, events, errors)
+    const steps: ReplayStep[] = []
+    let progressFrames = 0
+    // ComfyUI without metadata support sends each preview right after the node's `progress`.
+    const jpeg = Buffer.concat([
+      Buffer.from([0, 0, 0, 1, 0, 0, 0, 1]),
+      Buffer.from('\xff\xd8preview-bytes', 'latin1'),
+    ])
+    for (const step of replaySteps(ROWS, {
+      clients: CLIENTS,
+      injectedClientId: 'gw:injected',
+      scenarios: ['sd15_model_workflow'],
+    })) {
+      steps.push(step)
+      if (step.kind !== 'frame' || step.call.isBinary) continue
+      const text = String(step.call.data)
+      if (!/"type":\s*"progress"/.test(text)) continue
+      if (text.includes(promptIdOf('sd15_model_workflow'))) progressFrames++
+      steps.push({ ...step, call: { ...step.call, data: jpeg, isBinary: true } })
+    }
+    await feed(capture, clock, steps)
+    expect(errors).toEqual([])
+    expect(progressFrames).toBeGreaterThan(0)
+    const runs = nodeRuns(events, promptIdOf('sd15_model_workflow'))
+    const counts = Object.fromEntries(
+      [...runs.values()].map((r) => [r.node_type as string, r.previews ?? null]),
+    )
+    expect(counts.KSampler).toBe(progressFrames)
+    expect(Object.values(counts).reduce((a, b) => (a as number) + (b as number), 0)).toBe(progressFrames)
+    expect(allJson(events)).not.toContain('preview-bytes')
+  })
+})

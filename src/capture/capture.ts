@@ -179,6 +179,8 @@ interface NodeState {
   gpuUsed: number | null
   gpuTorch: number | null
   progress: { value: number; max: number } | null
+  /** Preview frames seen for the node (counted only: no image byte is kept). */
+  previews: number
   emitted: boolean
   blocked: string | null
 }
@@ -198,6 +200,8 @@ interface SessionState {
   readonly progressState: Map<string, string>
   files: OutputFile[]
   ended: boolean
+  /** The node of the latest `executing` / `progress`: where a type 1 preview (which names none) belongs. */
+  currentNode: string | null
 }
 
 interface PendingFrames {
@@ -209,6 +213,29 @@ const HANDLED_TYPES = new Set<string>(WS_MESSAGE_TYPES)
 const MAX_RECENT_SESSIONS = 1024
 const MAX_PENDING_PROMPTS = 256
 const MAX_PENDING_FRAMES = 4096
+
+interface PreviewTarget {
+  readonly promptId: string | null
+  readonly nodeId: string | null
+}
+
+/**
+ * Where a binary frame's preview belongs: PREVIEW_IMAGE (1) names nothing, PREVIEW_IMAGE_WITH_METADATA
+ * (4, metadata length, JSON, image) names `prompt_id` and `node_id`. Null for other binary frames.
+ */
+function previewTarget(frame: Buffer): PreviewTarget | null {
+  if (frame.length < 8) return null
+  const type = frame.readUInt32BE(0)
+  if (type === 1) return { promptId: null, nodeId: null }
+  if (type !== 4) return null
+  const len = frame.readUInt32BE(4)
+  if (8 + len > frame.length) return null
+  const meta = parseJson(frame.subarray(8, 8 + len))
+  if (!meta.ok || !isJsonObject(meta.value)) return null
+  const { prompt_id: promptId, node_id: nodeId } = meta.value
+  if (typeof promptId !== 'string' || typeof nodeId !== 'string') return null
+  return { promptId, nodeId }
+}
 
 /** A small JSON request body; empty means `{}` (ComfyUI treats a missing body so), unparseable means null. */
 function bodyJson(body: Buffer): JsonValue | null {
@@ -383,6 +410,7 @@ export function createCapture(options: CaptureOptions): Capture {
     progressState: new Map(),
     files: [],
     ended: false,
+    currentNode: null,
   })
 
   const retire = (s: SessionState, status: string): void => {
@@ -420,6 +448,7 @@ export function createCapture(options: CaptureOptions): Capture {
     gpuUsed: null,
     gpuTorch: null,
     progress: null,
+    previews: 0,
     emitted: false,
     blocked: null,
   })
@@ -450,6 +479,7 @@ export function createCapture(options: CaptureOptions): Capture {
       real_node_id: realId,
       parent_node_id: n.parentId,
       progress: n.progress,
+      previews: n.previews,
     }
   }
 
@@ -731,8 +761,10 @@ export function createCapture(options: CaptureOptions): Capture {
         if (node === null) {
           // End marker: ComfyUI wrote its history entry. A session still open here ended unseen.
           s.ended = true
+          s.currentNode = null
           return
         }
+        s.currentNode = node
         await startSession(out, s, timeMs)
         await applyChanges(
           out,
@@ -745,6 +777,7 @@ export function createCapture(options: CaptureOptions): Capture {
       case 'progress': {
         const node = msg.data.node
         if (node === null || node === undefined) return
+        s.currentNode = node
         await startSession(out, s, timeMs)
         await applyChanges(
           out,
@@ -1179,6 +1212,24 @@ export function createCapture(options: CaptureOptions): Capture {
     })
   }
 
+  /**
+   * Counts a preview on its node: type 4 names prompt and node; type 1 names neither and belongs to the
+   * node running for the socket's client (ComfyUI sends it right after that node's `progress`). A preview
+   * of a prompt or node this capture does not know (a prompt from elsewhere) has nowhere to be counted.
+   */
+  const handlePreview = (p: PreviewTarget, upstreamClientId: string): void => {
+    let s: SessionState | undefined
+    let nodeId: string | null = p.nodeId
+    if (p.promptId !== null) s = sessions.get(p.promptId)
+    else {
+      for (const c of sessions.values())
+        if (c.upstreamClientId === upstreamClientId && c.phase === 'running' && c.currentNode !== null) s = c
+      nodeId = s?.currentNode ?? null
+    }
+    const n = nodeId === null ? undefined : s?.nodes.get(nodeId)
+    if (n && n.status === 'running') n.previews++
+  }
+
   return {
     promptSubmitted(e) {
       knownIds.add(e.promptId)
@@ -1200,8 +1251,13 @@ export function createCapture(options: CaptureOptions): Capture {
       enqueue((out) => handleAnswered(out, e))
     },
     frame(e) {
-      // Binary frames are previews and progress text: nothing an audit record needs.
-      if (e.isBinary) return
+      if (e.isBinary) {
+        // Only the count of previews is recorded: read the few header bytes now, so the queued work
+        // holds no image.
+        const preview = typeof e.data === 'string' ? null : previewTarget(e.data)
+        if (preview) enqueue(() => handlePreview(preview, e.upstreamClientId))
+        return
+      }
       enqueue(async (out) => {
         const msg = parseFrame(e.data)
         if (msg) await handleMessage(out, msg, e.timeMs)
@@ -1244,6 +1300,7 @@ export function createCapture(options: CaptureOptions): Capture {
             n.realId = run.real_node_id
             n.displayId = run.display_node
             n.parentId = run.parent_node_id
+            n.previews = run.previews ?? 0
             s.nodes.set(n.id, n)
           }
           for (const [id, startMs] of r.startedNodes) {

@@ -208,6 +208,7 @@ function gapNodeRuns(
       real_node_id: nodeId,
       parent_node_id: null,
       progress: null,
+      previews: null,
     }
   }
   if (failedNode !== null && !failedSeen && !recorded.has(failedNode)) {

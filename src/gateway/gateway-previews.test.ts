@@ -124,6 +124,11 @@ describe('previews through the gateway (issue 15 item 3)', () => {
     const b = await client(base, 'client-b', false)
     await submit(base, { prompt: graph(3) })
     await waitUntil(() => a.bins.length === 2 && b.bins.length === 2)
+    // The run must end before cleanup removes the stand-in's data dir (its SaveImage still writes).
+    for (let idle = false; !idle;) {
+      const q = (await (await fetch(`${base}/queue`)).json()) as { queue_running: unknown[] }
+      idle = q.queue_running.length === 0
+    }
     for (const s of [a, b]) expect(s.kinds.filter((k) => k.startsWith('bin'))).toEqual(['bin1', 'bin1'])
   })
 })

@@ -48,6 +48,7 @@ export const NODE_RUN_EXPORT_FIELDS = [
   'real_node_id',
   'parent_node_id',
   'progress',
+  'previews',
 ] as const
 
 /** One session as an export row (flat fields, nested values kept as JSON values). */

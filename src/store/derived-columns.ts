@@ -62,6 +62,7 @@ export const NODE_RUN_COLUMNS = [
   ['real_node_id', 'text'],
   ['parent_node_id', 'text'],
   ['progress', 'json'],
+  ['previews', 'number'],
 ] as const satisfies readonly (readonly [string, ColumnKind])[]
 
 /** OutputRecord key columns (the upsert key) in order, then the other fields. */

@@ -71,6 +71,7 @@ export function nodeRun(
     real_node_id: null,
     parent_node_id: null,
     progress: { value: 20, max: 20 },
+    previews: 20,
     ...overrides,
   }
 }

@@ -41,6 +41,7 @@ describe('postgres dialect', () => {
         { version: 1, name: 'initial' },
         { version: 2, name: 'ledger' },
         { version: 3, name: 'node run rollups' },
+        { version: 4, name: 'node run previews' },
       ])
     } finally {
       await client.end()

@@ -51,6 +51,7 @@ describe('sqlite dialect', () => {
         { version: 1, name: 'initial' },
         { version: 2, name: 'ledger' },
         { version: 3, name: 'node run rollups' },
+        { version: 4, name: 'node run previews' },
       ])
     } finally {
       other.close()

@@ -127,4 +127,10 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
     // Per origin x node type x hour: counts and duration / GPU memory sketches (src/store/rollups.ts).
     statements: rollupMigration({ text: 'text COLLATE "C"', int: 'bigint', real: 'double precision' }),
   },
+  {
+    version: 4,
+    name: 'node run previews',
+    // How many preview frames a node sent (issue 15 item 3); rows from before stay null (not known).
+    statements: [`ALTER TABLE node_runs ADD COLUMN previews bigint`],
+  },
 ]

@@ -121,4 +121,10 @@ export const SQLITE_MIGRATIONS: readonly Migration[] = [
     // Per origin x node type x hour: counts and duration / GPU memory sketches (src/store/rollups.ts).
     statements: rollupMigration({ text: 'TEXT', int: 'INTEGER', real: 'REAL' }),
   },
+  {
+    version: 4,
+    name: 'node run previews',
+    // How many preview frames a node sent (issue 15 item 3); rows from before stay null (not known).
+    statements: [`ALTER TABLE node_runs ADD COLUMN previews INTEGER`],
+  },
 ]
