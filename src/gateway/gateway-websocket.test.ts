@@ -302,21 +302,29 @@ describe('downstream connects', () => {
     expect(client.json[0]!.data.sid).toMatch(/^[0-9a-f]{32}$/)
   })
 
-  it("answers the first feature_flags frame with the server's flags and forwards it upstream once", async () => {
+  it("answers the first feature_flags frame with the server's flags; upstream gets the gateway's own negotiation once", async () => {
     const { comfy, gw } = await setup()
     const client = await Client.connect(gw, '?clientId=ff')
     const flags = '{"type":"feature_flags","data":{"supports_preview_metadata":true}}'
+    const upstreamTexts: string[] = []
     const upstreamGotFlags = new Promise<string>((resolve) =>
-      comfy.on('message', (id: string, text: string) => id === ns('ff') && resolve(text)),
+      comfy.on('message', (id: string, text: string) => {
+        if (id !== ns('ff')) return
+        upstreamTexts.push(text)
+        resolve(text)
+      }),
     )
     client.ws.send(flags)
     const reply = await client.waitForType('feature_flags')
     expect((reply as { text: string }).text).toBe(`{"type": "feature_flags", "data": ${FEATURES}}`)
-    expect(await upstreamGotFlags).toBe(flags)
+    // The upstream socket is shared by every downstream of this id, so it always negotiates preview
+    // metadata itself (each downstream gets the format it asked for); the client's frame is not relayed.
+    expect(await upstreamGotFlags).toBe('{"type": "feature_flags", "data": {"supports_preview_metadata": true}}')
     // ComfyUI's own reply to the forwarded flags is not relayed a second time.
     comfy.send('marker', {}, ns('ff'))
     await client.waitForType('marker')
     expect(client.json.filter((j) => j.type === 'feature_flags')).toHaveLength(1)
+    expect(upstreamTexts).toHaveLength(1)
   })
 
   it('refuses a WebSocket whose Origin does not match a loopback Host, as ComfyUI does', async () => {
