@@ -1,12 +1,13 @@
 /**
  * `verify`: recomputes every leaf and every checkpoint root from the store, checks every checkpoint's
- * signature, and proves that the derived tables equal a replay of the log. It names the first bad position
+ * signature, and proves that the derived tables and the rollups equal a replay of the log. It names the first bad position
  * of each origin's log (or the checkpoint interval it lies in when the stored leaf hashes were rewritten
  * too) and the kind of damage. Pruned and erased payloads are reported as such, not as tampering.
  */
 import { canonicalJson } from '../audit/json.js'
 import type { AuditEvent, JsonValue } from '../audit/types.js'
 import { replayDerived } from '../store/project.js'
+import { firstRollupDifference, replayRollups, type RollupRow } from '../store/rollups.js'
 import type { RuntimeStore } from '../store/runtime-store.js'
 import type { DerivedRows, StoredCheckpoint, StoredEventRow } from '../store/store.js'
 import { verifyCheckpoint } from './checkpoint.js'
@@ -60,7 +61,7 @@ export interface LedgerReport {
 
 /** Options of {@link verifyLedger}. */
 export interface VerifyLedgerOptions {
-  readonly store: Pick<RuntimeStore, 'origins' | 'rawEvents' | 'checkpoints' | 'derivedRows'>
+  readonly store: Pick<RuntimeStore, 'origins' | 'rawEvents' | 'checkpoints' | 'derivedRows' | 'rollups'>
   /** Verifier key (C2SP format) per origin, or one for all. */
   readonly verifierKey: string | ((origin: string) => string | undefined)
   /** Only this origin (default: every origin in the store). */
@@ -409,7 +410,15 @@ async function firstDerivedDifference(
       }
     }
   }
-  return undefined
+  // Rollups are derived from the node runs the log gives (not the stored ones: those are checked above).
+  let storedRollups: RollupRow[]
+  try {
+    storedRollups = await options.store.rollups({ origin })
+  } catch (error) {
+    return derivedProblem(origin, error instanceof Error ? error.message : String(error))
+  }
+  const rollups = firstRollupDifference(replayRollups(replay.nodeRuns), storedRollups)
+  return rollups === undefined ? undefined : derivedProblem(origin, rollups)
 }
 
 function derivedProblem(origin: string, detail: string): LedgerProblem {

@@ -203,6 +203,66 @@ export function bucketKeys(
   return out
 }
 
+/**
+ * The rollups a set of node-run rows gives, computed in memory in the order {@link rollupsQuery} reads them
+ * (hour, origin, node type): what `verify` compares the stored rollups with.
+ */
+export function replayRollups(runs: Iterable<NodeRunRow>): RollupRow[] {
+  const buckets = new Map<string, { key: [string, string, string]; runs: NodeRunRow[] }>()
+  for (const run of runs) {
+    const key = rollupKey(run)
+    const k = JSON.stringify(key)
+    let b = buckets.get(k)
+    if (!b) buckets.set(k, (b = { key, runs: [] }))
+    b.runs.push(run)
+  }
+  return [...buckets.values()]
+    .map((b) => computeRollup(b.key, b.runs))
+    .sort(
+      (a, b) =>
+        compareText(a.hour, b.hour) ||
+        compareText(a.origin, b.origin) ||
+        compareText(a.node_type, b.node_type),
+    )
+}
+
+function compareText(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0
+}
+
+/**
+ * The first difference between the rollups a log gives (`want`) and the stored ones (`have`), as a sentence
+ * naming the bucket and the field, or undefined when they agree. Sums of durations may differ in the last bits
+ * (floating-point addition depends on the order the rows were read in), so they compare with a tolerance.
+ */
+export function firstRollupDifference(
+  want: readonly RollupRow[],
+  have: readonly RollupRow[],
+): string | undefined {
+  const keyOf = (r: RollupRow): string =>
+    `${r.origin} / ${r.node_type === '' ? '(no type)' : r.node_type} / ${r.hour}`
+  const w = new Map(want.map((r) => [keyOf(r), r]))
+  const h = new Map(have.map((r) => [keyOf(r), r]))
+  for (const key of [...new Set([...w.keys(), ...h.keys()])].sort()) {
+    const a = w.get(key)
+    const b = h.get(key)
+    if (!a) return `node_run_rollups row (${key}) is not produced by any node run of the log`
+    if (!b) return `node_run_rollups row (${key}) is missing, though the log's node runs produce it`
+    for (const field of ROLLUP_COLUMNS.slice(3)) {
+      const x = a[field]
+      const y = b[field]
+      const same =
+        field === 'duration_sum_ms'
+          ? Math.abs((x as number) - (y as number)) <= 1e-9 * Math.max(1, Math.abs(x as number))
+          : JSON.stringify(x) === JSON.stringify(y)
+      if (!same) {
+        return `node_run_rollups row (${key}) field ${field} is ${JSON.stringify(y).slice(0, 80)}, the log's node runs give ${JSON.stringify(x).slice(0, 80)}`
+      }
+    }
+  }
+  return undefined
+}
+
 /** The migration statements (same text for both dialects: text, integer and double columns). */
 export function rollupMigration(types: { text: string; int: string; real: string }): string[] {
   return [

@@ -152,6 +152,31 @@ describe('verifyLedger', () => {
       "UPDATE outputs SET sha256 = 'cd' WHERE session_id = 's3'",
       /outputs row .*s3.* field sha256/,
     ],
+    [
+      'an edited rollup count',
+      "UPDATE node_run_rollups SET runs = runs + 1 WHERE node_type = 'KSampler'",
+      /node_run_rollups row \(comfy-audit\/test \/ KSampler \/ 2026-01-01T00:00:00.000Z\) field runs is 4, the log's node runs give 3/,
+    ],
+    [
+      'a deleted rollup row',
+      "DELETE FROM node_run_rollups WHERE node_type = 'CheckpointLoaderSimple'",
+      /node_run_rollups row \(.*CheckpointLoaderSimple.*\) is missing/,
+    ],
+    [
+      'an inserted rollup row',
+      "INSERT INTO node_run_rollups SELECT origin, 'VAEDecode', hour, runs, executed, cached, errors, duration_sum_ms, duration_max_ms, gpu_max_mib, duration_sketch, gpu_sketch FROM node_run_rollups WHERE node_type = 'KSampler'",
+      /node_run_rollups row \(.*VAEDecode.*\) is not produced by any node run/,
+    ],
+    [
+      'a rewritten duration sketch',
+      'UPDATE node_run_rollups SET duration_sketch = \'{"zero":0,"bins":{"1":3}}\' WHERE node_type = \'KSampler\'',
+      /node_run_rollups row \(.*KSampler.*\) field duration_sketch/,
+    ],
+    [
+      'an unreadable sketch',
+      "UPDATE node_run_rollups SET gpu_sketch = 'not json' WHERE node_type = 'KSampler'",
+      /rollup .*KSampler.*stored sketch does not parse/,
+    ],
   ])('detects %s in the derived tables and names the row', async (_name, sql, detail) => {
     const p = await setup()
     withDb(p.dbPath, (db) => db.prepare(sql).run())
