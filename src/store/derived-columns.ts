@@ -44,6 +44,12 @@ export const SESSION_COLUMNS = [
  */
 export const SESSION_USER_COLUMN = 'submitter_user'
 
+/**
+ * Extra session column, not a record field: the UI workflow's `id` (a string in `workflow.id`), copied out so
+ * the analysis `--workflow` filter and `diff --workflow W --last N` read an index instead of every session.
+ */
+export const SESSION_WORKFLOW_COLUMN = 'workflow_id'
+
 /** NodeRunRecord fields besides the key (origin, session_id, node_id), in column order. */
 export const NODE_RUN_COLUMNS = [
   ['node_type', 'text'],

@@ -11,6 +11,7 @@ import {
   OUTPUT_KEY_COLUMNS,
   SESSION_COLUMNS,
   SESSION_USER_COLUMN,
+  SESSION_WORKFLOW_COLUMN,
   decodeColumn,
   encodeColumn,
   type ColumnValue,
@@ -56,7 +57,13 @@ export const SELECT_CHECKPOINTS_SQL =
 export const PRUNE_RANGE_SQL =
   "UPDATE events SET payload = '{}', pruned = ? WHERE origin = ? AND seq >= ? AND seq <= ? AND pruned IS NULL"
 
-const sessionColumns = ['origin', 'session_id', ...SESSION_COLUMNS.map(([c]) => c), SESSION_USER_COLUMN]
+const sessionColumns = [
+  'origin',
+  'session_id',
+  ...SESSION_COLUMNS.map(([c]) => c),
+  SESSION_USER_COLUMN,
+  SESSION_WORKFLOW_COLUMN,
+]
 const nodeRunColumns = ['origin', 'session_id', 'node_id', ...NODE_RUN_COLUMNS.map(([c]) => c)]
 const outputColumns = [...OUTPUT_KEY_COLUMNS, ...OUTPUT_COLUMNS.map(([c]) => c)]
 
@@ -139,6 +146,14 @@ export function checkpointParams(cp: StoredCheckpoint): ColumnValue[] {
   return [cp.origin, cp.size, cp.root_hash, cp.note, cp.created_at]
 }
 
+/** The UI workflow's id of a session (`workflow.id` when it is a string), or null. */
+export function sessionWorkflowId(session: Pick<SessionRecord, 'workflow'>): string | null {
+  const w = session.workflow
+  if (typeof w !== 'object' || w === null || Array.isArray(w)) return null
+  const id = (w as Readonly<Record<string, JsonValue>>).id
+  return typeof id === 'string' ? id : null
+}
+
 /** Parameters of UPSERT_SESSION_SQL. */
 export function sessionParams(session: SessionRecord): ColumnValue[] {
   const fields: Readonly<Record<string, JsonValue>> = session as unknown as Record<string, JsonValue>
@@ -148,6 +163,7 @@ export function sessionParams(session: SessionRecord): ColumnValue[] {
     session.session_id,
     ...SESSION_COLUMNS.map(([c, kind]) => encodeColumn(kind, fields[c])),
     user,
+    sessionWorkflowId(session),
   ]
 }
 
@@ -330,6 +346,17 @@ export function sessionsQuery(filter: SessionFilter): SqlQuery {
     where.push(`${SESSION_USER_COLUMN} = ?`)
     params.push(filter.user)
   }
+  if (filter.workflow !== undefined) {
+    where.push(`${SESSION_WORKFLOW_COLUMN} = ?`)
+    params.push(filter.workflow)
+  }
+  if (filter.sessionIds !== undefined) {
+    if (filter.sessionIds.length === 0) where.push('1 = 0')
+    else {
+      where.push(`session_id IN (${filter.sessionIds.map(() => '?').join(', ')})`)
+      params.push(...filter.sessionIds)
+    }
+  }
   let sql =
     'SELECT * FROM sessions' +
     (where.length ? ` WHERE ${where.join(' AND ')}` : '') +
@@ -356,6 +383,13 @@ export function nodeRunsQuery(filter: NodeRunFilter): SqlQuery {
   if (filter.nodeType !== undefined) add('node_type = ?', filter.nodeType)
   if (filter.since !== undefined) add('timestamp_start >= ?', filter.since)
   if (filter.until !== undefined) add('timestamp_start < ?', filter.until)
+  if (filter.workflow !== undefined) {
+    add(
+      // A row-value IN, so the planner can read the workflow's sessions by index and their runs by key.
+      `(origin, session_id) IN (SELECT origin, session_id FROM sessions WHERE ${SESSION_WORKFLOW_COLUMN} = ?)`,
+      filter.workflow,
+    )
+  }
   return {
     sql:
       'SELECT * FROM node_runs' +

@@ -60,6 +60,10 @@ export interface SessionFilter {
   readonly status?: readonly SessionStatus[]
   /** `submitter.user`. */
   readonly user?: string
+  /** The UI workflow's `id` (`workflow.id`); read through an index. */
+  readonly workflow?: string
+  /** Only these session ids (with `origin`, the primary key serves the lookup). */
+  readonly sessionIds?: readonly string[]
   readonly limit?: number
   readonly offset?: number
 }
@@ -71,6 +75,8 @@ export interface NodeRunFilter {
   readonly nodeType?: string
   readonly since?: string
   readonly until?: string
+  /** Runs of sessions of this UI workflow id (see {@link SessionFilter.workflow}). */
+  readonly workflow?: string
   readonly limit?: number
 }
 

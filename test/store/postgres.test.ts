@@ -42,6 +42,7 @@ describe('postgres dialect', () => {
         { version: 2, name: 'ledger' },
         { version: 3, name: 'node run rollups' },
         { version: 4, name: 'node run previews' },
+        { version: 5, name: 'analysis indexes' },
       ])
     } finally {
       await client.end()

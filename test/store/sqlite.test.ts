@@ -52,6 +52,7 @@ describe('sqlite dialect', () => {
         { version: 2, name: 'ledger' },
         { version: 3, name: 'node run rollups' },
         { version: 4, name: 'node run previews' },
+        { version: 5, name: 'analysis indexes' },
       ])
     } finally {
       other.close()

@@ -217,28 +217,61 @@ function hasSessionFilter(f: AnalysisFilter): boolean {
   )
 }
 
-async function loadSessions(store: AnalysisStore, f: AnalysisFilter): Promise<Map<string, SessionRecord>> {
-  const sessions = await store.sessions({
+/** The SQL-side part of the session filters (the model filter is matched in code). */
+function sessionSqlFilter(f: AnalysisFilter): {
+  origin?: string
+  user?: string
+  status?: readonly SessionStatus[]
+  workflow?: string
+} {
+  return {
     ...(f.origin !== undefined ? { origin: f.origin } : {}),
     ...(f.user !== undefined ? { user: f.user } : {}),
     ...(f.status !== undefined ? { status: f.status } : {}),
-  })
+    ...(f.workflow !== undefined ? { workflow: f.workflow } : {}),
+  }
+}
+
+/** Session ids per lookup: well under SQLite's and PostgreSQL's parameter limits. */
+const SESSION_LOOKUP_CHUNK = 1000
+
+/**
+ * The sessions of these node runs that pass the filter's SQL-side part, by primary key: only the sessions an
+ * answer needs are read, not every session of the history.
+ */
+async function sessionsOf(
+  store: AnalysisStore,
+  runs: readonly NodeRunRow[],
+  f: AnalysisFilter,
+): Promise<Map<string, SessionRecord>> {
+  const ids = new Map<string, Set<string>>()
+  for (const run of runs) {
+    let set = ids.get(run.origin)
+    if (!set) ids.set(run.origin, (set = new Set()))
+    set.add(run.session_id)
+  }
   const map = new Map<string, SessionRecord>()
-  for (const s of sessions) map.set(sessionKey(s.origin, s.session_id), s)
+  for (const [origin, set] of ids) {
+    const list = [...set]
+    for (let i = 0; i < list.length; i += SESSION_LOOKUP_CHUNK) {
+      const chunk = list.slice(i, i + SESSION_LOOKUP_CHUNK)
+      for (const s of await store.sessions({ ...sessionSqlFilter(f), origin, sessionIds: chunk }))
+        map.set(sessionKey(s.origin, s.session_id), s)
+    }
+  }
   return map
 }
 
 /** Node runs in the window with their sessions, filtered. */
 async function loadFacts(store: AnalysisStore, f: AnalysisFilter): Promise<Fact[]> {
-  const [runs, sessions] = await Promise.all([
-    store.nodeRuns({
-      ...(f.since !== undefined ? { since: f.since } : {}),
-      ...(f.until !== undefined ? { until: f.until } : {}),
-      ...(f.nodeType !== undefined ? { nodeType: f.nodeType } : {}),
-      ...(f.origin !== undefined ? { origin: f.origin } : {}),
-    }),
-    loadSessions(store, f),
-  ])
+  const runs = await store.nodeRuns({
+    ...(f.since !== undefined ? { since: f.since } : {}),
+    ...(f.until !== undefined ? { until: f.until } : {}),
+    ...(f.nodeType !== undefined ? { nodeType: f.nodeType } : {}),
+    ...(f.origin !== undefined ? { origin: f.origin } : {}),
+    ...(f.workflow !== undefined ? { workflow: f.workflow } : {}),
+  })
+  const sessions = await sessionsOf(store, runs, f)
   const filtered = hasSessionFilter(f)
   const facts: Fact[] = []
   for (const run of runs) {
@@ -463,9 +496,7 @@ export async function usage(
     await store.sessions({
       ...(filter.since !== undefined ? { since: filter.since } : {}),
       ...(filter.until !== undefined ? { until: filter.until } : {}),
-      ...(filter.origin !== undefined ? { origin: filter.origin } : {}),
-      ...(filter.user !== undefined ? { user: filter.user } : {}),
-      ...(filter.status !== undefined ? { status: filter.status } : {}),
+      ...sessionSqlFilter(filter),
     })
   ).filter((s) => sessionMatches(s, filter))
   const runs = await store.nodeRuns({
@@ -1103,9 +1134,9 @@ export async function lastOfWorkflow(
     await store.sessions({
       ...(filter.since !== undefined ? { since: filter.since } : {}),
       ...(filter.until !== undefined ? { until: filter.until } : {}),
-      ...(filter.origin !== undefined ? { origin: filter.origin } : {}),
-      ...(filter.user !== undefined ? { user: filter.user } : {}),
-      ...(filter.status !== undefined ? { status: filter.status } : {}),
+      ...sessionSqlFilter(filter),
+      // The model filter is matched here, after the read; without it the index gives the newest directly.
+      ...(filter.model === undefined ? { limit: count } : {}),
     })
   ).filter((s) => sessionMatches(s, filter))
   // store.sessions is newest first.

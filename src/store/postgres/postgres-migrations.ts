@@ -133,4 +133,31 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
     // How many preview frames a node sent (issue 15 item 3); rows from before stay null (not known).
     statements: [`ALTER TABLE node_runs ADD COLUMN previews bigint`],
   },
+  {
+    version: 5,
+    name: 'analysis indexes',
+    statements: [
+      // The UI workflow's id copied out of the JSON (see derived-columns.ts), filled for existing rows here.
+      // Row by row, because workflow text PostgreSQL's json cannot read (NaN, Infinity) must not stop the
+      // migration: such a row stays null until `comfy-audit rebuild`.
+      `ALTER TABLE sessions ADD COLUMN workflow_id text COLLATE "C"`,
+      `DO $$
+      DECLARE r record;
+      BEGIN
+        FOR r IN SELECT origin, session_id, workflow FROM sessions WHERE workflow IS NOT NULL LOOP
+          BEGIN
+            UPDATE sessions SET workflow_id = r.workflow::json ->> 'id'
+              WHERE origin = r.origin AND session_id = r.session_id
+                AND json_typeof(r.workflow::json) = 'object'
+                AND json_typeof(r.workflow::json -> 'id') = 'string';
+          EXCEPTION WHEN others THEN NULL;
+          END;
+        END LOOP;
+      END $$`,
+      // --workflow filters and diff --workflow W --last N (newest first by queue time).
+      `CREATE INDEX sessions_workflow_id ON sessions (workflow_id, queued_at)`,
+      // `diff A B` (and `show`) name a session without its origin: the primary key starts with the origin.
+      `CREATE INDEX sessions_session_id ON sessions (session_id)`,
+    ],
+  },
 ]

@@ -127,4 +127,19 @@ export const SQLITE_MIGRATIONS: readonly Migration[] = [
     // How many preview frames a node sent (issue 15 item 3); rows from before stay null (not known).
     statements: [`ALTER TABLE node_runs ADD COLUMN previews INTEGER`],
   },
+  {
+    version: 5,
+    name: 'analysis indexes',
+    statements: [
+      // The UI workflow's id copied out of the JSON (see derived-columns.ts), filled for existing rows here;
+      // workflow text that SQLite's JSON cannot read (NaN, Infinity) stays null until `comfy-audit rebuild`.
+      `ALTER TABLE sessions ADD COLUMN workflow_id TEXT`,
+      `UPDATE sessions SET workflow_id = json_extract(workflow, '$.id')
+        WHERE json_valid(workflow) AND json_type(workflow, '$.id') = 'text'`,
+      // --workflow filters and `diff --workflow W --last N` (newest first by queue time).
+      `CREATE INDEX sessions_workflow_id ON sessions (workflow_id, queued_at)`,
+      // `diff A B` (and `show`) name a session without its origin: the primary key starts with the origin.
+      `CREATE INDEX sessions_session_id ON sessions (session_id)`,
+    ],
+  },
 ]
