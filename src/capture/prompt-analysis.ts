@@ -4,6 +4,7 @@
  */
 import { canonicalJson, parseJson, sha256Hex } from '../audit/json.js'
 import type { JsonObject, JsonValue, ModelRef } from '../audit/types.js'
+import { redactKeyedValues } from './keyed-text-scan.js'
 import { checkWith, isJsonObject, zPromptGraph, type PromptGraph, type PromptNode } from './schemas.js'
 
 /** The literal that replaces a secret. */
@@ -34,15 +35,12 @@ export function stripSensitive(value: JsonValue): JsonValue {
   return value
 }
 
-// A quoted key followed by a value that may be cut off (an unparseable body can end anywhere).
-const SENSITIVE_TEXT = new RegExp(
-  `("(?:${SENSITIVE_KEYS.join('|')})"\\s*:\\s*)("(?:[^"\\\\]|\\\\.)*(?:"|$)|[^,}\\]\\s]+)`,
-  'g',
-)
-
-/** Redacts {@link SENSITIVE_KEYS} in text that is not valid JSON (best effort, for bodies recorded as given). */
+/**
+ * Redacts {@link SENSITIVE_KEYS} in text that is not valid JSON (best effort, for bodies recorded as given).
+ * Keys are compared decoded, so an escape (`"api_key_comfy_or\u0067"`) hides none (issue 9 class 4).
+ */
 export function stripSensitiveText(text: string): string {
-  return text.replace(SENSITIVE_TEXT, `$1"${REDACTED}"`)
+  return redactKeyedValues(text, (key) => SENSITIVE_KEYS.includes(key), REDACTED)
 }
 
 /** A string beyond the limit is replaced by `{truncated: true, length, sha256}`, at any depth. */

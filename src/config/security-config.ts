@@ -89,6 +89,12 @@ export const zRedactionConfig = z
     maskHomePaths: z.boolean().default(true),
     /** Longer strings are replaced by `{truncated, length, sha256}` (after secrets are removed); 0 = off. */
     maxValueLength: z.number().int().min(0).default(0),
+    /**
+     * Longest one redaction (a prompt, its extra_data, an error, a log line) may take, ms (default 1000; 0 =
+     * no limit). Past it the whole value is stored as `[REDACTED: over the redaction time budget]`, never
+     * unredacted: the built-in patterns are linear, but a configured `valuePatterns` entry may not be.
+     */
+    timeBudgetMillis: z.number().int().min(0).default(1000),
   })
   .prefault({})
 export type RedactionConfig = z.infer<typeof zRedactionConfig>

@@ -2,9 +2,17 @@ import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
 import { parseJson, sha256Hex } from '../audit/json.js'
 import type { JsonValue } from '../audit/types.js'
-import { analyzePrompt } from '../capture/prompt-analysis.js'
+import { analyzePrompt, stripSensitiveText } from '../capture/prompt-analysis.js'
 import { zRedactionConfig, type RedactionConfig } from '../config/security-config.js'
-import { createRedactor, REDACTED } from './redaction.js'
+import {
+  createRedactor,
+  REDACTED,
+  REDACTED_OVER_BUDGET,
+  redactHeaders,
+  redactText,
+  redactValue,
+  stripUrlCredentials,
+} from './redaction.js'
 
 function redactor(over: Partial<RedactionConfig> = {}): ReturnType<typeof createRedactor> {
   return createRedactor({ ...zRedactionConfig.parse({}), ...over })
@@ -137,5 +145,196 @@ describe('redaction policy', () => {
     for (const s of [SECRETS.openai, SECRETS.hf, SECRETS.github, 'comfy-secret'])
       expect(stored).not.toContain(s)
     expect(a.prompt_sha256).toMatch(/^[0-9a-f]{64}$/)
+  })
+})
+
+describe('issue 9 class 4: secrets in the log', () => {
+  it.each([
+    ['redis://:hunter2pw@cache:6379/0', `redis://:${REDACTED}@cache:6379/0`],
+    ['postgres://app:s3cr%40t@db/x', `postgres://app:${REDACTED}@db/x`],
+    ['amqp://u:p@ss@mq', `amqp://u:${REDACTED}@mq`],
+    ['see ssh://git@10.0.0.5/repo', 'see ssh://git@10.0.0.5/repo'],
+  ])('removes the password of URL user info: %s', (input, expected) => {
+    expect(redactor().text(input)).toBe(expected)
+  })
+
+  it.each(['Bearer', 'BEARER', 'bearer', 'bEaReR'])('removes %s tokens in any case', (word) => {
+    const out = redactor().text(`Authorization: ${word} opaque-token-1234567890`)
+    expect(out).not.toContain('opaque-token-1234567890')
+    expect(redactor().text(`curl -H "x: ${word} opaque-token-1234567890"`)).toBe(
+      `curl -H "x: ${word} ${REDACTED}"`,
+    )
+  })
+
+  it('removes presigned-URL signatures and credentials, keeping the other parameters', () => {
+    const s3 =
+      'https://b.s3.amazonaws.com/o.png?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDEXAMPLE%2F20260101' +
+      '&X-Amz-Signature=fe5f80f77d5fa3beca038a248ff027d0445342fe2855ddc963176630326f1024&X-Amz-Expires=60'
+    const out = redactor().text(s3)
+    expect(out).not.toContain('fe5f80f77d5fa3beca038a248ff027d0445342fe')
+    expect(out).not.toContain('AKIDEXAMPLE')
+    expect(out).toContain('X-Amz-Algorithm=AWS4-HMAC-SHA256')
+    expect(out).toContain('X-Amz-Expires=60')
+    for (const q of [
+      '?X-Goog-Signature=0123abcd',
+      '&sig=0123abcd',
+      '?Signature=0123abcd',
+      '?x-amz-security-token=0123abcd',
+    ]) {
+      expect(redactor().text(`https://h/o${q}&w=1`)).toBe(`https://h/o${q.split('=')[0]}=${REDACTED}&w=1`)
+    }
+  })
+
+  it('judges keys as a parser reads them: escaped key names in raw text are caught', () => {
+    const raw = String.raw`{"extra_data": {"api_key_comfy_org": "comfy-secret-1", "password": "pw-2"}}`
+    const out = redactor().text(raw)
+    expect(out).not.toContain('comfy-secret-1')
+    expect(out).not.toContain('pw-2')
+    // Capture's own fallback for bodies that are not JSON, too.
+    expect(stripSensitiveText(raw)).not.toContain('comfy-secret-1')
+    // Python reprs in tracebacks, environment lines, header lines.
+    expect(redactor().text("kwargs={'api_key': 'py-secret-3', 'steps': 20}")).toBe(
+      `kwargs={'api_key': '${REDACTED}', 'steps': 20}`,
+    )
+    expect(redactor().text('HF_TOKEN=plainenvsecret4 python main.py')).toBe(
+      `HF_TOKEN=${REDACTED} python main.py`,
+    )
+    expect(redactor().text('GET / HTTP/1.1\nAuthorization: Basic dXNlcjpwYXNz\nHost: x')).toBe(
+      `GET / HTTP/1.1\nAuthorization: ${REDACTED}\nHost: x`,
+    )
+  })
+
+  it('judges parsed keys without the capture-side strip, decoded keys included', () => {
+    const parsed = JSON.parse(
+      String.raw`{"api_key_comfy_org": "comfy-secret", "n": {"auth_token_comfy_org": "t"}}`,
+    )
+    expect(redactor()(parsed as JsonValue, ['extra_data'])).toEqual({
+      api_key_comfy_org: REDACTED,
+      n: { auth_token_comfy_org: REDACTED },
+    })
+  })
+
+  it('keeps settings whose names only look like secrets (false positives)', () => {
+    const r = redactor()
+    const input = {
+      token_count: 'many',
+      password_hint: 'the usual',
+      tokenizer: 'clip_l',
+      max_tokens: 512,
+      use_auth_token: true,
+      token_normalization: 'mean',
+      text: 'a bearer of good news, token: 5, secret garden',
+    }
+    expect(r(input, ['prompt'])).toEqual(input)
+  })
+
+  it('strips credentials from request targets and URLs before they are logged', () => {
+    expect(stripUrlCredentials('/_audit/api/sessions?token=tok-abc&limit=5')).toBe(
+      `/_audit/api/sessions?token=${REDACTED}&limit=5`,
+    )
+    expect(stripUrlCredentials('/ws?clientId=a&%74oken=tok-abc')).toBe(`/ws?clientId=a&%74oken=${REDACTED}`)
+    expect(stripUrlCredentials('/x?api_key=k&Signature=s&sig=t&a=b')).toBe(
+      `/x?api_key=${REDACTED}&Signature=${REDACTED}&sig=${REDACTED}&a=b`,
+    )
+    expect(stripUrlCredentials('redis://:pw@h/0?x=1#frag')).toBe(`redis://:${REDACTED}@h/0?x=1`)
+    expect(stripUrlCredentials('/history?max_items=5')).toBe('/history?max_items=5')
+  })
+
+  it('redacts credential headers and the credentials in URL-valued headers', () => {
+    const out = redactHeaders([
+      'Authorization',
+      'Bearer abcdefghijklmnop',
+      'Cookie',
+      'comfy_audit_session=s1; theme=dark',
+      'X-Api-Key',
+      'k1',
+      'Referer',
+      'http://gw/_audit/api/x?token=tok-abc',
+      'User-Agent',
+      'curl/8',
+    ])
+    expect(out).toEqual({
+      authorization: REDACTED,
+      cookie: REDACTED,
+      'x-api-key': REDACTED,
+      referer: `http://gw/_audit/api/x?token=${REDACTED}`,
+      'user-agent': 'curl/8',
+    })
+    expect(redactHeaders({ authorization: 'x', accept: ['a', 'b'] })).toEqual({
+      authorization: REDACTED,
+      accept: ['a', 'b'],
+    })
+  })
+
+  it('exposes the default policy as redactText and redactValue', () => {
+    expect(redactText('token sk-proj-abcdefghijklmnopqrstuvwxyz0123456789')).toBe(`token ${REDACTED}`)
+    expect(redactValue({ password: 'x', n: 1 })).toEqual({ password: REDACTED, n: 1 })
+  })
+})
+
+describe('issue 9 class 5: denial of service from one request', () => {
+  /** Adversarial inputs for each scanner: long runs that almost match and never do. */
+  const ADVERSARIAL: Record<string, (n: number) => string> = {
+    'e-mail local part without @': (n) => 'a.b_c'.repeat(n / 5),
+    'many @ without a domain': (n) => 'a@'.repeat(n / 2),
+    'JWT starts without dots': (n) => 'eyJ-'.repeat(n / 4),
+    'URL schemes without user info': (n) => 'a://'.repeat(n / 4),
+    'bearer words': (n) => 'bearer '.repeat(n / 7),
+    whitespace: (n) => ' \t'.repeat(n / 2),
+    'private key BEGIN without END': (n) => '-----BEGIN A'.repeat(n / 12),
+    'quoted keys': (n) => '"a":'.repeat(n / 4),
+    apostrophes: (n) => "'".repeat(n),
+    'key=value pairs': (n) => 'a='.repeat(n / 2),
+    'one long token': (n) => 'sk-' + 'a'.repeat(n - 3),
+    'home paths': (n) => '/home/'.repeat(n / 6),
+    'backslash escapes': (n) => '"\\'.repeat(n / 2),
+  }
+
+  it('redacts a 10 MB value in linear time: 10 MB costs well under 30 times 1 MB', () => {
+    // Budget off: this measures the patterns themselves.
+    const r = redactor({ timeBudgetMillis: 0 })
+    const time = (s: string): number => {
+      const t0 = performance.now()
+      r([s], ['prompt'])
+      return performance.now() - t0
+    }
+    const rows: string[] = []
+    for (const [name, make] of Object.entries(ADVERSARIAL)) {
+      const small = make(1 << 20)
+      const large = make(10 << 20)
+      time(small) // warm the code paths
+      const a = time(small)
+      const b = time(large)
+      rows.push(`${name}: 1 MB ${a.toFixed(0)} ms, 10 MB ${b.toFixed(0)} ms, ratio ${(b / a).toFixed(1)}`)
+      // Quadratic would be about 100; linear about 10. The slack absorbs a loaded machine.
+      expect(b / Math.max(a, 1), name).toBeLessThan(30)
+    }
+    console.log(`redaction of adversarial values (issue 9 class 5):\n  ${rows.join('\n  ')}`)
+  }, 300_000)
+
+  it('replaces the whole value, never stores it unredacted, when redaction runs past its time budget', () => {
+    let t = 0
+    // A fake clock that advances 10 ms per reading: the 50 ms budget runs out part-way through.
+    const r = createRedactor(
+      { ...zRedactionConfig.parse({}), timeBudgetMillis: 50 },
+      { now: () => (t += 10) },
+    )
+    const value = { a: 'x', b: Array.from({ length: 50 }, (_, i) => `secret-${i}@studio.example`) }
+    expect(r(value, ['prompt'])).toBe(REDACTED_OVER_BUDGET)
+    expect(r.text('alice@studio.example '.repeat(5))).toBe(REDACTED_OVER_BUDGET)
+    // The budget is per redaction: the next one starts afresh.
+    t = 0
+    expect(createRedactor(zRedactionConfig.parse({}), { now: () => t })({ k: 'v' }, [])).toEqual({ k: 'v' })
+  })
+
+  it('does not crash on 10 MB runs that V8 regular expressions overflow their stack on', () => {
+    const big = 'a'.repeat(10 << 20)
+    const r = redactor({ timeBudgetMillis: 0 })
+    expect(r.text(`Bearer ${big}`)).toBe(`Bearer ${REDACTED}`)
+    expect(r.text(`sk-${big}`)).toBe(REDACTED)
+    expect(r.text(`/x?token=${big}`)).toBe(`/x?token=${REDACTED}`)
+    expect(r.text(`/home/${big}`)).toBe('/home/<redacted>')
+    expect(r.text(`"password": "${big}"`)).toBe(`"password": "${REDACTED}"`)
+    expect(r({ [`${big}_token`]: 'v' }, [])).toEqual({ [`${big}_token`]: REDACTED })
   })
 })
