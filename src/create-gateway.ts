@@ -147,7 +147,16 @@ async function startLocked(
   // slow the proxy path (onEvents only queues; a sink that is down fills its own spool).
   let sinks: SinkPipeline
   try {
-    sinks = await createSinkPipeline(config.sinks, { dataDir: config.data, logger })
+    // The log is the sinks' record: each replays from it what it had not delivered before a crash.
+    sinks = await createSinkPipeline(config.sinks, {
+      dataDir: config.data,
+      logger,
+      log: {
+        origin: store.origin,
+        lastSeq: () => store.lastSeq(),
+        events: (filter) => store.events(filter),
+      },
+    })
   } catch (err) {
     await store.close()
     throw err

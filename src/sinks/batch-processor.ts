@@ -6,9 +6,12 @@
  * past the spool's quota (or with no spool configured), and every drop is counted and logged.
  *
  * Delivery is at least once: a batch may reach a receiver twice (e.g. it stored it but the answer was lost),
- * and every record carries `id` (`origin:seq`) for the receiver to de-duplicate. Order across batches is not
- * guaranteed: the queue goes first, spooled (older or overflow) segments after it, so receivers that care
- * sort by `origin` and `seq`.
+ * and every record carries `id` (`origin:seq`) for the receiver to de-duplicate. Records go out in the order
+ * they were offered as long as the queue never overflows: while anything waits in the spool, new records
+ * queue behind it on disk, and a batch the receiver did not take goes back to the head of the queue. The sink
+ * pipeline keeps that order (it offers records only while the queue has room, see `waitForRoom`), and so the
+ * delivered records are a prefix of the log, which is what its persisted cursor records (`onDelivered`).
+ * Only an overflowing queue (a producer that ignores `waitForRoom`) spools newer records before older ones.
  */
 import { reportError, silentLogger, type Logger } from '../audit/report-error.js'
 import type { AuditEvent } from '../audit/types.js'
@@ -76,6 +79,12 @@ export interface BatchProcessorOptions {
   readonly now?: () => number
   /** Called for every drop (after counting); must not throw (if it does, the error is reported). */
   readonly onDrop?: (count: number, reason: DropReason) => void
+  /**
+   * Called after each export with the records it settled, in the order they were offered: those the receiver
+   * took and those it refused for good (which a retry would not change). A partial success settles only the
+   * records before the first one still to deliver. Must not throw (if it does, the error is reported).
+   */
+  readonly onDelivered?: (records: readonly SinkRecord[]) => void
   readonly logger?: Logger
 }
 
@@ -100,7 +109,10 @@ export class BatchProcessor implements RecordProcessor {
   readonly #spool: Spool | undefined
   readonly #now: () => number
   readonly #onDrop: ((count: number, reason: DropReason) => void) | undefined
+  readonly #onDelivered: ((records: readonly SinkRecord[]) => void) | undefined
   readonly #logger: Logger
+  /** Producers waiting for the queue to have room again (see waitForRoom). */
+  #roomWaiters: (() => void)[] = []
 
   #queue: SinkRecord[] = []
   /** Records past the queue's size, waiting for the spool writer. */
@@ -135,6 +147,7 @@ export class BatchProcessor implements RecordProcessor {
     this.#spool = options.spool
     this.#now = options.now ?? Date.now
     this.#onDrop = options.onDrop
+    this.#onDelivered = options.onDelivered
     this.#logger = options.logger ?? silentLogger
     // Records left in the spool by an earlier run are delivered without waiting for new ones.
     if (this.#spool && this.#spool.segmentCount() > 0) this.#schedule(0)
@@ -143,7 +156,8 @@ export class BatchProcessor implements RecordProcessor {
   onEnd(record: SinkRecord): void {
     try {
       if (this.#closed) return this.#drop(1, 'shutdown')
-      if (this.#queue.length < this.#maxQueueSize) {
+      // Behind records already on disk (or on their way there), a new one waits its turn there too.
+      if (this.#queue.length < this.#maxQueueSize && !this.#spilled()) {
         this.#queue.push(record)
         if (this.#queue.length >= this.#maxBatch) this.#schedule(0)
         else this.#schedule(this.#delay)
@@ -165,10 +179,35 @@ export class BatchProcessor implements RecordProcessor {
     return this.#flush()
   }
 
+  /** True when onEnd would take a record into memory now, without spilling it to the spool. */
+  hasRoom(): boolean {
+    return this.#closed || (this.#queue.length + this.#spill.length < this.#maxQueueSize && !this.#spilled())
+  }
+
+  /**
+   * Resolves when the queue has room again (at once if it has, or after shutdown). A producer that waits for
+   * it before each record never overflows the queue, so order holds and nothing is dropped for room.
+   */
+  waitForRoom(): Promise<void> {
+    if (this.hasRoom()) return Promise.resolve()
+    return new Promise((resolve) => this.#roomWaiters.push(resolve))
+  }
+
+  #notifyRoom(): void {
+    if (this.#roomWaiters.length === 0 || !this.hasRoom()) return
+    const waiters = this.#roomWaiters.splice(0)
+    for (const resolve of waiters) resolve()
+  }
+
+  #spilled(): boolean {
+    return this.#spill.length > 0 || this.#spilling !== null || (this.#spool?.segmentCount() ?? 0) > 0
+  }
+
   shutdown(): Promise<void> {
     if (this.#shutdown) return this.#shutdown
     this.#closed = true
     this.#clearTimer()
+    this.#notifyRoom()
     this.#shutdown = (async () => {
       await this.#flush()
       if (this.#queue.length > 0) {
@@ -274,22 +313,27 @@ export class BatchProcessor implements RecordProcessor {
       .finally(() => {
         this.#spilling = null
         this.#schedule(this.#delay)
+        this.#notifyRoom()
       })
   }
 
-  /** Moves the in-memory queue to the spool (or counts it dropped without one). */
+  /** Moves the in-memory queue to the spool (without one it stays queued). */
   async #spoolQueue(): Promise<void> {
     while (this.#queue.length > 0 && this.#spool) {
-      await this.#keep(this.#queue.splice(0, this.#maxBatch))
+      const result = await this.#spool.write(this.#queue.splice(0, this.#maxBatch))
+      if (result.dropped > 0) this.#drop(result.dropped, 'spool-full')
     }
   }
 
-  /** Keeps records the receiver has not taken: in the spool, else back in the queue as room allows. */
-  async #keep(records: readonly SinkRecord[]): Promise<void> {
+  /**
+   * Keeps records of a queued batch the receiver has not taken: back at the head of the queue, where they were,
+   * so that they still go out before anything offered after them. The queue may pass its size by this one
+   * batch; onEnd then spills new records, which keeps them behind. Without a spool the excess is dropped.
+   */
+  #keep(records: readonly SinkRecord[]): void {
     if (records.length === 0) return
     if (this.#spool) {
-      const result = await this.#spool.write(records)
-      if (result.dropped > 0) this.#drop(result.dropped, 'spool-full')
+      this.#queue.unshift(...records)
       return
     }
     const room = Math.max(0, this.#maxQueueSize - this.#queue.length)
@@ -302,8 +346,10 @@ export class BatchProcessor implements RecordProcessor {
     if (this.#queue.length > 0) {
       const batch = this.#queue.splice(0, this.#maxBatch)
       const result = await this.#export(batch)
-      if (result.status === 'retryable') await this.#keep(result.records ?? batch)
+      if (result.status === 'retryable') this.#keep(result.records ?? batch)
       else if (result.status === 'failure') this.#drop(batch.length, 'refused')
+      this.#delivered(batch, result)
+      this.#notifyRoom()
       return this.#settle(result)
     }
     const segment: SpoolSegment | undefined = await this.#spool?.oldest()
@@ -321,7 +367,26 @@ export class BatchProcessor implements RecordProcessor {
     } else if (result.records) {
       await this.#spool.replace(segment, result.records)
     }
+    this.#delivered(segment.records, result)
+    this.#notifyRoom()
     return this.#settle(result)
+  }
+
+  /** Reports the records an export settled (see BatchProcessorOptions.onDelivered). */
+  #delivered(batch: readonly SinkRecord[], result: ExportResult): void {
+    if (!this.#onDelivered) return
+    let settled: readonly SinkRecord[] = batch
+    if (result.status === 'retryable') {
+      const rest = new Set((result.records ?? batch).map((r) => r.id))
+      const first = batch.findIndex((r) => rest.has(r.id))
+      settled = first < 0 ? batch : batch.slice(0, first)
+    }
+    if (settled.length === 0) return
+    try {
+      this.#onDelivered(settled)
+    } catch (error) {
+      reportError(error, `sink ${this.#sink.name}: onDelivered`)
+    }
   }
 
   #settle(result: ExportResult): StepOutcome {

@@ -1,7 +1,14 @@
 /**
  * The sinks a config names, built and wired: one lazily imported sink per entry, each behind its own
- * batch processor and disk spool (`<data>/spool/<name>`), all fed by one MultiProcessor from the events the
- * store commits. A sink that is down only fills its own spool; the others and the gateway carry on.
+ * batch processor and disk spool (`<data>/spool/<name>`). A sink that is down only falls behind on its own;
+ * the others and the gateway carry on.
+ *
+ * With the store's log (`log`, as the gateway runs it) each sink has a persisted cursor
+ * (`<data>/spool/<name>/cursor.json`, see sink-cursor.ts) and its own feeder (sink-feeder.ts), which maps
+ * committed events in log order and reads from the store whatever the sink has not been offered: after a
+ * restart, everything past the cursor. Queue and spool are then buffers only; the spool a crash left behind
+ * is cleared at start, its records being replayed from the store. Without `log` (tests of the sinks alone)
+ * one MultiProcessor feeds every sink from the events handed in, and a crash loses what was in memory.
  */
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -18,6 +25,8 @@ import {
 } from './batch-processor.js'
 import type { HttpSinkConfig, HttpSinkOptions } from './retrying-transport.js'
 import type { AuditSink } from './sink.js'
+import { openSinkCursor, positionOf, type SinkCursor } from './sink-cursor.js'
+import { createSinkFeeder, type SinkFeeder, type SinkLog } from './sink-feeder.js'
 import { openSpool } from './spool.js'
 import { acquireDirLock, type DirLock } from '../store/data-dir-lock.js'
 
@@ -35,6 +44,11 @@ export interface SinkPipelineOptions {
   readonly now?: () => number
   /** Called for every drop with the sink's name; must not throw. */
   readonly onDrop?: (sink: string, count: number, reason: DropReason) => void
+  /**
+   * The store's log of this gateway's origin. With it every sink keeps a cursor and replays from the log what
+   * it had not settled (see the module comment); without it records live only in the queue and spool.
+   */
+  readonly log?: SinkLog
 }
 
 /** The configured sinks, running. */
@@ -130,10 +144,14 @@ export async function createSinkPipeline(
 ): Promise<SinkPipeline> {
   const logger = options.logger ?? silentLogger
   const processors: RecordProcessor[] = []
+  const feeders: SinkFeeder[] = []
+  const cursors: SinkCursor[] = []
   const names: string[] = []
+  const log = options.log
   // One pipeline per spool: two writing one directory would overwrite each other's segments.
   const locks: DirLock[] = []
   const stopAll = async (): Promise<void> => {
+    await Promise.allSettled(feeders.map((f) => f.close()))
     await Promise.allSettled(processors.map((p) => p.shutdown()))
     for (const lock of locks) lock.release()
   }
@@ -148,19 +166,49 @@ export async function createSinkPipeline(
       await mkdir(dir, { recursive: true })
       locks.push(acquireDirLock(dir, { purpose: `sink ${name} spool` }))
       const spool = await openSpool({ dir, maxBytes: config.spoolMaxBytes, logger })
-      const sink = named(await createSink(config, options, name), name)
-      processors.push(
-        createBatchProcessor(sink, {
-          maxQueueSize: config.batch.maxQueueSize,
-          maxExportBatchSize: config.batch.maxExportBatchSize,
-          scheduledDelayMillis: config.batch.scheduledDelayMillis,
-          exportTimeoutMillis: config.batch.exportTimeoutMillis,
-          spool,
+      let cursor: SinkCursor | undefined
+      if (log) {
+        cursor = await openSinkCursor({
+          dir,
+          origin: log.origin,
+          head: () => log.lastSeq(),
           now: options.now,
-          logger,
-          onDrop: options.onDrop ? (count, reason) => options.onDrop?.(name, count, reason) : undefined,
-        }),
-      )
+        })
+        // Everything in a spool left by the last run is past the cursor, and the feeder replays it from the log,
+        // in order and together with what that run still held in memory.
+        const left = await spool.clear()
+        if (left > 0) {
+          logger.info(`sink ${name}: ${left} spooled record(s) of the last run are replayed from the log`, {
+            sink: name,
+            cursor: cursor.position(),
+          })
+        }
+      }
+      const sink = named(await createSink(config, options, name), name)
+      const onDrop = options.onDrop
+      const processor = createBatchProcessor(sink, {
+        maxQueueSize: config.batch.maxQueueSize,
+        maxExportBatchSize: config.batch.maxExportBatchSize,
+        scheduledDelayMillis: config.batch.scheduledDelayMillis,
+        exportTimeoutMillis: config.batch.exportTimeoutMillis,
+        spool,
+        now: options.now,
+        logger,
+        onDelivered: cursor
+          ? (records) => cursor.advance(positionOf(records[records.length - 1]!))
+          : undefined,
+        onDrop: (count, reason) => {
+          // A record given up for room (not refused by the receiver) must come back from the log at the next
+          // start: the cursor stays before it.
+          if (cursor && reason !== 'refused') cursor.freeze()
+          onDrop?.(name, count, reason)
+        },
+      })
+      processors.push(processor)
+      if (log && cursor) {
+        cursors.push(cursor)
+        feeders.push(createSinkFeeder({ name, log, processor, after: cursor.position(), logger }))
+      }
       names.push(name)
     } catch (error) {
       await stopAll()
@@ -177,17 +225,25 @@ export async function createSinkPipeline(
     onEvents(events) {
       if (multi === null) return
       try {
-        for (const event of events) multi.onEvent(event)
+        if (log) for (const feeder of feeders) feeder.onEvents(events)
+        else for (const event of events) multi.onEvent(event)
       } catch (error) {
         reportError(error, 'sinks: onEvents')
       }
     },
     health: () => multi?.health() ?? [],
     forceFlush: async () => {
+      await Promise.all(feeders.map((f) => f.drained()))
       await multi?.forceFlush()
+      await Promise.all(cursors.map((c) => c.flush()))
     },
     shutdown() {
-      shutdown ??= (multi ? multi.shutdown() : Promise.resolve()).finally(() => {
+      shutdown ??= (async () => {
+        // Feeders offer what fits, then stop; what they leave is past the cursors, for the next start.
+        await Promise.allSettled(feeders.map((f) => f.close()))
+        await multi?.shutdown()
+        await Promise.allSettled(cursors.map((c) => c.flush()))
+      })().finally(() => {
         for (const lock of locks) lock.release()
       })
       return shutdown

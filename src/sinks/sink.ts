@@ -123,6 +123,8 @@ export interface SessionMerger {
     sessionId: string,
     patch: JsonObject,
   ): Partial<Omit<SessionRecord, 'origin' | 'session_id'>>
+  /** True when the merger holds the session (it saw a patch of it and has not forgotten it since). */
+  has(origin: string, sessionId: string): boolean
   /** Number of sessions held. */
   readonly size: number
 }
@@ -158,6 +160,7 @@ export function createSessionMerger(options: SessionMergerOptions = {}): Session
       }
       return merged as Partial<Omit<SessionRecord, 'origin' | 'session_id'>>
     },
+    has: (origin, sessionId) => sessions.has(`${origin}\u0000${sessionId}`),
     get size() {
       return sessions.size
     },

@@ -51,6 +51,11 @@ export interface Spool {
   remove(segment: SpoolSegment): Promise<void>
   /** Rewrites a segment in place with fewer records (those still to deliver), keeping its position. */
   replace(segment: SpoolSegment, records: readonly SinkRecord[]): Promise<void>
+  /**
+   * Deletes every segment; returns the records they held. For a sink fed from the log with a cursor, whose
+   * next start replays everything past the cursor from the store, so what a crash left here is not needed.
+   */
+  clear(): Promise<number>
   /** Bytes held now. */
   sizeBytes(): number
   /** Segments held now. */
@@ -196,6 +201,21 @@ export async function openSpool(options: SpoolOptions): Promise<Spool> {
         const bytes = Buffer.byteLength(data)
         total += bytes - (sizes.get(segment.name) ?? 0)
         sizes.set(segment.name, bytes)
+      })
+    },
+    clear() {
+      return serial(async () => {
+        let records = 0
+        for (const name of [...sizes.keys()]) {
+          const text = await readFile(join(dir, name), 'utf8').catch(() => '')
+          records += text.split('\n').filter((line) => line !== '').length
+          await unlink(join(dir, name)).catch((error: NodeJS.ErrnoException) => {
+            if (error.code !== 'ENOENT') throw error
+          })
+          total -= sizes.get(name) ?? 0
+          sizes.delete(name)
+        }
+        return records
       })
     },
     sizeBytes: () => total,
