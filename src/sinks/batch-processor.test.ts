@@ -190,6 +190,49 @@ describe('BatchProcessor', () => {
     await p.shutdown()
   })
 
+  it('keeps offered order across a retry: records offered after a failed batch go out after it', async () => {
+    const records = manyRecords(6)
+    let up = false
+    const sink = new InMemorySink({ respond: () => (up ? { status: 'success' } : down) })
+    const settled: number[] = []
+    const p = createBatchProcessor(sink, {
+      maxExportBatchSize: 2,
+      scheduledDelayMillis: 3_600_000,
+      spool: await openSpool({ dir }),
+      onDelivered: (batch) => settled.push(...batch.map((r) => r.seq)),
+    })
+    for (const r of records.slice(0, 4)) p.onEnd(r)
+    await p.forceFlush()
+    expect(settled).toEqual([])
+    // Offered while the first four wait for the receiver: they must not overtake them.
+    for (const r of records.slice(4)) p.onEnd(r)
+    up = true
+    await p.forceFlush()
+    expect(sink.records.map((r) => r.seq)).toEqual([0, 1, 2, 3, 4, 5])
+    expect(settled).toEqual([0, 1, 2, 3, 4, 5])
+    await p.shutdown()
+  })
+
+  it('settles only the records before the first one a partial success asks to retry', async () => {
+    const records = manyRecords(4)
+    const settled: number[][] = []
+    const sink = new InMemorySink({
+      respond: (batch, call) =>
+        call === 0
+          ? { status: 'retryable', error: new Error('1 item throttled'), records: [batch[1]!] }
+          : { status: 'success' },
+    })
+    const p = createBatchProcessor(sink, {
+      scheduledDelayMillis: 3_600_000,
+      onDelivered: (batch) => settled.push(batch.map((r) => r.seq)),
+    })
+    for (const r of records) p.onEnd(r)
+    await p.forceFlush()
+    await p.forceFlush()
+    expect(settled).toEqual([[0], [1]])
+    await p.shutdown()
+  })
+
   it('drops and counts a batch the receiver refuses for good', async () => {
     const sink = new InMemorySink({ respond: () => ({ status: 'failure', error: new Error('HTTP 400') }) })
     const { drops, onDrop } = collectDrops()
