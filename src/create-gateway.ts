@@ -8,6 +8,7 @@ import { parseJson } from './audit/json.js'
 import { reportError, silentLogger, type Logger } from './audit/report-error.js'
 import type { AuditEventInput, AuditEventKind, JsonObject, JsonValue, Submitter } from './audit/types.js'
 import { createCapture, type Capture, type ResumedSession } from './capture/capture.js'
+import { redactEvent } from './capture/redact-event.js'
 import { environmentFromSystemStats, gpuSampleFromSystemStats } from './capture/environment.js'
 import { zObjectInfo, zSystemStats } from './capture/schemas.js'
 import { dialectFor } from './cli/open-store.js'
@@ -15,6 +16,7 @@ import { parseHostPort, sinkName, type Config } from './config/config.js'
 import { createGateway, type Gateway } from './gateway/create-gateway.js'
 import { auditReader, createAccessGuard } from './identity/access-guard.js'
 import { createAuthenticator } from './identity/authenticator.js'
+import { redactingLogger } from './identity/redacting-logger.js'
 import { createRedactor } from './identity/redaction.js'
 import { createMetricsRoute } from './metrics/metrics-route.js'
 import { createMetrics, observeEvents, queueDepthFromFrame, type Metrics } from './metrics/metrics.js'
@@ -103,7 +105,10 @@ async function startLocked(
   options: AuditGatewayOptions,
   lock: DirLock,
 ): Promise<AuditGateway> {
-  const logger = options.logger ?? silentLogger
+  // One policy for everything that leaves the process: events (capture redacts its own; the gateway's own
+  // events below go through `append`) and every log line, whichever component writes it.
+  const redaction = createRedactor(config.redaction)
+  const logger = redactingLogger(options.logger ?? silentLogger, redaction.text)
   const upstream = config.comfyui.url.replace(/\/+$/, '')
 
   // While the database refuses commits, acknowledged events wait in memory, then in this spool on disk
@@ -166,12 +171,20 @@ async function startLocked(
     sinks.onEvents(events)
   })
 
+  /**
+   * Appends events made here rather than by capture (gateway lifecycle, security, audit reads, people changes,
+   * provenance), redacted by the same policy as capture's, so no request detail they carry (an audit-API URL,
+   * a User-Agent, a configured URL with credentials) reaches the store or a sink as given.
+   */
+  const append = (events: readonly AuditEventInput[]): ReturnType<RuntimeStore['append']> =>
+    store.append(events.map((e) => redactEvent(e, redaction.text)))
+
   /** Appends one gateway-level event (not tied to a session); never throws, never awaited by a request. */
   const record = (kind: AuditEventKind, payload: JsonObject): void => {
     const time = new Date(options.now?.() ?? Date.now()).toISOString()
-    store
-      .append([{ kind, time, session_id: null, payload }])
-      .catch((err: unknown) => reportError(err, `store append ${kind}`))
+    append([{ kind, time, session_id: null, payload }]).catch((err: unknown) =>
+      reportError(err, `store append ${kind}`),
+    )
   }
 
   // The ledger follows commits from the first event on; its key is made at first start (mode 0600).
@@ -200,7 +213,7 @@ async function startLocked(
   const fileHasher = createFileHasher({ workers: config.provenance.workers })
   const enricher = config.provenance.enabled
     ? createProvenanceEnricher({
-        emit: (events) => store.append(events),
+        emit: (events) => append(events),
         modelHasher: createModelHasher({
           fileHasher,
           cacheStore: store,
@@ -240,7 +253,8 @@ async function startLocked(
     gpuSampleIntervalMs: config.capture.gpuSampleIntervalMillis,
     maxInputStringLength: config.capture.maxInputLength,
     // Secrets, e-mail addresses and home-directory user names leave before anything is hashed or stored.
-    redact: createRedactor(config.redaction),
+    redact: redaction,
+    redactText: redaction.text,
     sampleGpu: async () => {
       const stats = zSystemStats.safeParse(await fetchJson(`${upstream}/system_stats`, 2000))
       return stats.success ? gpuSampleFromSystemStats(stats.data) : null
@@ -483,7 +497,7 @@ async function startLocked(
         const changes = await authenticator.directory.changesSince(typeof last === 'number' ? last : 0)
         if (changes.length === 0) return
         const time = new Date(options.now?.() ?? Date.now()).toISOString()
-        await store.append(
+        await append(
           changes.map((c) => ({
             kind: 'security.person_changed' as const,
             time,

@@ -8,6 +8,8 @@ import type {
   JsonValue,
   Submitter,
 } from '../audit/types.js'
+import { zRedactionConfig } from '../config/security-config.js'
+import { createRedactor } from '../identity/redaction.js'
 import { createCapture, type Capture, type CaptureOptions } from './capture.js'
 import { environmentFromSystemStats } from './environment.js'
 import { usedMiB } from './gpu-sampler.js'
@@ -894,5 +896,84 @@ describe('issue 15 item 3: previews counted per node', () => {
     expect(counts.KSampler).toBe(progressFrames)
     expect(Object.values(counts).reduce((a, b) => (a as number) + (b as number), 0)).toBe(progressFrames)
     expect(allJson(events)).not.toContain('preview-bytes')
+  })
+})
+
+describe('issue 10 item 5: every string of every event goes through the redaction policy', () => {
+  const KEY = 'sk-proj-0123456789abcdefghijABCDEFGHIJ'
+  const PASSWORD = 'hunter2hunter2pw'
+  const TOKEN = 'q7Rk2LmN9pXw4TzY6vBc'
+  const policy = createRedactor(zRedactionConfig.parse({}))
+
+  it('redacts error messages, traceback lines, home paths, output names, UI outputs and request details', async () => {
+    const h = harness({ redact: policy, redactText: policy.text })
+    const ua = `tool/1.0 (${KEY})`
+    h.capture.promptSubmitted({
+      promptId: 'r1',
+      upstreamClientId: 'gw:x',
+      clientId: 'tab-1',
+      body: Buffer.from(stringifyJson({ prompt: GRAPH })),
+      forwardedBody: Buffer.from(stringifyJson({ prompt: GRAPH })),
+      submitter: { ...SUBMITTER, user: 'alice@studio.example', user_agent: ua },
+      timeMs: h.at(1),
+    })
+    h.answer('r1', 200, { prompt_id: 'r1', number: 1, node_errors: {} })
+    h.frame('execution_start', { prompt_id: 'r1' })
+    h.ps('r1', { '1': ['running', 0, 1] })
+    h.frame('executed', {
+      prompt_id: 'r1',
+      node: '1',
+      output: {
+        images: [{ filename: `${KEY}_00001_.png`, subfolder: 'ada@studio.example', type: 'output' }],
+        api_key: ['value-under-a-secret-key'],
+      },
+    })
+    h.ps('r1', { '1': ['finished', 1, 1], '2': ['running', 0, 1] })
+    h.frame('execution_error', {
+      prompt_id: 'r1',
+      node_id: '2',
+      node_type: 'ForLoop',
+      executed: ['1'],
+      exception_message: `cannot reach https://svc:${PASSWORD}@models.example.com (Bearer ${TOKEN})`,
+      exception_type: 'ValueError',
+      traceback: [
+        '  File "/home/alice/ComfyUI/custom_nodes/pack/__init__.py", line 3, in run\n',
+        `    fetch("https://api.example.com/x?api_key=${PASSWORD}")\n`,
+      ],
+      current_inputs: {},
+      current_outputs: [],
+    })
+    h.capture.action({
+      kind: 'interrupt',
+      method: 'POST',
+      path: '/interrupt',
+      body: Buffer.from(stringifyJson({ prompt_id: KEY })),
+      status: 200,
+      responseBody: null,
+      submitter: { ...SUBMITTER, user_agent: ua },
+      timeMs: h.at(1),
+    })
+    await h.capture.flush()
+    expect(h.errors).toEqual([])
+    const text = allJson(h.events)
+    for (const secret of [KEY, PASSWORD, TOKEN, 'value-under-a-secret-key', '/home/alice', 'ada@studio']) {
+      expect([secret, text.includes(secret)]).toEqual([secret, false])
+    }
+    const failed = nodeRuns(h.events, 'r1').get('2')
+    expect(failed?.error_message).toContain(REDACTED)
+    expect(failed?.traceback).toEqual([
+      '  File "/home/<redacted>/ComfyUI/custom_nodes/pack/__init__.py", line 3, in run\n',
+      `    fetch("https://api.example.com/x?api_key=${REDACTED}")\n`,
+    ])
+    const row = session(h.events, 'r1')
+    expect(row.outputs).toEqual([
+      { filename: `${REDACTED}.png`, subfolder: REDACTED, type: 'output', node_id: '1' },
+    ])
+    // Who did it stays readable, even an e-mail-shaped name.
+    expect((row.submitter as JsonObject).user).toBe('alice@studio.example')
+    // An interrupt naming no known prompt is tied to no session: an event's session id is never redacted.
+    const interrupt = h.events.find((e) => e.kind === 'action.interrupt')
+    expect(interrupt?.session_id).toBeNull()
+    expect(interrupt?.payload.prompt_id).toBe(REDACTED)
   })
 })

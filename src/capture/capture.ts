@@ -25,6 +25,7 @@ import type {
 import { createGpuSampler, torchMiB, usedMiB, type GpuSample, type GpuSampler } from './gpu-sampler.js'
 import { isoTime, toJsonObject, toJsonValue } from './json-value.js'
 import { parseMultipart } from './multipart.js'
+import { redactEvent, type TextRedactor } from './redact-event.js'
 import {
   DEFAULT_MAX_INPUT_STRING_LENGTH,
   analyzePromptBody,
@@ -78,8 +79,13 @@ export interface CaptureOptions {
   readonly sampleGpu?: () => Promise<GpuSample | null>
   /** Environment snapshot (see `environmentFromSystemStats`); asked once and cached once it answers. */
   readonly environment?: () => Promise<EnvironmentSnapshot | null>
-  /** Redaction hook applied to stored prompt, extra_data, validation and error values. */
+  /** Redaction hook applied to stored prompt, extra_data, validation, error and node output values. */
   readonly redact?: Redactor
+  /**
+   * Text rules of the same policy, applied to every string of every event as it leaves capture (error
+   * messages, tracebacks, file names, request details). Default: `redact` applied to the string alone.
+   */
+  readonly redactText?: TextRedactor
   /** Receives every error capture swallows. Default: `reportError`. */
   readonly onError?: (err: unknown) => void
   /** GPU polling period while a node runs, ms (default 100; 0 turns the timer off). Never above ~10/s. */
@@ -263,6 +269,16 @@ export function createCapture(options: CaptureOptions): Capture {
     ? createGpuSampler({ sample: options.sampleGpu, now, minIntervalMs: Math.max(100, interval), onError })
     : null
 
+  const redactText: TextRedactor | null =
+    options.redactText ??
+    (options.redact
+      ? (text) => {
+          const clean = options.redact!(text, ['text'])
+          // A policy that summarises long values returns an object: its text form holds no secret either.
+          return typeof clean === 'string' ? clean : JSON.stringify(clean)
+        }
+      : null)
+
   const sessions = new Map<string, SessionState>()
   const recent = new Map<string, SessionState>()
   // Every prompt id ever known, never forgotten while the process lives: a second session for one id would
@@ -292,7 +308,9 @@ export function createCapture(options: CaptureOptions): Capture {
       }
       if (out.length > 0) {
         try {
-          options.emit(out)
+          // One place every event passes: whatever field it has, its strings are redacted before the store
+          // (and through it the ledger and every sink) sees them.
+          options.emit(redactText ? out.map((e) => redactEvent(e, redactText)) : out)
         } catch (err) {
           onError(err)
         }
@@ -823,7 +841,8 @@ export function createCapture(options: CaptureOptions): Capture {
         const n = s.nodes.get(msg.data.node)
         if (!n) return
         const ui = msg.data.output ?? null
-        const stored = ui === null ? null : truncateLongStrings(ui, maxLen)
+        // A custom node's UI output may hold anything, secret-named keys too: the whole policy applies.
+        const stored = ui === null ? null : truncateLongStrings(redactValue(ui, ['output', n.id]), maxLen)
         n.outputs = isJsonObject(stored) ? stored : null
         addFiles(s, n, outputFiles(msg.data.node, ui))
         return
@@ -1042,11 +1061,15 @@ export function createCapture(options: CaptureOptions): Capture {
         const req = parsedBody === null ? null : checkWith(zInterruptRequest, parsedBody)
         const promptId = req?.ok ? (req.value.prompt_id ?? null) : null
         const running = [...sessions.values()].filter((s) => s.phase === 'running').map((s) => s.id)
+        // The body's prompt_id is any string a client sends: it names a session only when it is one. (The
+        // payload keeps it, redacted like every payload string; an event's session id is never redacted.)
+        const known =
+          promptId !== null && (knownIds.has(promptId) || sessions.has(promptId) || recent.has(promptId))
         push(
           out,
           'action.interrupt',
           e.timeMs,
-          promptId ?? (running.length === 1 ? (running[0] as string) : null),
+          known ? promptId : promptId === null && running.length === 1 ? (running[0] as string) : null,
           {
             ...base,
             prompt_id: promptId,

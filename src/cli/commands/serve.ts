@@ -1,6 +1,8 @@
 import type { Command } from 'commander'
-import type { Logger } from '../../audit/report-error.js'
+import { setErrorHandler, type Logger } from '../../audit/report-error.js'
 import { startAuditGateway } from '../../create-gateway.js'
+import { redactingErrorHandler } from '../../identity/redacting-logger.js'
+import { createRedactor } from '../../identity/redaction.js'
 import { CliError, cliConfig } from '../open-store.js'
 
 function consoleLogger(): Logger {
@@ -39,15 +41,22 @@ export function registerServeCommand(program: Command): void {
         'auth.mode': opts.auth,
         'auth.allowInsecure': opts.allowInsecure === undefined ? undefined : true,
       })
+      // What this process prints goes by the redaction policy too: a store or ComfyUI URL may carry a
+      // password, an unhandled error may quote a request. (The gateway redacts its own logger's lines.)
+      const { text: redact } = createRedactor(config.redaction)
+      const unhandled = setErrorHandler(() => {})
+      setErrorHandler(redactingErrorHandler(unhandled, redact))
       const logger = consoleLogger()
       const audit = await startAuditGateway(config, { logger }).catch((err: unknown) => {
         // Name the values the failure can be about, so the one line says which setting to fix.
         throw new CliError(
-          `cannot start: ${err instanceof Error ? err.message : String(err)} ` +
-            `(listen ${config.listen}, store ${config.store.url}, data ${config.data})`,
+          redact(
+            `cannot start: ${err instanceof Error ? err.message : String(err)} ` +
+              `(listen ${config.listen}, store ${config.store.url}, data ${config.data})`,
+          ),
         )
       })
-      const say = (text: string): void => void process.stdout.write(text + '\n')
+      const say = (text: string): void => void process.stdout.write(redact(text) + '\n')
       say(
         `comfy-audit gateway listening on ${audit.url}  (ComfyUI: ${config.comfyui.url}, data: ${config.data}, store: ${audit.store.dialect})`,
       )
@@ -83,7 +92,7 @@ export function registerServeCommand(program: Command): void {
             process.exit(0)
           })
           .catch((err: unknown) => {
-            process.stderr.write(`comfy-audit: shutdown failed: ${String(err)}\n`)
+            process.stderr.write(redact(`comfy-audit: shutdown failed: ${String(err)}`) + '\n')
             process.exit(1)
           })
       }

@@ -1,0 +1,65 @@
+/**
+ * The last step before an event leaves capture (or the composition root) for the store: every string it
+ * carries goes through the redaction policy's text rules. Field by field redaction missed whatever a field
+ * was not named for (a node's exception message and traceback, output file names, a User-Agent, an upload's
+ * name); doing it here, on the finished payload, covers every field there is and every field added later,
+ * and the store, the ledger and every sink then hold the same redacted bytes.
+ */
+import type { AuditEventInput, JsonObject, JsonValue } from '../audit/types.js'
+
+/** Text rules of the redaction policy (secret-looking substrings, e-mail addresses, home-directory paths). */
+export type TextRedactor = (text: string) => string
+
+// Session members analyzePrompt already ran through the whole policy (keys and values): the prompt graph,
+// the UI workflow and extra_data are the largest values there are, and a second pass would double their cost.
+const ANALYZED_SESSION_MEMBERS = new Set(['prompt', 'workflow', 'extra_data'])
+
+// A person's name is who did it, the one thing an audit record is for; it comes from the gateway's own
+// directory or its trusted SSO header, never from a request body, so an e-mail-shaped name stays readable.
+const PERSON_MEMBERS = new Set(['user', 'person'])
+
+function isPlainObject(value: JsonValue): value is JsonObject {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false
+  const proto = Object.getPrototypeOf(value) as unknown
+  return proto === Object.prototype || proto === null
+}
+
+function redactValue(value: JsonValue, text: TextRedactor): JsonValue {
+  if (typeof value === 'string') return text(value)
+  if (Array.isArray(value)) return value.map((v) => redactValue(v, text))
+  if (!isPlainObject(value)) return value
+  const out: JsonObject = {}
+  for (const [key, v] of Object.entries(value)) {
+    out[key] = PERSON_MEMBERS.has(key) && typeof v === 'string' ? v : redactValue(v, text)
+  }
+  return out
+}
+
+/**
+ * A copy of `payload` with every string redacted by `text`, except person names (`user`, `person`) and the
+ * session members capture's prompt analysis has already redacted (`session.prompt`, `.workflow`,
+ * `.extra_data`). Values that are not plain JSON (bigints, numbers, other objects) are kept as they are.
+ *
+ * @example
+ * store.append(events.map((e) => redactEvent(e, policy.text)))
+ */
+export function redactPayload(payload: JsonObject, text: TextRedactor): JsonObject {
+  const out: JsonObject = {}
+  for (const [key, value] of Object.entries(payload)) {
+    if (key === 'session' && isPlainObject(value)) {
+      const session: JsonObject = {}
+      for (const [k, v] of Object.entries(value)) {
+        session[k] = ANALYZED_SESSION_MEMBERS.has(k) ? v : redactValue(v, text)
+      }
+      out[key] = session
+    } else {
+      out[key] = PERSON_MEMBERS.has(key) && typeof value === 'string' ? value : redactValue(value, text)
+    }
+  }
+  return out
+}
+
+/** The event with its payload redacted by {@link redactPayload}. */
+export function redactEvent(event: AuditEventInput, text: TextRedactor): AuditEventInput {
+  return { ...event, payload: redactPayload(event.payload, text) }
+}
