@@ -9,8 +9,12 @@ import { reportError, silentLogger, type Logger } from './audit/report-error.js'
 import type { AuditEventInput, AuditEventKind, JsonObject, JsonValue, Submitter } from './audit/types.js'
 import { createCapture, type Capture, type ResumedSession } from './capture/capture.js'
 import { redactEvent } from './capture/redact-event.js'
-import { environmentFromSystemStats, gpuSampleFromSystemStats } from './capture/environment.js'
-import { zObjectInfo, zSystemStats } from './capture/schemas.js'
+import {
+  environmentFromSystemStats,
+  gpuSampleFromSystemStats,
+  systemStatsIdentity,
+} from './capture/environment.js'
+import { zObjectInfo, zSystemStats, type SystemStats } from './capture/schemas.js'
 import { dialectFor } from './cli/open-store.js'
 import { parseHostPort, sinkName, type Config } from './config/config.js'
 import { createGateway, type Gateway } from './gateway/create-gateway.js'
@@ -246,6 +250,18 @@ async function startLocked(
   }
 
   let objectInfoCache: ReturnType<typeof zObjectInfo.safeParse> | null = null
+  // What of /system_stats lasts as long as one ComfyUI process: a reading that differs means it restarted, so
+  // the environment (and the custom node packs of /object_info) must be taken again.
+  let systemIdentity: string | null = null
+  const noteSystemStats = (stats: SystemStats): void => {
+    const identity = systemStatsIdentity(stats)
+    if (systemIdentity !== null && identity !== systemIdentity) forgetEnvironment()
+    systemIdentity = identity
+  }
+  const forgetEnvironment = (): void => {
+    objectInfoCache = null
+    capture.refreshEnvironment()
+  }
   const capture = createCapture({
     origin: store.origin,
     now: options.now,
@@ -255,13 +271,17 @@ async function startLocked(
     // Secrets, e-mail addresses and home-directory user names leave before anything is hashed or stored.
     redact: redaction,
     redactText: redaction.text,
+    environmentTtlMs: config.capture.environmentTtlMillis,
     sampleGpu: async () => {
       const stats = zSystemStats.safeParse(await fetchJson(`${upstream}/system_stats`, 2000))
-      return stats.success ? gpuSampleFromSystemStats(stats.data) : null
+      if (!stats.success) return null
+      noteSystemStats(stats.data)
+      return gpuSampleFromSystemStats(stats.data)
     },
     environment: async () => {
       const stats = zSystemStats.safeParse(await fetchJson(`${upstream}/system_stats`, 5000))
       if (!stats.success) return null
+      noteSystemStats(stats.data)
       if (!objectInfoCache?.success)
         objectInfoCache = zObjectInfo.safeParse(await fetchJson(`${upstream}/object_info`, 30_000))
       return environmentFromSystemStats(stats.data, objectInfoCache.success ? objectInfoCache.data : null)
@@ -465,6 +485,8 @@ async function startLocked(
   // ComfyUI came back after being unreachable: it may have restarted and lost its queue and history.
   let upstreamWasDown = !gateway.upstreamHealthy
   gateway.on('upstream', ({ healthy }) => {
+    // A ComfyUI that went away may come back as another version, on other devices, with other node packs.
+    if (!healthy || upstreamWasDown) forgetEnvironment()
     if (healthy && upstreamWasDown)
       reconcile(true).catch((err: unknown) => reportError(err, 'reconcile after reconnect'))
     upstreamWasDown = !healthy

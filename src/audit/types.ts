@@ -178,6 +178,24 @@ export interface EnvironmentSnapshot {
   readonly gpu_name: string | null
   readonly vram_total_mib: number | null
   readonly custom_node_packs: string[]
+  /** Every device `/system_stats` lists (`gpu_name` is the first one's). Absent in records before it. */
+  readonly devices?: readonly EnvironmentDevice[]
+  /** Host RAM, MiB. Absent in records before it. */
+  readonly ram_total_mib?: number | null
+  /** Whether ComfyUI runs on its portable (embedded) Python. Absent in records before it. */
+  readonly embedded_python?: boolean | null
+  /** The front-end version this ComfyUI requires (`required_frontend_version`). Absent in records before it. */
+  readonly frontend_version?: string | null
+}
+
+/** One torch device of an {@link EnvironmentSnapshot}. */
+export interface EnvironmentDevice {
+  /** ComfyUI's device name as sent, e.g. `cuda:0 NVIDIA H200 : cudaMallocAsync`. */
+  readonly name: string
+  /** `cuda`, `cpu`, `mps`, ... */
+  readonly type: string | null
+  readonly index: number | null
+  readonly vram_total_mib: number | null
 }
 
 /** One prompt run. */

@@ -977,3 +977,104 @@ describe('issue 10 item 5: every string of every event goes through the redactio
     expect(interrupt?.payload.prompt_id).toBe(REDACTED)
   })
 })
+
+describe('issue 10 item 13: the environment per session', () => {
+  // Longer than a recorded run takes from submission to start (tens of ms), shorter than the ~700 ms from the
+  // start of image_pipeline to the start of image_pipeline_fully_cached: the second run finds it expired.
+  const RUN_GAP_TTL_MS = 300
+  /** Replays two runs on one capture, each scenario alone; `between` runs after the first. */
+  async function twoRuns(
+    extra: Partial<CaptureOptions>,
+    between: (capture: Capture) => void = () => {},
+  ): Promise<{ events: AuditEventInput[]; versions: (JsonValue | undefined)[]; errors: unknown[] }> {
+    const clock = { now: 0 }
+    const events: AuditEventInput[] = []
+    const errors: unknown[] = []
+    const capture = newCapture(clock, events, errors, extra)
+    const opts = { clients: CLIENTS, injectedClientId: 'gw:injected' }
+    await feed(capture, clock, replaySteps(ROWS, { ...opts, scenarios: ['image_pipeline'] }))
+    between(capture)
+    await feed(capture, clock, replaySteps(ROWS, { ...opts, scenarios: ['image_pipeline_fully_cached'] }))
+    const versions = [promptIdOf('image_pipeline'), promptIdOf('image_pipeline_fully_cached')].map((id) => {
+      const env = session(events, id).environment
+      return isJsonObject(env) ? env.comfyui_version : undefined
+    })
+    return { events, versions, errors }
+  }
+
+  /** An environment source that answers `0.8.<n>` on its n-th call (from 0), or fails once `failing` is set. */
+  function counting(): {
+    environment: () => Promise<EnvironmentSnapshot | null>
+    calls: () => number
+    failing: { on: boolean }
+  } {
+    let n = 0
+    const failing = { on: false }
+    return {
+      environment: async () => {
+        if (failing.on) throw new Error('ComfyUI is restarting')
+        return { ...ENVIRONMENT, comfyui_version: `0.8.${n++}` }
+      },
+      calls: () => n,
+      failing,
+    }
+  }
+
+  it('gives the second session the first snapshot while it is younger than the TTL', async () => {
+    const source = counting()
+    const { versions, events } = await twoRuns({
+      environment: source.environment,
+      environmentTtlMs: 3_600_000,
+    })
+    expect(versions).toEqual(['0.8.0', '0.8.0'])
+    expect(source.calls()).toBe(1)
+    expect(events.filter((e) => e.kind === 'environment.snapshot')).toHaveLength(1)
+  })
+
+  it('takes a new snapshot once the TTL has passed, and logs the changed environment once', async () => {
+    const source = counting()
+    const { versions, events } = await twoRuns({
+      environment: source.environment,
+      environmentTtlMs: RUN_GAP_TTL_MS,
+    })
+    expect(versions).toEqual(['0.8.0', '0.8.1'])
+    const logged = events.filter((e) => e.kind === 'environment.snapshot')
+    expect(logged.map((e) => (e.payload.environment as JsonObject).comfyui_version)).toEqual([
+      '0.8.0',
+      '0.8.1',
+    ])
+  })
+
+  it('takes a new snapshot after refreshEnvironment (ComfyUI restarted), whatever the TTL', async () => {
+    const source = counting()
+    const { versions } = await twoRuns(
+      { environment: source.environment, environmentTtlMs: 3_600_000 },
+      (capture) => capture.refreshEnvironment(),
+    )
+    expect(versions).toEqual(['0.8.0', '0.8.1'])
+  })
+
+  it('records no environment rather than the old one when ComfyUI does not answer after a restart', async () => {
+    const source = counting()
+    const { versions, errors } = await twoRuns(
+      { environment: source.environment, environmentTtlMs: 3_600_000 },
+      (capture) => {
+        capture.refreshEnvironment()
+        source.failing.on = true
+      },
+    )
+    expect(versions).toEqual(['0.8.0', undefined])
+    expect(errors.map(String)).toContain('Error: ComfyUI is restarting')
+  })
+
+  it('keeps the expired snapshot when ComfyUI does not answer and no restart was seen', async () => {
+    const source = counting()
+    const { versions } = await twoRuns(
+      { environment: source.environment, environmentTtlMs: RUN_GAP_TTL_MS },
+      () => {
+        source.failing.on = true
+      },
+    )
+    expect(versions).toEqual(['0.8.0', '0.8.0'])
+  })
+})

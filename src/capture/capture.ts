@@ -8,7 +8,7 @@
  * closed by `execution_error`. `progress_state` frames repeat every node seen so far, so they are diffed
  * per prompt and folded into node records; no event is emitted per frame.
  */
-import { parseJson, sha256Hex } from '../audit/json.js'
+import { canonicalJson, parseJson, sha256Hex } from '../audit/json.js'
 import { reportError } from '../audit/report-error.js'
 import type {
   AuditEventInput,
@@ -77,8 +77,13 @@ export interface CaptureOptions {
   readonly emit: (events: AuditEventInput[]) => void
   /** One `/system_stats` reading; called at node transitions and on a timer while nodes run. */
   readonly sampleGpu?: () => Promise<GpuSample | null>
-  /** Environment snapshot (see `environmentFromSystemStats`); asked once and cached once it answers. */
+  /**
+   * Environment snapshot (see `environmentFromSystemStats`), asked when a prompt is submitted and kept for at
+   * most {@link environmentTtlMs}, or until {@link Capture.refreshEnvironment} says ComfyUI may have changed.
+   */
   readonly environment?: () => Promise<EnvironmentSnapshot | null>
+  /** Longest time one environment snapshot is used for new sessions, ms (default 60 s). */
+  readonly environmentTtlMs?: number
   /** Redaction hook applied to stored prompt, extra_data, validation, error and node output values. */
   readonly redact?: Redactor
   /**
@@ -159,6 +164,12 @@ export interface Capture extends CaptureTap {
   isPromptIdKnown(promptId: string): boolean
   /** Reserves a prompt id: false when it is already known, true when it was free (and is known from now on). */
   claimPromptId(promptId: string): boolean
+  /**
+   * Forgets the environment snapshot: the next session takes a new one. Call it when ComfyUI may have
+   * restarted (its socket came back, or `/system_stats` answered differently): versions, devices and custom
+   * node packs change only across a restart. A snapshot asked before this call is not used after it.
+   */
+  refreshEnvironment(): void
   /** Stops timers and drops further input. Idempotent. */
   close(): void
 }
@@ -265,6 +276,7 @@ export function createCapture(options: CaptureOptions): Capture {
   const interval = options.gpuSampleIntervalMs ?? 100
   const ttl = options.pendingFrameTtlMs ?? 60_000
   const envTimeout = options.environmentTimeoutMs ?? 5000
+  const envTtl = options.environmentTtlMs ?? 60_000
   const sampler: GpuSampler | null = options.sampleGpu
     ? createGpuSampler({ sample: options.sampleGpu, now, minIntervalMs: Math.max(100, interval), onError })
     : null
@@ -290,9 +302,11 @@ export function createCapture(options: CaptureOptions): Capture {
   let closed = false
   let timer: NodeJS.Timeout | null = null
 
-  let envCache: EnvironmentSnapshot | null = null
+  // The snapshot and when it was taken; a generation number tells answers asked before a refresh apart.
+  let envCache: { readonly env: EnvironmentSnapshot; readonly atMs: number } | null = null
   let envInFlight: Promise<EnvironmentSnapshot | null> | null = null
-  let envEmitted = false
+  let envGeneration = 0
+  let envEmittedJson: string | null = null
 
   // ------------------------------------------------------------------------------------------------------
   // plumbing
@@ -346,8 +360,12 @@ export function createCapture(options: CaptureOptions): Capture {
   // ------------------------------------------------------------------------------------------------------
   // environment and GPU
 
+  const envFresh = (): boolean => envCache !== null && now() - envCache.atMs < envTtl
+
   const prefetchEnvironment = (): void => {
-    if (!options.environment || envCache || envInFlight) return
+    if (!options.environment || envFresh() || envInFlight) return
+    const generation = envGeneration
+    const askedAtMs = now()
     let call: Promise<EnvironmentSnapshot | null>
     try {
       call = options.environment()
@@ -356,7 +374,8 @@ export function createCapture(options: CaptureOptions): Capture {
     }
     const settled = call.then(
       (env) => {
-        if (env) envCache = env
+        if (generation !== envGeneration) return null
+        if (env) envCache = { env, atMs: askedAtMs }
         return env
       },
       (err: unknown) => {
@@ -371,10 +390,12 @@ export function createCapture(options: CaptureOptions): Capture {
   }
 
   const getEnvironment = async (): Promise<EnvironmentSnapshot | null> => {
-    if (envCache) return envCache
+    if (envFresh()) return envCache!.env
     prefetchEnvironment()
-    if (!envInFlight) return null
-    return withTimeout(envInFlight, envTimeout, null)
+    const asked = envInFlight ? await withTimeout(envInFlight, envTimeout, null) : null
+    // ComfyUI did not answer in time: the expired snapshot is still the best guess, unless a restart was
+    // signalled since (refreshEnvironment dropped it), when no snapshot beats a wrong one.
+    return asked ?? envCache?.env ?? null
   }
 
   const runningNodes = function* (): Generator<NodeState> {
@@ -528,8 +549,10 @@ export function createCapture(options: CaptureOptions): Capture {
     s.phase = 'running'
     s.startedAtMs = timeMs
     const environment = await getEnvironment()
-    if (environment && !envEmitted) {
-      envEmitted = true
+    // One log event per distinct environment (each session carries its own copy in its start patch).
+    const envJson = environment ? canonicalJson(toJsonObject(environment)) : null
+    if (environment && envJson !== envEmittedJson) {
+      envEmittedJson = envJson
       push(out, 'environment.snapshot', timeMs, null, { environment: toJsonObject(environment) })
     }
     const patch: SessionPatch = { status: 'running', started_at: isoTime(timeMs), environment }
@@ -1332,6 +1355,11 @@ export function createCapture(options: CaptureOptions): Capture {
           sessions.set(s.id, s)
         }
       })
+    },
+    refreshEnvironment() {
+      envGeneration++
+      envCache = null
+      envInFlight = null
     },
     close() {
       closed = true

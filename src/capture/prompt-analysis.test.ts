@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { canonicalJson, sha256Hex } from '../audit/json.js'
-import { customNodePacks, environmentFromSystemStats, gpuName } from './environment.js'
+import { customNodePacks, environmentFromSystemStats, gpuName, systemStatsIdentity } from './environment.js'
 import { createGpuSampler } from './gpu-sampler.js'
 import { parseMultipart } from './multipart.js'
 import {
@@ -112,7 +112,40 @@ describe('environment', () => {
       gpu_name: 'NVIDIA H200',
       vram_total_mib: 143156,
       custom_node_packs: [],
+      devices: [
+        { name: 'cuda:0 NVIDIA H200 : cudaMallocAsync', type: null, index: null, vram_total_mib: 143156 },
+      ],
+      ram_total_mib: null,
+      embedded_python: null,
+      frontend_version: null,
     })
+  })
+
+  it('sees a restart in /system_stats (other versions, argv or totals), not free memory moving', () => {
+    const reading = (freeBytes: number, version = '0.8.0') => {
+      const parsed = checkWith(zSystemStats, {
+        system: {
+          os: 'linux',
+          ram_total: 8,
+          ram_free: freeBytes,
+          comfyui_version: version,
+          argv: ['main.py'],
+        },
+        devices: [
+          {
+            name: 'cuda:0 X',
+            vram_total: 100,
+            vram_free: freeBytes,
+            torch_vram_total: freeBytes,
+            torch_vram_free: 1,
+          },
+        ],
+      })
+      if (!parsed.ok) throw new Error(parsed.reason)
+      return systemStatsIdentity(parsed.value)
+    }
+    expect(reading(5)).toBe(reading(7))
+    expect(reading(5)).not.toBe(reading(5, '0.8.1'))
   })
 })
 

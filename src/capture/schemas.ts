@@ -228,6 +228,7 @@ export const zSystemStats = z.looseObject({
     python_version: z.string().optional(),
     pytorch_version: z.string().optional(),
     embedded_python: z.boolean().optional(),
+    required_frontend_version: z.string().nullable().optional(),
     argv: z.array(z.string()).optional(),
   }),
   devices: z.array(zSystemDevice),

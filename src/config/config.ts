@@ -227,6 +227,11 @@ export const zConfig = z.object({
       gpuSampleIntervalMillis: z.number().int().min(100).default(100),
       /** Input strings longer than this are stored truncated, with their length and SHA-256. */
       maxInputLength: z.number().int().positive().default(4096),
+      /**
+       * Longest time one environment snapshot (`/system_stats`, custom node packs) serves new sessions, ms. It is
+       * also taken anew whenever ComfyUI comes back after being unreachable or reports a different system.
+       */
+      environmentTtlMillis: z.number().int().min(0).default(60_000),
     })
     .prefault({}),
   /** Milliseconds to let in-flight requests finish on SIGTERM. */

@@ -26,6 +26,7 @@ export const SESSION_EXPORT_FIELDS = [
   'status_reason',
   'flags',
   'extra_data',
+  'environment',
 ] as const
 
 /** Columns of `export --table node_runs`: the seed's field names first, then the extras. */
@@ -77,6 +78,7 @@ export function sessionExportRow(s: SessionRecord): Record<string, JsonValue> {
     status_reason: s.status_reason,
     flags: s.flags,
     extra_data: s.extra_data,
+    environment: s.environment as unknown as JsonValue,
   }
 }
 
@@ -172,8 +174,13 @@ export function formatSessionTimeline(s: SessionRecord, runs: readonly NodeRunRe
   if (s.environment) {
     const e = s.environment
     out.push(
-      `env       ComfyUI ${e.comfyui_version ?? '?'}  PyTorch ${e.pytorch_version ?? '?'}  ${e.gpu_name ?? ''}${e.vram_total_mib ? ` ${e.vram_total_mib} MiB` : ''}`,
+      `env       ComfyUI ${e.comfyui_version ?? '?'}  PyTorch ${e.pytorch_version ?? '?'}  Python ${e.python_version?.split(' ')[0] ?? '?'}${e.os ? `  ${e.os}` : ''}${e.embedded_python ? ' (embedded Python)' : ''}`,
     )
+    const devices = e.devices ?? (e.gpu_name ? [{ name: e.gpu_name, vram_total_mib: e.vram_total_mib }] : [])
+    for (const d of devices)
+      out.push(`device    ${d.name}${d.vram_total_mib ? `  ${d.vram_total_mib} MiB` : ''}`)
+    if (e.ram_total_mib) out.push(`ram       ${e.ram_total_mib} MiB`)
+    if (e.custom_node_packs.length > 0) out.push(`packs     ${e.custom_node_packs.join(', ')}`)
   }
   for (const m of s.models) {
     out.push(`model     ${m.folder}/${m.name}  ${m.sha256 ? `sha256 ${m.sha256}` : '(not hashed)'}`)

@@ -18,12 +18,13 @@ import { GpuModel } from './gpu-model.js'
 import type { HistoryEntry, QueueItem } from './prompt-queue.js'
 import type { PyObject } from './py-json.js'
 import { PREVIEW_METHODS, SimEngine } from './sim-engine.js'
-import { createRoutes, originRejected, serverFeatures } from './sim-routes.js'
+import { createRoutes, originRejected, serverFeatures, type SimInstall } from './sim-routes.js'
 import { LogTerminal } from './sim-logs.js'
 import type { LogEntry } from './sim-logs.js'
 import { WsHub } from './ws-hub.js'
 
 export { createDataDir, auditInputPng } from './data-dir.js'
+export type { SimInstall } from './sim-routes.js'
 export { decodePng, encodePng } from './png.js'
 export type { DecodedPng, RawImage } from './png.js'
 export { parsePyJson, dumpPyJson, PyFloat } from './py-json.js'
@@ -50,6 +51,19 @@ export interface SimOptions {
    * path that is no API route. Without it `/` is a short page saying what this server is.
    */
   webRoot?: string
+  /**
+   * The install this stand-in plays, as `/system_stats` and the start-up log report it: another ComfyUI or
+   * PyTorch version is another install (a real one changes only across a restart, so restart the stand-in to
+   * change it). Each field defaults to the recorded install's.
+   */
+  install?: Partial<SimInstall>
+}
+
+/** The recorded install (fixtures/comfyui-0.8.0). */
+export const RECORDED_INSTALL: SimInstall = {
+  comfyuiVersion: '0.8.0',
+  pytorchVersion: '2.11.0+cu130',
+  pythonVersion: '3.12.3 (main, Aug 31 2026, 10:18:26) [GCC 13.3.0]',
 }
 
 /** A running stand-in. */
@@ -73,17 +87,17 @@ export interface SimServer {
   logs(): readonly LogEntry[]
 }
 
-const STARTUP_LOG = [
+const startupLog = (install: SimInstall): string[] => [
   'Checkpoint files will always be loaded safely.',
   'Total VRAM 143156 MB, total RAM 128888 MB',
-  'pytorch version: 2.11.0+cu130',
+  `pytorch version: ${install.pytorchVersion}`,
   'Set vram state to: NORMAL_VRAM',
   'Device: cuda:0 NVIDIA H200 : cudaMallocAsync',
   'Using async weight offloading with 2 streams',
   'Enabled pinned memory 122443.0',
   'Using pytorch attention',
-  'Python version: 3.12.3 (main, Aug 31 2026, 10:18:26) [GCC 13.3.0]',
-  'ComfyUI version: 0.8.0',
+  `Python version: ${install.pythonVersion}`,
+  `ComfyUI version: ${install.comfyuiVersion}`,
   '[Prompt Server] web root: /home/artist/ComfyUI/web',
   'Starting server\n',
 ]
@@ -124,7 +138,8 @@ export async function createSimServer(options: SimOptions): Promise<SimServer> {
   })
   const logs = (): readonly LogEntry[] => terminal.entries()
   const log = (m: string): void => terminal.write(m)
-  for (const startup of STARTUP_LOG) {
+  const install: SimInstall = { ...RECORDED_INSTALL, ...options.install }
+  for (const startup of startupLog(install)) {
     const line =
       options.webRoot !== undefined && startup.startsWith('[Prompt Server] web root: ')
         ? `[Prompt Server] web root: ${options.webRoot}`
@@ -163,6 +178,7 @@ export async function createSimServer(options: SimOptions): Promise<SimServer> {
     terminal,
     ...(options.webRoot !== undefined ? { webRoot: options.webRoot } : {}),
     now,
+    install,
     argv: () => [
       'main.py',
       '--listen',

@@ -40,6 +40,16 @@ export const MAX_BODY_BYTES = 100 * 1024 * 1024
 
 export type { LogEntry } from './sim-logs.js'
 
+/** What a ComfyUI install reports of itself. */
+export interface SimInstall {
+  /** `comfyui_version`, default `0.8.0`. */
+  comfyuiVersion: string
+  /** `pytorch_version`, default `2.11.0+cu130`. */
+  pytorchVersion: string
+  /** `python_version` (Python's `sys.version`), default `3.12.3 (main, Aug 31 2026, 10:18:26) [GCC 13.3.0]`. */
+  pythonVersion: string
+}
+
 export interface RouteContext {
   readonly dir: DataDir
   readonly catalogue: Catalogue
@@ -52,6 +62,8 @@ export interface RouteContext {
   readonly webRoot?: string
   readonly log: (m: string) => void
   readonly now: () => number
+  /** The versions `/system_stats` reports. */
+  readonly install: SimInstall
   readonly argv: () => string[]
   readonly newPromptId: () => string
 }
@@ -171,12 +183,12 @@ export function createRoutes(ctx: RouteContext): (req: IncomingMessage, res: Ser
         os: 'linux',
         ram_total: s.ram_total,
         ram_free: s.ram_free,
-        comfyui_version: '0.8.0',
+        comfyui_version: ctx.install.comfyuiVersion,
         required_frontend_version: '1.35.9',
         installed_templates_version: null,
         required_templates_version: '0.7.67',
-        python_version: '3.12.3 (main, Aug 31 2026, 10:18:26) [GCC 13.3.0]',
-        pytorch_version: '2.11.0+cu130',
+        python_version: ctx.install.pythonVersion,
+        pytorch_version: ctx.install.pytorchVersion,
         embedded_python: false,
         argv: ctx.argv(),
       },

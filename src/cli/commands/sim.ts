@@ -6,7 +6,7 @@ import { join, resolve } from 'node:path'
 import type { Command } from 'commander'
 import { createSimServer } from '../../sim/index.js'
 
-/** Adds `sim --host 127.0.0.1 --port 8188 --data DIR [--speed 1] [--web-root DIR]` to the program. */
+/** Adds `sim --host H --port P --data DIR [--speed 1] [--web-root DIR] [--comfyui-version V] ...` to the program. */
 export function registerSimCommand(program: Command): void {
   program
     .command('sim')
@@ -17,63 +17,75 @@ export function registerSimCommand(program: Command): void {
     .option('--speed <factor>', 'time scale: 1 = recorded timings, 10 = ten times faster', '1')
     .option('--web-root <dir>', 'a built ComfyUI front end to serve at / (as ComfyUI serves its web root)')
     .option('--preview-method <method>', 'sampler previews: none, auto, latent2rgb or taesd', 'none')
-    .action(async (opts: {
-      host: string
-      port: string
-      data: string
-      speed: string
-      webRoot?: string
-      previewMethod: string
-    }) => {
-      const port = Number(opts.port)
-      const speed = Number(opts.speed)
-      if (!Number.isInteger(port) || port < 0 || port > 65535) {
-        console.error(`--port must be an integer between 0 and 65535, got ${opts.port}`)
-        process.exitCode = 2
-        return
-      }
-      if (!(speed > 0)) {
-        console.error(`--speed must be a positive number, got ${opts.speed}`)
-        process.exitCode = 2
-        return
-      }
-      if (!['none', 'auto', 'latent2rgb', 'taesd'].includes(opts.previewMethod)) {
-        console.error(`--preview-method must be none, auto, latent2rgb or taesd, got ${opts.previewMethod}`)
-        process.exitCode = 2
-        return
-      }
-      const webRoot = opts.webRoot === undefined ? undefined : resolve(opts.webRoot)
-      if (webRoot !== undefined && !existsSync(join(webRoot, 'index.html'))) {
-        console.error(
-          `--web-root must be a folder holding a front end build (index.html), got ${opts.webRoot}`,
-        )
-        process.exitCode = 2
-        return
-      }
-      const sim = await createSimServer({
-        dataDir: opts.data,
-        host: opts.host,
-        port,
-        speed,
-        previewMethod: opts.previewMethod,
-        ...(webRoot !== undefined ? { webRoot } : {}),
-      })
-      const served = webRoot !== undefined ? `, web root ${webRoot}` : ''
-      console.log(`ComfyUI stand-in listening on ${sim.url} (data ${sim.dir.base}, speed ${speed}${served})`)
-      let stopping = false
-      const stop = (signal: string): void => {
-        if (stopping) return
-        stopping = true
-        console.log(`${signal}: closing the stand-in`)
-        sim.close().then(
-          () => process.exit(0),
-          (err: unknown) => {
-            console.error(err)
-            process.exit(1)
+    .option('--comfyui-version <version>', 'the ComfyUI version /system_stats reports (default 0.8.0)')
+    .option('--pytorch-version <version>', 'the PyTorch version /system_stats reports (default 2.11.0+cu130)')
+    .action(
+      async (opts: {
+        host: string
+        port: string
+        data: string
+        speed: string
+        webRoot?: string
+        previewMethod: string
+        comfyuiVersion?: string
+        pytorchVersion?: string
+      }) => {
+        const port = Number(opts.port)
+        const speed = Number(opts.speed)
+        if (!Number.isInteger(port) || port < 0 || port > 65535) {
+          console.error(`--port must be an integer between 0 and 65535, got ${opts.port}`)
+          process.exitCode = 2
+          return
+        }
+        if (!(speed > 0)) {
+          console.error(`--speed must be a positive number, got ${opts.speed}`)
+          process.exitCode = 2
+          return
+        }
+        if (!['none', 'auto', 'latent2rgb', 'taesd'].includes(opts.previewMethod)) {
+          console.error(`--preview-method must be none, auto, latent2rgb or taesd, got ${opts.previewMethod}`)
+          process.exitCode = 2
+          return
+        }
+        const webRoot = opts.webRoot === undefined ? undefined : resolve(opts.webRoot)
+        if (webRoot !== undefined && !existsSync(join(webRoot, 'index.html'))) {
+          console.error(
+            `--web-root must be a folder holding a front end build (index.html), got ${opts.webRoot}`,
+          )
+          process.exitCode = 2
+          return
+        }
+        const sim = await createSimServer({
+          dataDir: opts.data,
+          host: opts.host,
+          port,
+          speed,
+          previewMethod: opts.previewMethod,
+          install: {
+            ...(opts.comfyuiVersion !== undefined ? { comfyuiVersion: opts.comfyuiVersion } : {}),
+            ...(opts.pytorchVersion !== undefined ? { pytorchVersion: opts.pytorchVersion } : {}),
           },
+          ...(webRoot !== undefined ? { webRoot } : {}),
+        })
+        const served = webRoot !== undefined ? `, web root ${webRoot}` : ''
+        console.log(
+          `ComfyUI stand-in listening on ${sim.url} (data ${sim.dir.base}, speed ${speed}${served})`,
         )
-      }
-      process.once('SIGINT', () => stop('SIGINT'))
-      process.once('SIGTERM', () => stop('SIGTERM'))
-    })
+        let stopping = false
+        const stop = (signal: string): void => {
+          if (stopping) return
+          stopping = true
+          console.log(`${signal}: closing the stand-in`)
+          sim.close().then(
+            () => process.exit(0),
+            (err: unknown) => {
+              console.error(err)
+              process.exit(1)
+            },
+          )
+        }
+        process.once('SIGINT', () => stop('SIGINT'))
+        process.once('SIGTERM', () => stop('SIGTERM'))
+      },
+    )
 }
