@@ -149,6 +149,11 @@ export const zSinkConfig = z.discriminatedUnion('type', [
       ...httpCommon,
       /** Index or data stream written to (default `comfy-audit`). */
       index: z.string().min(1).default('comfy-audit'),
+      /**
+       * Install the shipped index template (`_index_template/<index>`) before the first export (default
+       * true), so that dynamic mapping cannot refuse documents; false when templates are managed elsewhere.
+       */
+      template: z.boolean().default(true),
     })
     .strict(),
   z

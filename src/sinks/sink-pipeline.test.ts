@@ -87,8 +87,13 @@ describe('createSinkPipeline', () => {
     expect(json(loki.requests[0]!.body).streams).toBeDefined()
     expect(loki.requests[0]!.body).toContain('"env":"test"')
 
-    expect(es.requests.map((r) => r.url)).toEqual(['/_bulk'])
-    const bulk = es.requests[0]!.body
+    // The index template first (default `template: true`), then the documents.
+    expect(es.requests.map((r) => `${r.method} ${r.url}`)).toEqual([
+      'PUT /_index_template/audit',
+      'POST /_bulk',
+    ])
+    expect(json(es.requests[0]!.body).index_patterns).toEqual(['audit', 'audit-*'])
+    const bulk = es.requests[1]!.body
     expect(bulk.endsWith('\n')).toBe(true)
     const actions = bulk
       .trimEnd()

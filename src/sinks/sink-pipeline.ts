@@ -109,7 +109,10 @@ async function createSink(sink: SinkConfig, options: SinkPipelineOptions, name: 
     }
     case 'elasticsearch': {
       const { createElasticsearchSink } = await import('./elasticsearch/elasticsearch-sink.js')
-      return createElasticsearchSink({ ...httpConfig(sink), index: sink.index }, http)
+      return createElasticsearchSink(
+        { ...httpConfig(sink), index: sink.index, template: sink.template },
+        http,
+      )
     }
     case 'webhook': {
       const { createWebhookSink } = await import('./webhook/webhook-sink.js')

@@ -22,7 +22,7 @@ describe('Elasticsearch sink', () => {
   it('posts _bulk NDJSON with create actions keyed by record id, ECS documents and a final newline', async () => {
     server = await startRecordingServer(() => ({ status: 200, body: '{"errors":false,"items":[]}' }))
     const sink = createElasticsearchSink(
-      { url: server.url, index: 'audit-stream', auth: { apiKey: 'k1' } },
+      { url: server.url, index: 'audit-stream', auth: { apiKey: 'k1' }, template: false },
       { hostName: 'render-01' },
     )
     const records = recordsOf(
@@ -97,7 +97,10 @@ describe('Elasticsearch sink', () => {
       return { status: 200, body: JSON.stringify({ errors: false, items: [item(201), item(201)] }) }
     })
     const clock = fakeClock()
-    const sink = createElasticsearchSink({ url: server.url }, { now: clock.now, sleep: clock.sleep })
+    const sink = createElasticsearchSink(
+      { url: server.url, template: false },
+      { now: clock.now, sleep: clock.sleep },
+    )
     const records = manyRecords(5)
     const first = await sink.export(records, new AbortController().signal)
     expect(first.status).toBe('retryable')
@@ -121,5 +124,49 @@ describe('Elasticsearch sink', () => {
     )
     expect(processor.health()[0]).toMatchObject({ dropped: 1, queued: 0, failures: 1 })
     await processor.shutdown()
+  })
+
+  it('installs the index template once, before the first _bulk, beside _bulk under a URL prefix', async () => {
+    server = await startRecordingServer((req) =>
+      req.url.endsWith('/_bulk')
+        ? { status: 200, body: '{"errors":false,"items":[]}' }
+        : { status: 200, body: '{"acknowledged":true}' },
+    )
+    const sink = createElasticsearchSink({ url: `${server.url}/es/_bulk`, index: 'renders' })
+    const records = manyRecords(2)
+    expect(await sink.export(records, new AbortController().signal)).toEqual({ status: 'success' })
+    expect(await sink.export(records, new AbortController().signal)).toEqual({ status: 'success' })
+    expect(server.requests.map((r) => `${r.method} ${r.url}`)).toEqual([
+      'PUT /es/_index_template/renders',
+      'POST /es/_bulk',
+      'POST /es/_bulk',
+    ])
+    const body = parseJson(server.requests[0]!.body)
+    expect(body.ok && body.value).toMatchObject({
+      index_patterns: ['renders', 'renders-*'],
+      template: { mappings: { dynamic: false } },
+    })
+  })
+
+  it('keeps the batch while the template cannot be installed for now, and ships anyway when it is refused', async () => {
+    let answer = 503
+    server = await startRecordingServer((req) =>
+      req.url === '/_bulk'
+        ? { status: 200, body: '{"errors":false,"items":[]}' }
+        : { status: answer, body: '{"error":"no"}' },
+    )
+    const clock = fakeClock()
+    const sink = createElasticsearchSink(
+      { url: server.url, retry: { maxAttempts: 1 } },
+      { now: clock.now, sleep: clock.sleep },
+    )
+    const records = manyRecords(2)
+    expect((await sink.export(records, new AbortController().signal)).status).toBe('retryable')
+    expect(server.requests.map((r) => r.method)).toEqual(['PUT'])
+    // A key without the privilege: said once, then the documents go out (the mapping may be managed elsewhere).
+    answer = 403
+    expect(await sink.export(records, new AbortController().signal)).toEqual({ status: 'success' })
+    expect(await sink.export(records, new AbortController().signal)).toEqual({ status: 'success' })
+    expect(server.requests.map((r) => r.method)).toEqual(['PUT', 'PUT', 'POST', 'POST'])
   })
 })

@@ -8,8 +8,18 @@
  * `create` with the record id as `_id` makes delivery idempotent: a record sent twice answers 409
  * version_conflict the second time, which counts as delivered. Per-item results are read: 429 and 5xx items
  * are retried (only they), other 4xx items are dropped, counted and logged.
+ *
+ * Before its first `_bulk` the sink installs the index template `elasticsearch-template.json` (PUT
+ * `_index_template/<index>`, patterns `<index>` and `<index>-*`) unless `template` is false. Left to dynamic
+ * mapping, a cluster refuses documents for good (400 mapper_parsing_exception) as soon as a free-form value
+ * changes type between records: a UI workflow's `links` rows mix numbers and type names, a node input is a
+ * number in one graph and a link in the next, and graphs add fields past the 1000-field limit. The template
+ * maps the fields worth searching, keeps free-form JSON unparsed (`enabled: false`) and everything else
+ * unmapped (`dynamic: false`); all of it stays in `_source`. A template applies to indices created after it:
+ * an index that existed before keeps its mapping (roll over or reindex).
  */
 import { hostname } from 'node:os'
+import template from './elasticsearch-template.json' with { type: 'json' }
 import { parseJson, stringifyJson } from '../../audit/json.js'
 import { silentLogger } from '../../audit/report-error.js'
 import type { JsonObject, JsonValue } from '../../audit/types.js'
@@ -27,6 +37,17 @@ export interface ElasticsearchSinkConfig extends HttpSinkConfig {
   readonly url: string
   /** Index or data stream written to (default `comfy-audit`). A data stream needs `create`, which we use. */
   readonly index?: string
+  /**
+   * Install the index template before the first export (default true). Turn it off when the cluster's
+   * templates are managed elsewhere or the key may not manage them; then install
+   * {@link elasticsearchTemplate} yourself.
+   */
+  readonly template?: boolean
+}
+
+/** The index template for `index` (the shipped elasticsearch-template.json, patterns `<index>`, `<index>-*`). */
+export function elasticsearchTemplate(index: string): JsonObject {
+  return { ...(template as unknown as JsonObject), index_patterns: [index, `${index}-*`] }
 }
 
 function isObject(value: JsonValue | undefined): value is JsonObject {
@@ -138,10 +159,36 @@ export function createElasticsearchSink(
   const transport = createSinkTransport({ ...config, url: url.toString() }, options, {
     contentType: 'application/x-ndjson',
   })
+  // The template API sits at the cluster's root, beside `_bulk` (a URL naming another path keeps its prefix).
+  const templateUrl = new URL(url)
+  templateUrl.pathname = `${url.pathname.replace(/\/_bulk\/?$/, '')}/_index_template/${encodeURIComponent(index)}`
+  const templateTransport = createSinkTransport({ ...config, url: templateUrl.toString() }, options, {
+    contentType: 'application/json',
+    method: 'PUT',
+  })
+  let templateDone = config.template === false
+  const installTemplate = async (signal: AbortSignal): Promise<ExportResult | null> => {
+    const result = await templateTransport.send(stringifyJson(elasticsearchTemplate(index)), signal)
+    if (result.status === 'retryable') return result
+    templateDone = true
+    if (result.status === 'failure') {
+      // Shipping goes on: an index whose mapping is managed elsewhere may not need it.
+      logger.error(
+        'elasticsearch: index template not installed; dynamic mapping may refuse documents ' +
+          '(install elasticsearch-template.json yourself, or allow this key to manage index templates)',
+        { index, status: result.response.status, error: result.error.message },
+      )
+    }
+    return null
+  }
   return {
     name: 'elasticsearch',
     async export(batch, signal): Promise<ExportResult> {
       if (batch.length === 0) return { status: 'success' }
+      if (!templateDone) {
+        const failed = await installTemplate(signal)
+        if (failed) return failed
+      }
       const result = await transport.send(toBulkBody(batch, index, hostName), signal)
       if (result.status !== 'success') return result
       const parsed = parseJson(result.response.body)
