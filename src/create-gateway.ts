@@ -25,6 +25,7 @@ import { createRedactor } from './identity/redaction.js'
 import { createMetricsRoute } from './metrics/metrics-route.js'
 import { createMetrics, observeEvents, queueDepthFromFrame, type Metrics } from './metrics/metrics.js'
 import { createAuditApi } from './query/audit-api.js'
+import { createDashboardRoute } from './query/dashboard-route.js'
 import { retentionMillis, runRetention } from './query/retention-job.js'
 import { createSinkPipeline, sinkHealthJson, type SinkPipeline } from './sinks/sink-pipeline.js'
 import { loadOrCreateSigningKey } from './ledger/key-store.js'
@@ -289,8 +290,13 @@ async function startLocked(
   })
 
   let draining = false
+  // Aborted when shutdown starts, so the dashboard's live-update streams end and do not hold the drain.
+  const shuttingDown = new AbortController()
+  const dashboard = createDashboardRoute()
   const auditApi = createAuditApi({
     store,
+    onCommitted: (listener) => store.onCommitted(listener),
+    signal: shuttingDown.signal,
     upstreamHealthy: () => gateway?.upstreamHealthy ?? false,
     draining: () => draining,
     version: '0.1.0',
@@ -376,7 +382,12 @@ async function startLocked(
       return 'the audit store is unavailable and its write-ahead spool is full (store.outage.spoolMaxBytes)'
     },
     auditHandler: async (req, res) => {
-      if ((await authenticator.handleAuditRoute(req, res)) || (await metricsRoute(req, res))) return true
+      if (
+        (await authenticator.handleAuditRoute(req, res)) ||
+        (await metricsRoute(req, res)) ||
+        (await dashboard(req, res))
+      )
+        return true
       const served = await auditApi(req, res)
       // Reads of the audit trail are themselves audited: who looked at what.
       if (served && (req.url ?? '').startsWith('/_audit/api/')) {
@@ -588,6 +599,7 @@ async function startLocked(
     close() {
       closing ??= (async () => {
         draining = true
+        shuttingDown.abort()
         if (sweep) clearInterval(sweep)
         if (retentionTimer) clearInterval(retentionTimer)
         clearInterval(journalTimer)

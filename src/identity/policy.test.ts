@@ -77,6 +77,10 @@ describe('policy: route classes by role', () => {
     ['GET', '/_audit/whoami', 'allow', 'allow', 'allow'],
     ['GET', '/_audit/api/sessions', 'allow', 'allow', 'allow auditUser=alice'],
     ['GET', '/_audit/metrics', 'allow', 'allow', 'deny 403'],
+    ['GET', '/_audit/ui', 'allow', 'allow', 'allow'],
+    ['GET', '/_audit/ui/runs/p-bob', 'allow', 'allow', 'allow'],
+    ['POST', '/_audit/ui/', 'allow', 'deny 403', 'deny 403'],
+    ['GET', '/_audit/api/integrity', 'allow', 'allow', 'deny 403'],
     ['POST', '/_audit/api/prune', 'allow', 'deny 403', 'deny 403'],
     ['GET', '/a/../free', 'deny 400', 'deny 400', 'deny 400'],
     ['GET', '/api/./free', 'deny 400', 'deny 400', 'deny 400'],
@@ -227,6 +231,15 @@ describe('policy: audit API for artists', () => {
     ['/_audit/api/node-runs?session=p-bob', 'deny 403'],
     ['/_audit/api/node-runs', 'deny 403'],
     ['/_audit/api/export', 'deny 403'],
+    // issue 13: the dashboard's run table, live updates and a run's evidence, own runs only
+    ['/_audit/api/runs', 'allow auditUser=alice'],
+    ['/_audit/api/runs?user=bob', 'deny 403'],
+    ['/_audit/api/live', 'allow auditUser=alice'],
+    ['/_audit/api/live?user=bob', 'deny 403'],
+    ['/_audit/api/sessions/p-alice/evidence', 'allow'],
+    ['/_audit/api/sessions/p-bob/evidence', 'deny 404'],
+    ['/_audit/api/sessions/p-alice/integrity', 'allow'],
+    ['/_audit/api/sessions/p-bob/integrity', 'deny 404'],
     // issue 12: every aggregate is narrowed to the artist's own runs
     ...['stats', 'usage', 'trends', 'regressions', 'correlate', 'diff', 'suggest'].flatMap(
       (c): [string, string][] => [

@@ -172,7 +172,7 @@ export function factsNeeded(req: PolicyRequest, options: PolicyOptions): FactsNe
   const route = normalizeRoute(req.path)
   if (route.kind === 'bad') return none
   if (route.kind === 'audit') {
-    const m = /^\/_audit\/api\/sessions\/([^/]+)$/.exec(route.path)
+    const m = SESSION_ROUTE.exec(route.path)
     if (m) return { promptIds: [m[1]!], running: false }
     const session = req.query.get('session') ?? req.query.get('session_id')
     if (route.path === '/_audit/api/node-runs' && session) return { promptIds: [session], running: false }
@@ -196,15 +196,31 @@ export function factsNeeded(req: PolicyRequest, options: PolicyOptions): FactsNe
   return none
 }
 
+/** One session's routes: its record, its evidence bundle, its integrity check. */
+const SESSION_ROUTE = /^\/_audit\/api\/sessions\/([^/]+)(?:\/(?:evidence|integrity))?$/
+
+/** Routes an artist may read narrowed to their own runs (the API filters by ?user=). */
+const OWN_RUNS_PATHS: ReadonlySet<string> = new Set([
+  '/_audit/api/sessions',
+  '/_audit/api/runs',
+  '/_audit/api/live',
+])
+
 function auditDecision(req: PolicyRequest, path: string, facts: PolicyFacts): Decision {
   if (PUBLIC_AUDIT_PATHS.has(path) || path === '/_audit/whoami') return ALLOW
+  // The dashboard's files are the same for everyone signed in; what each page shows is checked per API route.
+  if (
+    (path === '/_audit/ui' || path.startsWith('/_audit/ui/')) &&
+    (req.method === 'GET' || req.method === 'HEAD')
+  )
+    return ALLOW
   // Tracing posts an image but changes nothing: it is a read.
   const reading = req.method === 'GET' || req.method === 'HEAD' || path === '/_audit/api/trace'
   if (req.role === 'admin') return ALLOW
   if (!reading) return { action: 'deny', status: 403, reason: 'only admins change the audit trail' }
   if (req.role === 'auditor') return ALLOW
   // artist: their own runs only
-  if (path === '/_audit/api/sessions') {
+  if (OWN_RUNS_PATHS.has(path)) {
     const asked = req.query.get('user')
     if (asked !== null && asked !== req.user) {
       return { action: 'deny', status: 403, reason: 'artists read only their own runs' }
@@ -219,7 +235,7 @@ function auditDecision(req: PolicyRequest, path: string, facts: PolicyFacts): De
     }
     return { action: 'allow', auditUser: req.user }
   }
-  const single = /^\/_audit\/api\/sessions\/([^/]+)$/.exec(path)
+  const single = SESSION_ROUTE.exec(path)
   if (single) {
     return facts.owners.get(single[1]!) === req.user
       ? ALLOW

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { stringifyJson } from '../audit/json.js'
-import { SESSION_STATUSES, type JsonValue, type SessionStatus } from '../audit/types.js'
+import { SESSION_STATUSES, type AuditEvent, type JsonValue, type SessionStatus } from '../audit/types.js'
 import { parseTimeSpec } from '../config/duration.js'
 import type { NodeRunFilter, SessionFilter } from '../store/store.js'
 import type { RuntimeStore } from '../store/runtime-store.js'
@@ -8,12 +8,36 @@ import { BodyTooLarge, readBody } from '../gateway/http-util.js'
 import { traceImage } from '../provenance/trace.js'
 import { ANALYSIS_COMMANDS, runAnalysis, type AnalysisCommand } from './analysis/analysis-request.js'
 import { nodeRunExportRow, sessionExportRow } from './format.js'
+import { buildEvidence, verifyEvidence } from '../ledger/evidence.js'
+import { verifyLedger } from '../ledger/verify-ledger.js'
+import { parseRunsQuery, queryRuns } from './runs-query.js'
+import { serveLiveUpdates } from './live-updates.js'
+import type { IntegrityReport, SessionIntegrity } from './dashboard-types.js'
 
 const MAX_TRACE_BYTES = 256 * 1024 * 1024
+/** The run table looks at this many of the newest sessions (after the user and status filters). */
+const MAX_TABLE_SESSIONS = 20_000
 
 /** What the audit API needs to know about the running gateway. */
 export interface AuditApiOptions {
-  store: Pick<RuntimeStore, 'sessions' | 'session' | 'nodeRuns' | 'outputsBySha256'>
+  store: Pick<
+    RuntimeStore,
+    | 'sessions'
+    | 'session'
+    | 'nodeRuns'
+    | 'outputsBySha256'
+    | 'rawEvents'
+    | 'checkpoints'
+    | 'origins'
+    | 'derivedRows'
+  >
+  /**
+   * Subscribes to committed events, for the dashboard's live updates (`/_audit/api/live`); without it that
+   * route answers 404.
+   */
+  onCommitted?: (listener: (events: readonly AuditEvent[]) => void) => () => void
+  /** Aborted when the gateway shuts down: open live-update streams end then. */
+  signal?: AbortSignal
   /** Whether ComfyUI currently answers. */
   upstreamHealthy: () => boolean
   /** Whether the gateway is shutting down (ready turns false first, so orchestrators stop routing). */
@@ -57,8 +81,9 @@ function badRequest(res: ServerResponse, message: string): true {
 
 /**
  * Serves the gateway's own routes under `/_audit/`: health and readiness probes and the read API
- * (`/_audit/api/sessions`, `/_audit/api/sessions/{id}`, `/_audit/api/node-runs`). Returns false for paths it does
- * not serve, so the caller answers 404.
+ * (`/_audit/api/sessions`, `/_audit/api/sessions/{id}`, `/_audit/api/node-runs`) and the dashboard's routes
+ * (`/_audit/api/runs`, `/_audit/api/live`, `/_audit/api/sessions/{id}/evidence`, `.../integrity`,
+ * `/_audit/api/integrity`). Returns false for paths it does not serve, so the caller answers 404.
  */
 export function createAuditApi(
   options: AuditApiOptions,
@@ -150,6 +175,109 @@ export function createAuditApi(
       send(res, 200, { sessions: sessions.map(sessionExportRow) })
       return true
     }
+    if (path === '/_audit/api/runs') {
+      const q = parseRunsQuery(url.searchParams)
+      if (!q.ok) return badRequest(res, q.reason)
+      // `user` scopes what is counted at all (an artist's own runs); the rest filter and count in memory
+      // over the newest sessions of the time range.
+      const scope = url.searchParams.get('user')
+      const sessions = await options.store.sessions({
+        ...(scope !== null ? { user: scope } : {}),
+        ...(q.value.since !== undefined ? { since: q.value.since } : {}),
+        ...(q.value.until !== undefined ? { until: q.value.until } : {}),
+        limit: MAX_TABLE_SESSIONS,
+      })
+      send(res, 200, queryRuns(sessions, q.value) as unknown as JsonValue)
+      return true
+    }
+    if (path === '/_audit/api/live') {
+      if (!options.onCommitted) return false
+      await serveLiveUpdates(req, res, {
+        subscribe: options.onCommitted,
+        user: url.searchParams.get('user') ?? undefined,
+        owner: async (id) => (await options.store.session(id))?.submitter?.user ?? null,
+        ...(options.signal ? { signal: options.signal } : {}),
+      })
+      return true
+    }
+    if (path === '/_audit/api/integrity') {
+      if (!options.verifierKey) {
+        send(res, 404, { error: 'no ledger key' })
+        return true
+      }
+      const report = await verifyLedger({ store: options.store, verifierKey: options.verifierKey })
+      const origins = await Promise.all(
+        report.origins.map(async (o) => ({
+          ...o,
+          latest_checkpoints: (await options.store.checkpoints(o.origin))
+            .slice(-10)
+            .reverse()
+            .map((cp) => ({
+              size: cp.size,
+              root_hash: cp.root_hash,
+              created_at: cp.created_at,
+              note: cp.note,
+            })),
+        })),
+      )
+      const answer: IntegrityReport = {
+        ok: report.ok,
+        verified_at: new Date().toISOString(),
+        origins,
+        problems: report.problems.map((p) => ({ ...p })),
+      }
+      send(res, 200, answer as unknown as JsonValue)
+      return true
+    }
+    const sub = /^\/_audit\/api\/sessions\/([^/]+)\/(evidence|integrity)$/.exec(path)
+    if (sub) {
+      const id = decodeURIComponent(sub[1]!)
+      const origin = url.searchParams.get('origin') ?? undefined
+      const session = await options.store.session(id, origin)
+      if (!session) {
+        send(res, 404, { error: `no session ${id}` })
+        return true
+      }
+      const built = await buildEvidence({ store: options.store, sessionId: id, origin: session.origin })
+      if (sub[2] === 'evidence') {
+        if (!built.ok) send(res, 409, { error: built.reason })
+        else {
+          res.writeHead(200, {
+            'content-type': 'application/json; charset=utf-8',
+            'content-disposition': `attachment; filename="evidence-${id.replace(/[^A-Za-z0-9._-]/g, '_')}.json"`,
+            'cache-control': 'no-store',
+            'x-content-type-options': 'nosniff',
+          })
+          res.end(built.value)
+        }
+        return true
+      }
+      // "Verified now": the bundle is rebuilt from the stored log and checked like an auditor would check it.
+      const verified =
+        built.ok && options.verifierKey ? verifyEvidence(built.value, options.verifierKey) : undefined
+      const answer: SessionIntegrity =
+        built.ok && verified?.ok
+          ? {
+              state: 'verified',
+              checkpoint_size: verified.value.treeSize,
+              events: verified.value.events,
+              verified_at: new Date().toISOString(),
+              reason: null,
+            }
+          : {
+              state: !built.ok && /no signed checkpoint covers/.test(built.reason) ? 'pending' : 'failed',
+              checkpoint_size: null,
+              events: null,
+              verified_at: new Date().toISOString(),
+              reason: !built.ok
+                ? built.reason
+                : verified && !verified.ok
+                  ? verified.reason
+                  : 'no ledger key to verify with',
+            }
+      send(res, 200, answer as unknown as JsonValue)
+      return true
+    }
     const one = /^\/_audit\/api\/sessions\/([^/]+)$/.exec(path)
     if (one) {
       const id = decodeURIComponent(one[1]!)
@@ -160,7 +288,12 @@ export function createAuditApi(
       }
       const runs = await options.store.nodeRuns({ sessionId: id, origin: session.origin })
       send(res, 200, {
-        session: { ...sessionExportRow(session), prompt: session.prompt, workflow: session.workflow },
+        session: {
+          ...sessionExportRow(session),
+          prompt: session.prompt,
+          workflow: session.workflow,
+          environment: (session.environment ?? null) as unknown as JsonValue,
+        },
         node_runs: runs.map(nodeRunExportRow),
       })
       return true
