@@ -5,7 +5,7 @@ const jsonReport = process.env.VITEST_JSON_REPORT
 
 export default defineConfig({
   test: {
-    include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
+    include: ['src/**/*.test.ts', 'test/**/*.test.ts', 'web/src/**/*.test.ts'],
     testTimeout: 60_000,
     hookTimeout: 120_000,
     // Two cores on CI: integration suites start real servers; keep parallelism modest.
