@@ -30,6 +30,7 @@ export interface AuditApiOptions {
     | 'checkpoints'
     | 'origins'
     | 'derivedRows'
+    | 'rollups'
   >
   /**
    * Subscribes to committed events, for the dashboard's live updates (`/_audit/api/live`); without it that
@@ -292,7 +293,6 @@ export function createAuditApi(
           ...sessionExportRow(session),
           prompt: session.prompt,
           workflow: session.workflow,
-          environment: (session.environment ?? null) as unknown as JsonValue,
         },
         node_runs: runs.map(nodeRunExportRow),
       })
