@@ -19,6 +19,7 @@ import { dialectFor } from './cli/open-store.js'
 import { parseHostPort, sinkName, type Config } from './config/config.js'
 import { createGateway, type Gateway } from './gateway/create-gateway.js'
 import { auditReader, createAccessGuard } from './identity/access-guard.js'
+import { createRefusalLog } from './identity/refusal-log.js'
 import { createAuthenticator } from './identity/authenticator.js'
 import { redactingLogger } from './identity/redacting-logger.js'
 import { createRedactor } from './identity/redaction.js'
@@ -340,6 +341,15 @@ async function startLocked(
       })
     },
   })
+  // Refusals are evidence (someone tried what they may not), rate-limited so that a flood cannot fill the disk.
+  const refusals = createRefusalLog({
+    ...config.limits.refusals,
+    now: options.now,
+    record: (kind, payload) => {
+      logger.warn(kind === 'access.refused' ? 'access refused' : 'access refused (summary)', payload)
+      record(kind, payload)
+    },
+  })
   const guard = createAccessGuard({
     authenticator,
     auth: config.auth,
@@ -352,6 +362,7 @@ async function startLocked(
     publicPaths: ['/_audit/metrics'],
     now: options.now,
     logger,
+    onRefused: (r) => refusals.refused(r),
   })
   // Capture owns the index of known prompt ids; before the first request it learns every id the log ever
   // held (pruned and erased ones too), so a reused id is refused and no bypass resurrects an old record.
@@ -382,12 +393,24 @@ async function startLocked(
       return 'the audit store is unavailable and its write-ahead spool is full (store.outage.spoolMaxBytes)'
     },
     auditHandler: async (req, res) => {
-      if (
-        (await authenticator.handleAuditRoute(req, res)) ||
-        (await metricsRoute(req, res)) ||
-        (await dashboard(req, res))
-      )
+      if (await authenticator.handleAuditRoute(req, res)) return true
+      if (await metricsRoute(req, res)) {
+        // The metrics route checks metrics.token itself: its refusals are refusals like the guard's.
+        if (res.statusCode === 401 || res.statusCode === 403)
+          refusals.refused({
+            status: res.statusCode,
+            reason: 'metrics token missing or wrong',
+            method: req.method ?? 'GET',
+            path: '/_audit/metrics',
+            transport: 'http',
+            user: null,
+            role: null,
+            client_address: req.socket.remoteAddress ?? null,
+            user_agent: req.headers['user-agent'] ?? null,
+          })
         return true
+      }
+      if (await dashboard(req, res)) return true
       const served = await auditApi(req, res)
       // Reads of the audit trail are themselves audited: who looked at what.
       if (served && (req.url ?? '').startsWith('/_audit/api/')) {
@@ -607,6 +630,7 @@ async function startLocked(
         await capture.flush()
         capture.close()
         await logPersonChanges()
+        refusals.close()
         record('gateway.stopped', { origin: store.origin })
         await store.flush()
         // Hashes still running get a bounded wait; a later start re-hashes nothing it already has (cache).

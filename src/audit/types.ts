@@ -43,6 +43,8 @@ export const AUDIT_EVENT_KINDS = [
   'security.login_failed', // a login was refused (no secret recorded)
   'security.logout',
   'security.person_changed', // a person was added, provisioned, disabled, enabled or re-tokened (payload.by)
+  'access.refused', // the gateway refused a request or WebSocket (401, 403, ...): who, from where, route, reason
+  'access.refused.summary', // refusals past the per-(person|address, reason) rate: their count and a sample
   // the audit trail itself
   'audit.read', // who read what through the audit API
   'audit.pruned', // retention removed old payloads (leaf hashes kept); payload lists the seq ranges

@@ -120,6 +120,18 @@ export const zLimitsConfig = z
     promptsPerMinute: z.number().min(0).default(120),
     /** Burst of `POST /prompt` allowed above the sustained rate (default 30). */
     promptBurst: z.number().int().positive().default(30),
+    /**
+     * How refused requests are recorded: per person (or client address when unauthenticated) and reason, the
+     * first `burst` one by one (`access.refused`), refilled at `perMinute`; past that they are counted and
+     * summarised every `summaryIntervalMillis` (`access.refused.summary`: count and a sample).
+     */
+    refusals: z
+      .object({
+        burst: z.number().int().min(0).default(20),
+        perMinute: z.number().min(0).default(6),
+        summaryIntervalMillis: z.number().int().min(1000).default(60_000),
+      })
+      .prefault({}),
   })
   .prefault({})
 export type LimitsConfig = z.infer<typeof zLimitsConfig>

@@ -21,6 +21,7 @@ import { namespacedClientId, noClientId } from '../gateway/client-ids.js'
 import type { ClientViewRoute } from '../gateway/client-view.js'
 import type { Admission, RequestGuard } from '../gateway/request-guard.js'
 import { addressBytes } from './address-match.js'
+import type { Refusal } from './refusal-log.js'
 import { toSubmitter, type Authenticator, type Identity } from './authenticator.js'
 import { stripCredentialHeaders, withoutTokenParam } from './credentials.js'
 import {
@@ -56,6 +57,11 @@ export interface AccessGuardOptions {
   readonly publicPaths?: readonly string[]
   /** Timeout of the guard's own reads from ComfyUI, ms (default 5000). */
   readonly upstreamTimeoutMillis?: number
+  /**
+   * Told of every refused request and upgrade (see `createRefusalLog`, which records them rate-limited).
+   * When given, the guard does not log refusals itself: a flood would fill the log as much as the store.
+   */
+  readonly onRefused?: (refusal: Refusal) => void
 }
 
 const STATE_CHANGING = new Set(['POST', 'PUT', 'PATCH', 'DELETE'])
@@ -356,14 +362,41 @@ export function createAccessGuard(options: AccessGuardOptions): RequestGuard {
     client_id: null,
   })
 
-  const refuse = (req: IncomingMessage, res: ServerResponse, status: number, reason: string): null => {
-    logger.warn('access refused', {
-      method: req.method,
-      path: pathOf(withoutTokenParam(req.url ?? '/')),
+  const report = (
+    req: IncomingMessage,
+    transport: Refusal['transport'],
+    status: number,
+    reason: string,
+    identity: Identity | null,
+  ): void => {
+    const refusal: Refusal = {
       status,
       reason,
-      address: req.socket.remoteAddress,
-    })
+      method: (req.method ?? 'GET').toUpperCase(),
+      path: pathOf(withoutTokenParam(req.url ?? '/')),
+      transport,
+      user: identity?.user ?? null,
+      role: identity?.role ?? null,
+      client_address: req.socket.remoteAddress ?? null,
+      user_agent: header(req, 'user-agent') ?? null,
+    }
+    if (options.onRefused) {
+      try {
+        options.onRefused(refusal)
+      } catch (err) {
+        logger.warn('access refusal not recorded', { error: String(err) })
+      }
+    } else logger.warn('access refused', { ...refusal })
+  }
+
+  const refuse = (
+    req: IncomingMessage,
+    res: ServerResponse,
+    status: number,
+    reason: string,
+    identity: Identity | null = null,
+  ): null => {
+    report(req, 'http', status, reason, identity)
     sendJson(
       res,
       status,
@@ -414,7 +447,7 @@ export function createAccessGuard(options: AccessGuardOptions): RequestGuard {
         if (body.length === 0) parsedBody = null
         else {
           const parsed = parseStrictJson(body, limits.maxJsonDepth)
-          if (!parsed.ok) return refuse(req, res, 400, `body is not valid JSON: ${parsed.reason}`)
+          if (!parsed.ok) return refuse(req, res, 400, `body is not valid JSON: ${parsed.reason}`, identity)
           parsedBody = parsed.value
         }
       } else if (method === 'POST' && route.kind === 'comfy' && UPLOAD_ROUTES.has(route.path)) {
@@ -425,14 +458,14 @@ export function createAccessGuard(options: AccessGuardOptions): RequestGuard {
             const unsafe =
               (part.name === 'subfolder' && isUnsafeRelativePath(part.data.toString('utf8'))) ||
               (part.filename !== null && (isUnsafeRelativePath(part.filename) || part.filename.includes('/')))
-            if (unsafe) return refuse(req, res, 400, 'unsafe upload path')
+            if (unsafe) return refuse(req, res, 400, 'unsafe upload path', identity)
           }
         }
       }
     } catch (error) {
       if (error instanceof BodyTooLarge) {
         res.setHeader('connection', 'close')
-        return refuse(req, res, 413, error.message)
+        return refuse(req, res, 413, error.message, identity)
       }
       throw error
     }
@@ -457,10 +490,11 @@ export function createAccessGuard(options: AccessGuardOptions): RequestGuard {
         res,
         403,
         'user data is shared between people unless ComfyUI runs with --multi-user; set comfyui.multiUser: true',
+        identity,
       )
     }
     const decision = authorize(policyRequest, await lookUpFacts(policyRequest, identity), policyOptions)
-    if (decision.action === 'deny') return refuse(req, res, decision.status, decision.reason)
+    if (decision.action === 'deny') return refuse(req, res, decision.status, decision.reason, identity)
     if (decision.action === 'rewrite') {
       logger.info('request rewritten by policy', { user: identity.user, path, reason: decision.reason })
       body = Buffer.from(stringifyJson(decision.body))
@@ -471,7 +505,7 @@ export function createAccessGuard(options: AccessGuardOptions): RequestGuard {
       route.path === '/prompt' &&
       !takePromptToken(identity.user)
     ) {
-      return refuse(req, res, 429, 'too many prompts: slow down')
+      return refuse(req, res, 429, 'too many prompts: slow down', identity)
     }
     if (decision.action === 'allow' && decision.auditUser !== undefined) {
       const url = new URL(req.url ?? '/', 'http://gateway')
@@ -492,15 +526,18 @@ export function createAccessGuard(options: AccessGuardOptions): RequestGuard {
   const admitUpgrade = async (req: IncomingMessage, socket: Duplex): Promise<Admission | null> => {
     const path = pathOf(req.url)
     if (!hostAllowed(req)) {
+      report(req, 'websocket', 403, 'Host not served by this gateway', null)
       refuseUpgrade(socket, 403, 'Host not served by this gateway')
       return null
     }
     if (!originAllowed(req)) {
+      report(req, 'websocket', 403, 'cross-site WebSocket refused', null)
       refuseUpgrade(socket, 403, 'cross-site WebSocket refused')
       return null
     }
     const who = await authenticator.identify(req)
     if (!who.ok) {
+      report(req, 'websocket', who.status, who.reason, null)
       refuseUpgrade(socket, who.status, who.reason)
       return null
     }
@@ -514,6 +551,7 @@ export function createAccessGuard(options: AccessGuardOptions): RequestGuard {
     }
     const decision = authorize(policyRequest, { owners: new Map(), running: [] }, policyOptions)
     if (decision.action === 'deny') {
+      report(req, 'websocket', decision.status, decision.reason, who.identity)
       refuseUpgrade(socket, decision.status, decision.reason)
       return null
     }
