@@ -6,7 +6,14 @@ import { join } from 'node:path'
 import type { IncomingMessage } from 'node:http'
 import { parseJson } from './audit/json.js'
 import { reportError, silentLogger, type Logger } from './audit/report-error.js'
-import type { AuditEventInput, AuditEventKind, JsonObject, JsonValue, Submitter } from './audit/types.js'
+import type {
+  AuditEventInput,
+  AuditEventKind,
+  FileRef,
+  JsonObject,
+  JsonValue,
+  Submitter,
+} from './audit/types.js'
 import { createCapture, type Capture, type ResumedSession } from './capture/capture.js'
 import { redactEvent } from './capture/redact-event.js'
 import {
@@ -217,6 +224,16 @@ async function startLocked(
   // Provenance: model files and outputs are hashed in worker threads after their events are committed, so the
   // proxy path never waits for it; the hashes are later events of the same session.
   const fileHasher = createFileHasher({ workers: config.provenance.workers })
+  // Outputs whose names redaction changed, by the name the log holds: the hasher needs the real name to find
+  // the file. It lives only here, in memory, until the file is hashed (bounded: one never hashed is dropped).
+  const realNames = new Map<string, FileRef>()
+  const realNameKey = (sessionId: string, nodeId: string, f: FileRef): string =>
+    JSON.stringify([sessionId, nodeId, f.type, f.subfolder, f.filename])
+  const comfyOutputs = createOutputHasher({
+    comfyUrl: upstream,
+    fileHasher,
+    localDirs: config.provenance.localDirs,
+  })
   const enricher = config.provenance.enabled
     ? createProvenanceEnricher({
         emit: (events) => append(events),
@@ -234,11 +251,15 @@ async function startLocked(
             return out
           },
         }),
-        outputHasher: createOutputHasher({
-          comfyUrl: upstream,
-          fileHasher,
-          localDirs: config.provenance.localDirs,
-        }),
+        outputHasher: {
+          hash: (file, sessionId) => {
+            const nodeId = (file as FileRef & { node_id?: unknown }).node_id
+            const key = sessionId && typeof nodeId === 'string' ? realNameKey(sessionId, nodeId, file) : null
+            const real = key === null ? undefined : realNames.get(key)
+            if (key !== null) realNames.delete(key)
+            return comfyOutputs.hash(real ?? file)
+          },
+        },
         onError: (err, context) => reportError(err, `provenance: ${context}`),
         now: options.now,
       })
@@ -274,6 +295,10 @@ async function startLocked(
     redact: redaction,
     redactText: redaction.text,
     environmentTtlMs: config.capture.environmentTtlMillis,
+    onRedactedFile: ({ sessionId, nodeId, recorded, real }) => {
+      if (realNames.size >= 4096) realNames.delete(realNames.keys().next().value as string)
+      realNames.set(realNameKey(sessionId, nodeId, recorded), real)
+    },
     sampleGpu: async () => {
       const stats = zSystemStats.safeParse(await fetchJson(`${upstream}/system_stats`, 2000))
       if (!stats.success) return null

@@ -906,7 +906,8 @@ describe('issue 10 item 5: every string of every event goes through the redactio
   const policy = createRedactor(zRedactionConfig.parse({}))
 
   it('redacts error messages, traceback lines, home paths, output names, UI outputs and request details', async () => {
-    const h = harness({ redact: policy, redactText: policy.text })
+    const renamed: unknown[] = []
+    const h = harness({ redact: policy, redactText: policy.text, onRedactedFile: (f) => renamed.push(f) })
     const ua = `tool/1.0 (${KEY})`
     h.capture.promptSubmitted({
       promptId: 'r1',
@@ -968,6 +969,20 @@ describe('issue 10 item 5: every string of every event goes through the redactio
     const row = session(h.events, 'r1')
     expect(row.outputs).toEqual([
       { filename: `${REDACTED}.png`, subfolder: REDACTED, type: 'output', node_id: '1' },
+    ])
+    // The hasher is told the real name of the file the log holds under a redacted one.
+    expect(renamed).toEqual([
+      {
+        sessionId: 'r1',
+        nodeId: '1',
+        recorded: { filename: `${REDACTED}.png`, subfolder: REDACTED, type: 'output', node_id: '1' },
+        real: {
+          filename: `${KEY}_00001_.png`,
+          subfolder: 'ada@studio.example',
+          type: 'output',
+          node_id: '1',
+        },
+      },
     ])
     // Who did it stays readable, even an e-mail-shaped name.
     expect((row.submitter as JsonObject).user).toBe('alice@studio.example')

@@ -25,7 +25,7 @@ import type {
 import { createGpuSampler, torchMiB, usedMiB, type GpuSample, type GpuSampler } from './gpu-sampler.js'
 import { isoTime, toJsonObject, toJsonValue } from './json-value.js'
 import { parseMultipart } from './multipart.js'
-import { redactEvent, type TextRedactor } from './redact-event.js'
+import { redactEvent, redactString, type TextRedactor } from './redact-event.js'
 import {
   DEFAULT_MAX_INPUT_STRING_LENGTH,
   analyzePromptBody,
@@ -91,6 +91,12 @@ export interface CaptureOptions {
    * messages, tracebacks, file names, request details). Default: `redact` applied to the string alone.
    */
   readonly redactText?: TextRedactor
+  /**
+   * Told of every output file whose name or subfolder redaction changed: the log keeps only `recorded`, so
+   * whoever hashes outputs needs `real` to find the file. Called before the file's event is emitted; must
+   * not keep `real` anywhere durable.
+   */
+  readonly onRedactedFile?: (file: RedactedFile) => void
   /** Receives every error capture swallows. Default: `reportError`. */
   readonly onError?: (err: unknown) => void
   /** GPU polling period while a node runs, ms (default 100; 0 turns the timer off). Never above ~10/s. */
@@ -103,6 +109,14 @@ export interface CaptureOptions {
   readonly pendingFrameTtlMs?: number
   /** How long a transition waits for the environment snapshot, ms (default 5000). */
   readonly environmentTimeoutMs?: number
+}
+
+/** An output file as the log records it (redacted) and as ComfyUI named it. */
+export interface RedactedFile {
+  readonly sessionId: string
+  readonly nodeId: string
+  readonly recorded: FileRef
+  readonly real: FileRef
 }
 
 /** Input of {@link Capture.reconcile}: ComfyUI's answers, as JSON values. */
@@ -867,7 +881,24 @@ export function createCapture(options: CaptureOptions): Capture {
         // A custom node's UI output may hold anything, secret-named keys too: the whole policy applies.
         const stored = ui === null ? null : truncateLongStrings(redactValue(ui, ['output', n.id]), maxLen)
         n.outputs = isJsonObject(stored) ? stored : null
-        addFiles(s, n, outputFiles(msg.data.node, ui))
+        const files = outputFiles(msg.data.node, ui)
+        if (redactText && options.onRedactedFile) {
+          for (const f of files) {
+            // The same function the emitted event goes through, so `recorded` is the name the log will hold.
+            const recorded = {
+              ...f,
+              filename: redactString(f.filename, redactText),
+              subfolder: redactString(f.subfolder, redactText),
+            }
+            if (recorded.filename === f.filename && recorded.subfolder === f.subfolder) continue
+            try {
+              options.onRedactedFile({ sessionId: s.id, nodeId: f.node_id, recorded, real: f })
+            } catch (err) {
+              onError(err)
+            }
+          }
+        }
+        addFiles(s, n, files)
         return
       }
       case 'execution_success':

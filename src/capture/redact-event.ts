@@ -24,8 +24,13 @@ function isPlainObject(value: JsonValue): value is JsonObject {
   return proto === Object.prototype || proto === null
 }
 
+/** `value` redacted by `text`: what every string of an event goes through, here and wherever a name must match. */
+export function redactString(value: string, text: TextRedactor): string {
+  return text(value)
+}
+
 function redactValue(value: JsonValue, text: TextRedactor): JsonValue {
-  if (typeof value === 'string') return text(value)
+  if (typeof value === 'string') return redactString(value, text)
   if (Array.isArray(value)) return value.map((v) => redactValue(v, text))
   if (!isPlainObject(value)) return value
   const out: JsonObject = {}

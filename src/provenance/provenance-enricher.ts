@@ -23,7 +23,11 @@ export interface OutputDigest {
 
 /** Hashes a file ComfyUI produced or read. */
 export interface OutputHasher {
-  hash(file: FileRef): Promise<OutputDigest>
+  /**
+   * Hashes one file. `sessionId` is the session the file belongs to, so that a wrapper can find a file the
+   * log records under a redacted name (see `onRedactedFile` of capture).
+   */
+  hash(file: FileRef, sessionId?: string): Promise<OutputDigest>
 }
 
 /** Options of {@link createOutputHasher}. */
@@ -222,7 +226,7 @@ export function createProvenanceEnricher(options: ProvenanceEnricherOptions): Pr
     const rows: JsonObject[] = []
     for (const f of files) {
       try {
-        const d = await hasher.hash(f)
+        const d = await hasher.hash(f, sessionId)
         rows.push({ ...f, sha256: d.sha256, bytes: d.bytes, width: d.width, height: d.height })
       } catch (error) {
         onError(error, `provenance: hashing output ${f.subfolder}/${f.filename}`)
