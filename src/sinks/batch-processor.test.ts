@@ -199,7 +199,7 @@ describe('BatchProcessor', () => {
       maxExportBatchSize: 2,
       scheduledDelayMillis: 3_600_000,
       spool: await openSpool({ dir }),
-      onDelivered: (batch) => settled.push(...batch.map((r) => r.seq)),
+      onDelivered: (batch) => void settled.push(...batch.map((r) => r.seq)),
     })
     for (const r of records.slice(0, 4)) p.onEnd(r)
     await p.forceFlush()
@@ -210,6 +210,30 @@ describe('BatchProcessor', () => {
     await p.forceFlush()
     expect(sink.records.map((r) => r.seq)).toEqual([0, 1, 2, 3, 4, 5])
     expect(settled).toEqual([0, 1, 2, 3, 4, 5])
+    await p.shutdown()
+  })
+
+  it('holds the next export until onDelivered has finished (the cursor is on disk)', async () => {
+    const sink = new InMemorySink()
+    let open!: () => void
+    const gate = new Promise<void>((resolve) => (open = resolve))
+    let called!: () => void
+    const firstDelivered = new Promise<void>((resolve) => (called = resolve))
+    const p = createBatchProcessor(sink, {
+      maxExportBatchSize: 2,
+      scheduledDelayMillis: 3_600_000,
+      onDelivered: () => {
+        called()
+        return gate
+      },
+    })
+    for (const r of manyRecords(4)) p.onEnd(r)
+    const flushed = p.forceFlush()
+    await firstDelivered
+    expect(sink.calls).toBe(1)
+    open()
+    await flushed
+    expect(sink.calls).toBe(2)
     await p.shutdown()
   })
 
@@ -224,7 +248,7 @@ describe('BatchProcessor', () => {
     })
     const p = createBatchProcessor(sink, {
       scheduledDelayMillis: 3_600_000,
-      onDelivered: (batch) => settled.push(batch.map((r) => r.seq)),
+      onDelivered: (batch) => void settled.push(batch.map((r) => r.seq)),
     })
     for (const r of records) p.onEnd(r)
     await p.forceFlush()

@@ -82,9 +82,11 @@ export interface BatchProcessorOptions {
   /**
    * Called after each export with the records it settled, in the order they were offered: those the receiver
    * took and those it refused for good (which a retry would not change). A partial success settles only the
-   * records before the first one still to deliver. Must not throw (if it does, the error is reported).
+   * records before the first one still to deliver. The next export waits for a returned promise (a cursor
+   * being made durable), so at most one delivered batch is ever unrecorded. Must not throw or reject (if it
+   * does, the error is reported).
    */
-  readonly onDelivered?: (records: readonly SinkRecord[]) => void
+  readonly onDelivered?: (records: readonly SinkRecord[]) => void | Promise<void>
   readonly logger?: Logger
 }
 
@@ -109,7 +111,7 @@ export class BatchProcessor implements RecordProcessor {
   readonly #spool: Spool | undefined
   readonly #now: () => number
   readonly #onDrop: ((count: number, reason: DropReason) => void) | undefined
-  readonly #onDelivered: ((records: readonly SinkRecord[]) => void) | undefined
+  readonly #onDelivered: ((records: readonly SinkRecord[]) => void | Promise<void>) | undefined
   readonly #logger: Logger
   /** Producers waiting for the queue to have room again (see waitForRoom). */
   #roomWaiters: (() => void)[] = []
@@ -348,7 +350,7 @@ export class BatchProcessor implements RecordProcessor {
       const result = await this.#export(batch)
       if (result.status === 'retryable') this.#keep(result.records ?? batch)
       else if (result.status === 'failure') this.#drop(batch.length, 'refused')
-      this.#delivered(batch, result)
+      await this.#delivered(batch, result)
       this.#notifyRoom()
       return this.#settle(result)
     }
@@ -367,13 +369,13 @@ export class BatchProcessor implements RecordProcessor {
     } else if (result.records) {
       await this.#spool.replace(segment, result.records)
     }
-    this.#delivered(segment.records, result)
+    await this.#delivered(segment.records, result)
     this.#notifyRoom()
     return this.#settle(result)
   }
 
   /** Reports the records an export settled (see BatchProcessorOptions.onDelivered). */
-  #delivered(batch: readonly SinkRecord[], result: ExportResult): void {
+  async #delivered(batch: readonly SinkRecord[], result: ExportResult): Promise<void> {
     if (!this.#onDelivered) return
     let settled: readonly SinkRecord[] = batch
     if (result.status === 'retryable') {
@@ -383,7 +385,7 @@ export class BatchProcessor implements RecordProcessor {
     }
     if (settled.length === 0) return
     try {
-      this.#onDelivered(settled)
+      await this.#onDelivered(settled)
     } catch (error) {
       reportError(error, `sink ${this.#sink.name}: onDelivered`)
     }

@@ -129,6 +129,7 @@ function named(sink: AuditSink, name: string): AuditSink {
     export: (batch, signal) => sink.export(batch, signal),
     forceFlush: () => sink.forceFlush(),
     shutdown: () => sink.shutdown(),
+    ...(sink.lastStored ? { lastStored: () => sink.lastStored!() } : {}),
   }
 }
 
@@ -188,6 +189,14 @@ export async function createSinkPipeline(
         }
       }
       const sink = named(await createSink(config, options, name), name)
+      if (cursor && sink.lastStored) {
+        // The destination is the better witness: what it holds past the cursor was delivered just before a
+        // crash that kept the cursor from moving.
+        const stored = await sink.lastStored()
+        if (stored && stored.id.slice(0, stored.id.lastIndexOf(':')) === log!.origin) {
+          cursor.advance(positionOf(stored))
+        }
+      }
       const onDrop = options.onDrop
       const processor = createBatchProcessor(sink, {
         maxQueueSize: config.batch.maxQueueSize,
@@ -197,8 +206,12 @@ export async function createSinkPipeline(
         spool,
         now: options.now,
         logger,
+        // The next batch waits until the cursor covering this one is on disk: a crash re-sends one batch at most.
         onDelivered: cursor
-          ? (records) => cursor.advance(positionOf(records[records.length - 1]!))
+          ? (records) => {
+              cursor.advance(positionOf(records[records.length - 1]!))
+              return cursor.flush()
+            }
           : undefined,
         onDrop: (count, reason) => {
           // A record given up for room (not refused by the receiver) must come back from the log at the next
@@ -210,6 +223,7 @@ export async function createSinkPipeline(
       processors.push(processor)
       if (log && cursor) {
         cursors.push(cursor)
+        await cursor.flush()
         feeders.push(createSinkFeeder({ name, log, processor, after: cursor.position(), logger }))
       }
       names.push(name)

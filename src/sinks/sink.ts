@@ -59,6 +59,12 @@ export interface AuditSink {
   export(batch: readonly SinkRecord[], signal: AbortSignal): Promise<ExportResult>
   /** Makes whatever the sink buffered durable (e.g. fsync a file). */
   forceFlush(): Promise<void>
+  /**
+   * Optional, for a sink that can read back what its destination durably holds (a file): the id and seq of
+   * the last record stored, or null when none. Called once at start, before any export; the pipeline moves
+   * the sink's cursor up to it, so a crash between the write and the cursor's update sends nothing twice.
+   */
+  lastStored?(): Promise<Pick<SinkRecordBase, 'id' | 'seq'> | null>
   /** Releases resources; idempotent. */
   shutdown(): Promise<void>
 }

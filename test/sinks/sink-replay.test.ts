@@ -146,6 +146,36 @@ describe('sinks fed from the log', () => {
     expect(got.every((r) => r.session_id === 'new')).toBe(true)
   })
 
+  it('catches the cursor up with the JSONL files, so a write the cursor missed is not written twice', async () => {
+    const file = join(dir, 'config.json')
+    writeFileSync(file, JSON.stringify({ sinks: [{ type: 'jsonl', rotation: { daily: false } }] }))
+    const r = loadConfig({ file, env: {} })
+    if (!r.ok) throw new Error(r.problems.join('; '))
+    const start = async (): Promise<{ p: SinkPipeline; off: () => void }> => {
+      const p = await createSinkPipeline(r.value.sinks, { dataDir: dir, log: log() })
+      pipelines.push(p)
+      return { p, off: store.onCommitted((events) => p.onEvents(events)) }
+    }
+    const first = await start()
+    await store.append(inputs(sessionEvents({ sessionId: 'j1' })))
+    await first.p.forceFlush()
+    first.off()
+    await first.p.shutdown()
+    // As if the process died after the file's fsync and before the cursor's write.
+    const cursorFile = join(dir, 'spool', 'jsonl', 'cursor.json')
+    const cursor = JSON.parse(readFileSync(cursorFile, 'utf8')) as Record<string, unknown>
+    writeFileSync(cursorFile, JSON.stringify({ ...cursor, seq: 0, sub: 0 }))
+    const second = await start()
+    await store.append(inputs(sessionEvents({ sessionId: 'j2' })))
+    await second.p.forceFlush()
+    second.off()
+    const lines = readFileSync(join(dir, 'jsonl', 'jsonl', 'comfy-audit.jsonl'), 'utf8')
+      .trimEnd()
+      .split('\n')
+    const ids = lines.map((l) => (JSON.parse(l) as { id: string }).id)
+    expect(ids).toEqual((await fromLog()).map((rec) => rec.id))
+  })
+
   it('refuses to start on a cursor file it cannot read, naming the file', async () => {
     await mkdir(join(dir, 'spool', 'webhook'), { recursive: true })
     writeFileSync(join(dir, 'spool', 'webhook', 'cursor.json'), '{"version":1,"seq":')

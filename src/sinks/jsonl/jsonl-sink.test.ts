@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import { appendFile, mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { gunzipSync } from 'node:zlib'
@@ -124,5 +124,39 @@ describe('JSONL sink', () => {
     for (const r of records) p.onEnd(r)
     await p.shutdown()
     expect(await readLines(join(dir, 'comfy-audit.jsonl'))).toEqual(records)
+  })
+
+  it('reads back the last whole record it stored, from the newest file, rotated and gzipped included', async () => {
+    const clock = fakeClock(Date.parse('2026-11-26T10:00:00.000Z'))
+    const records = manyRecords(6)
+    const first = createJsonlSink({ dir }, { now: clock.now })
+    expect(await first.lastStored!()).toBeNull()
+    await first.export(records.slice(0, 4), signal)
+    expect(await first.lastStored!()).toEqual({ id: records[3]!.id, seq: 3 })
+    await first.shutdown()
+    // The next day's start rotates and gzips yesterday's file; the newest record is then only in the .gz.
+    clock.advance(24 * 3_600_000)
+    const second = createJsonlSink({ dir }, { now: clock.now })
+    await second.export([], signal)
+    expect(await second.lastStored!()).toEqual({ id: records[3]!.id, seq: 3 })
+    await second.export(records.slice(4), signal)
+    expect(await second.lastStored!()).toEqual({ id: records[5]!.id, seq: 5 })
+    await second.shutdown()
+  })
+
+  it('cuts a line a crash left unfinished before appending, so every line stays a whole record', async () => {
+    const clock = fakeClock(Date.parse('2026-11-26T10:00:00.000Z'))
+    const records = manyRecords(3)
+    const first = createJsonlSink({ dir }, { now: clock.now })
+    await first.export(records.slice(0, 1), signal)
+    await first.shutdown()
+    const file = join(dir, 'comfy-audit-2026-11-26.jsonl')
+    await appendFile(file, serializeRecord(records[1]!).slice(0, 40))
+    const second = createJsonlSink({ dir }, { now: clock.now })
+    expect(await second.lastStored!()).toEqual({ id: records[0]!.id, seq: 0 })
+    await second.export(records.slice(1), signal)
+    await second.shutdown()
+    const lines = (await readLines(file)) as { id: string }[]
+    expect(lines.map((l) => l.id)).toEqual(records.map((r) => r.id))
   })
 })

@@ -4,14 +4,19 @@
  * rotation); it is rotated when the UTC day changes or before it would pass `maxFileBytes`, and rotated files
  * are gzipped (streaming) to `<prefix>-<day>.<n>.jsonl.gz`. An empty day's file stays active (nothing to rotate).
  * Every export ends with an fsync, so a successful export is on disk.
+ *
+ * After a crash the files are their own witness: `lastStored()` reads the id of the last whole line, so the
+ * pipeline's cursor catches up with a write the crash kept it from recording, and a line the crash cut short
+ * (no final newline) is cut off before anything is appended, so every line stays one whole record.
  */
 import { createReadStream, createWriteStream } from 'node:fs'
-import { mkdir, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises'
+import { mkdir, open, readdir, rename, truncate, unlink, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
-import { createGzip } from 'node:zlib'
+import { StringDecoder } from 'node:string_decoder'
+import { createGunzip, createGzip } from 'node:zlib'
 import { silentLogger, type Logger } from '../../audit/report-error.js'
-import { serializeRecord, type AuditSink, type ExportResult, type SinkRecord } from '../sink.js'
+import { parseRecord, serializeRecord, type AuditSink, type ExportResult, type SinkRecord } from '../sink.js'
 
 /** What users write for the JSONL sink. */
 export interface JsonlSinkConfig {
@@ -49,6 +54,55 @@ async function gzipFile(path: string): Promise<void> {
   await unlink(path)
 }
 
+/** The text of a file's last whole line, or null; gzipped files are streamed, keeping only the tail. */
+async function lastLine(path: string): Promise<string | null> {
+  let last: string | null = null
+  let rest = ''
+  // A character split between two chunks must not become two broken ones.
+  const decoder = new StringDecoder('utf8')
+  const source = path.endsWith('.gz') ? createReadStream(path).pipe(createGunzip()) : createReadStream(path)
+  for await (const chunk of source as AsyncIterable<Buffer>) {
+    rest += decoder.write(chunk)
+    const end = rest.lastIndexOf('\n')
+    if (end < 0) continue
+    const whole = rest.slice(0, end)
+    const line = whole.slice(whole.lastIndexOf('\n') + 1)
+    if (line !== '') last = line
+    // What follows the last newline is a line still being read, or one a crash cut short.
+    rest = rest.slice(end + 1)
+  }
+  return last
+}
+
+/** Cuts a line a crash left without its newline off the end of a file; returns the bytes removed. */
+async function cutTornTail(path: string): Promise<number> {
+  const fh = await open(path, 'r').catch(() => null)
+  if (!fh) return 0
+  try {
+    const { size } = await fh.stat()
+    if (size === 0) return 0
+    let end = size
+    const buf = Buffer.alloc(64 * 1024)
+    for (;;) {
+      const start = Math.max(0, end - buf.length)
+      const { bytesRead } = await fh.read(buf, 0, end - start, start)
+      if (end === size && buf[bytesRead - 1] === 0x0a) return 0
+      const nl = buf.subarray(0, bytesRead).lastIndexOf(0x0a)
+      if (nl >= 0) {
+        await truncate(path, start + nl + 1)
+        return size - (start + nl + 1)
+      }
+      if (start === 0) {
+        await truncate(path, 0)
+        return size
+      }
+      end = start
+    }
+  } finally {
+    await fh.close()
+  }
+}
+
 /**
  * Creates the JSONL sink.
  * @example
@@ -70,6 +124,7 @@ export function createJsonlSink(config: JsonlSinkConfig, options: JsonlSinkOptio
   const activeName = (d: string): string => (rotateDaily ? `${prefix}-${d}.jsonl` : `${prefix}.jsonl`)
 
   let fh: FileHandle | null = null
+  let tornChecked = false
   let size = 0
   let day = ''
   let closed = false
@@ -97,6 +152,15 @@ export function createJsonlSink(config: JsonlSinkConfig, options: JsonlSinkOptio
       if (gzip && rotatedName.test(name)) await gzipFile(join(config.dir, name))
       const m = dailyName.exec(name)
       if (rotateDaily && m && m[1] !== today) await retire(name, m[1]!)
+    }
+    if (!tornChecked) {
+      tornChecked = true
+      for (const name of (await readdir(config.dir)).filter(
+        (n) => n === activeName(today) || dailyName.test(n),
+      )) {
+        const cut = await cutTornTail(join(config.dir, name))
+        if (cut > 0) logger.warn('jsonl: cut a line a crash left unfinished', { file: name, bytes: cut })
+      }
     }
     const handle = await open(join(config.dir, activeName(today)), 'a')
     size = (await handle.stat()).size
@@ -160,6 +224,29 @@ export function createJsonlSink(config: JsonlSinkConfig, options: JsonlSinkOptio
     forceFlush: () =>
       serial(async () => {
         await fh?.sync()
+      }),
+    lastStored: () =>
+      serial(async () => {
+        let names: string[]
+        try {
+          names = await readdir(config.dir)
+        } catch {
+          return null
+        }
+        // Rotated files sort before the active file of their day, older days before newer ones.
+        const mine = names
+          .filter((n) => n === `${prefix}.jsonl` || dailyName.test(n) || /\.\d+\.jsonl(\.gz)?$/.test(n))
+          .filter((n) => n.startsWith(prefix))
+          .sort()
+        for (const name of mine.reverse()) {
+          const line = await lastLine(join(config.dir, name))
+          if (line === null) continue
+          const parsed = parseRecord(line)
+          if (parsed.ok) return { id: parsed.value.id, seq: parsed.value.seq }
+          logger.warn('jsonl: last line is not a record', { file: name, reason: parsed.reason })
+          return null
+        }
+        return null
       }),
     shutdown: () =>
       serial(async () => {
