@@ -59,7 +59,7 @@ export async function dialectFor(
   }
   if (storeUrl.startsWith('postgres://') || storeUrl.startsWith('postgresql://')) {
     const { createPostgresDialect } = await import('../store/postgres/postgres-dialect.js')
-    return createPostgresDialect({ url: storeUrl })
+    return createPostgresDialect({ url: storeUrl, create: options.create !== false })
   }
   throw new CliError(
     `store: unknown store URL ${JSON.stringify(storeUrl)} (expected sqlite, sqlite:/path or postgres://…)`,

@@ -4,11 +4,13 @@
  * without a child process.
  */
 import { existsSync, readFileSync } from 'node:fs'
-import { readFile, writeFile } from 'node:fs/promises'
+import { readFile, readdir, stat, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import type { Command } from 'commander'
 import { parseTimeSpec } from '../../config/duration.js'
 import { buildEvidence, verifyEvidence } from '../../ledger/evidence.js'
 import { loadSigningKey } from '../../ledger/key-store.js'
+import { parseKeyring, type KeyringEntry } from '../../ledger/keyring.js'
 import { parsePublishedCheckpoints } from '../../ledger/publish.js'
 import { eraseSession, pruneOlderThan } from '../../ledger/retention.js'
 import { formatLedgerProblem, verifyLedger } from '../../ledger/verify-ledger.js'
@@ -36,6 +38,30 @@ function keyArgument(value: string): string {
   return text.trim()
 }
 
+/** Reads a keyring file, or every file of a keyring directory (names starting with `.` skipped). */
+async function readKeyring(path: string): Promise<ReadonlyMap<string, KeyringEntry>> {
+  let files: { name: string; text: string }[]
+  try {
+    const info = await stat(path)
+    if (info.isDirectory()) {
+      files = []
+      for (const entry of (await readdir(path, { withFileTypes: true })).sort((a, b) =>
+        a.name < b.name ? -1 : 1,
+      )) {
+        if (!entry.isFile() || entry.name.startsWith('.')) continue
+        files.push({ name: join(path, entry.name), text: await readFile(join(path, entry.name), 'utf8') })
+      }
+    } else files = [{ name: path, text: await readFile(path, 'utf8') }]
+  } catch (error) {
+    throw new CliError(
+      `--keyring: cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? String(error)})`,
+    )
+  }
+  const ring = parseKeyring(files)
+  if (!ring.ok) throw new CliError(`--keyring: ${ring.reason}`)
+  return ring.keys
+}
+
 /** The data dir's existing signing key for `origin`; a CliError naming the path when there is none. */
 async function existingKey(data: string, origin: string): Promise<string> {
   if (!existsSync(data)) throw new CliError(`data dir not found: ${data} (check --data)`)
@@ -61,7 +87,14 @@ export async function runVerify(opts: Opts): Promise<CommandOutcome> {
   const config = cliConfig(opts)
   const origin = typeof opts.origin === 'string' ? opts.origin : (config.origin ?? 'comfy-audit')
   let verifierKey: string | ((o: string) => string | undefined)
-  if (typeof opts.key === 'string') verifierKey = keyArgument(opts.key)
+  let keyring: ReadonlyMap<string, KeyringEntry> | null = null
+  if (typeof opts.key === 'string' && typeof opts.keyring === 'string')
+    throw new CliError('--key and --keyring: give one (a keyring holds the key of every origin)')
+  if (typeof opts.keyring === 'string') {
+    const ring = await readKeyring(opts.keyring)
+    keyring = ring
+    verifierKey = (o) => ring.get(o)?.verifierKey
+  } else if (typeof opts.key === 'string') verifierKey = keyArgument(opts.key)
   else {
     const own = await existingKey(config.data, origin)
     verifierKey = (o) => (o === origin ? own : undefined)
@@ -91,6 +124,13 @@ export async function runVerify(opts: Opts): Promise<CommandOutcome> {
             ? `; pruned: ${o.pruned.map((r) => `${r.from}..${r.to} (by #${r.by})`).join(', ')}`
             : ''),
       )
+    }
+    if (keyring) {
+      const seen = new Set(report.origins.map((o) => o.origin))
+      for (const entry of keyring.values()) {
+        if (!seen.has(entry.origin))
+          lines.push(`${entry.origin}: in the keyring (${entry.source}), no events in this store`)
+      }
     }
     if (report.ok) lines.push('OK')
     else for (const p of report.problems) lines.push(`FAIL ${formatLedgerProblem(p)}`)
@@ -242,6 +282,10 @@ export function registerLedgerCommands(program: Command): void {
         'recompute the audit log, its signed checkpoints and the derived tables; OK or the first damage',
       )
       .option('--key <key>', 'verifier key (or a file holding it); default: the data dir key')
+      .option(
+        '--keyring <path>',
+        'verifier keys of several origins: a file with one key per line, or a directory of such files',
+      )
       .option('--published <file>', 'checkpoints published off the machine (JSON lines)')
       .option('--origin <origin>', 'only this log')
       .option('--json', 'the report as JSON'),

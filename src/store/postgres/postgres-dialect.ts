@@ -79,6 +79,25 @@ export interface PostgresDialectOptions {
   readonly maxConnections?: number
   /** Receives errors of idle pooled connections (default: reportError). */
   readonly onError?: (error: unknown, context: string) => void
+  /**
+   * false: the store must already exist. `init()` then refuses a database without comfy-audit's tables instead
+   * of creating them (read-only commands must not leave an empty store behind a mistyped URL); an existing
+   * store is still migrated to this version's schema. Default true.
+   */
+  readonly create?: boolean
+  /** How long connecting may take before `init()` gives up, ms (default 10 s). */
+  readonly connectTimeoutMillis?: number
+}
+
+/** The store URL without its password, for messages. */
+export function describePostgresUrl(url: string): string {
+  try {
+    const u = new URL(url)
+    u.password = ''
+    return u.toString()
+  } catch {
+    return 'the postgres store URL (unparsable)'
+  }
 }
 
 /** The subset of a node-postgres result this driver reads. */
@@ -104,7 +123,11 @@ interface PgPool {
   on(event: 'error', listener: (error: Error) => void): unknown
 }
 
-type PgPoolConstructor = new (config: { connectionString: string; max?: number }) => PgPool
+type PgPoolConstructor = new (config: {
+  connectionString: string
+  max?: number
+  connectionTimeoutMillis?: number
+}) => PgPool
 
 /** Any value of int8 range works; this one spells "comfyaud" so it is recognisable in pg_locks. */
 const MIGRATION_LOCK_KEY = '7237970109966541156'
@@ -125,6 +148,14 @@ export function createPostgresDialect(options: PostgresDialectOptions): StoreDia
   }
 }
 
+/** A driver or network error as one line (`pg` errors carry their message; AggregateErrors list theirs). */
+function errorText(error: unknown): string {
+  if (error instanceof AggregateError && error.errors.length > 0)
+    return error.errors.map((e: unknown) => errorText(e)).join('; ')
+  if (error instanceof Error) return error.message.replace(/\s+/g, ' ').trim() || error.name
+  return String(error)
+}
+
 /** Rewrites the shared `?` placeholders to PostgreSQL's `$1, $2, …` (our SQL has no `?` literals). */
 function numbered(sql: string): string {
   let n = 0
@@ -143,12 +174,30 @@ class PostgresDriver implements StoreDriver {
     signal?.throwIfAborted()
     const mod = await import('pg')
     const Pool = mod.default.Pool as unknown as PgPoolConstructor
-    const pool = new Pool({ connectionString: this.#options.url, max: this.#options.maxConnections ?? 4 })
+    const pool = new Pool({
+      connectionString: this.#options.url,
+      max: this.#options.maxConnections ?? 4,
+      connectionTimeoutMillis: this.#options.connectTimeoutMillis ?? 10_000,
+    })
     // Without a listener an idle connection's error (server restart) would crash the process.
     pool.on('error', (error) =>
       (this.#options.onError ?? reportError)(error, 'postgres store: idle connection'),
     )
+    const where = describePostgresUrl(this.#options.url)
     try {
+      signal?.throwIfAborted()
+      let found: PgResult
+      try {
+        found = await pool.query("SELECT to_regclass('schema_migrations') IS NOT NULL AS present")
+      } catch (error) {
+        // One line naming the store (never its password) and what the server or the network said.
+        throw new Error(`postgres store ${where}: cannot connect: ${errorText(error)}`, { cause: error })
+      }
+      if (this.#options.create === false && found.rows[0]?.present !== true) {
+        throw new Error(
+          `no audit store in ${where} (the database has no comfy-audit tables; check --store, the gateway creates them at first start)`,
+        )
+      }
       signal?.throwIfAborted()
       const outcome = await migrate(pool)
       if (outcome.error) throw outcome.error
