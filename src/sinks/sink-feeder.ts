@@ -63,7 +63,10 @@ export interface SinkFeederOptions {
 export interface SinkFeeder {
   /** Takes committed events (in commit order); never throws and never waits. */
   onEvents(events: readonly AuditEvent[]): void
-  /** Resolves when the feeder has offered everything committed so far (or cannot read the store now). */
+  /**
+   * Resolves when the feeder has offered everything committed so far, or cannot offer more now (the
+   * processor is full, or the store cannot be read).
+   */
   drained(): Promise<void>
   /** Offers what fits without waiting, then stops; what is left is past the cursor, for the next start. */
   close(): Promise<void>
@@ -87,6 +90,8 @@ export function createSinkFeeder(options: SinkFeederOptions): SinkFeeder {
   let closing = false
   let stopped = false
   let idle = false
+  /** Waiting for the processor to have room: nothing more can be offered now. */
+  let blocked = false
   let wake: (() => void) | null = null
   let idleWaiters: (() => void)[] = []
   let closed!: () => void
@@ -173,7 +178,13 @@ export function createSinkFeeder(options: SinkFeederOptions): SinkFeeder {
     for (const record of toSinkRecords(event, merger)) {
       if (comparePositions(positionOf(record), after) <= 0) continue
       if (!processor.hasRoom()) {
-        if (!closing) await Promise.race([processor.waitForRoom(), closedSignal])
+        if (!closing) {
+          blocked = true
+          // A flush must not wait for a receiver that is down: what the feeder could offer, it has.
+          settleIdle()
+          await Promise.race([processor.waitForRoom(), closedSignal])
+          blocked = false
+        }
         if (!processor.hasRoom()) return false
       }
       processor.onEnd(record)
@@ -233,7 +244,7 @@ export function createSinkFeeder(options: SinkFeederOptions): SinkFeeder {
       }
     },
     drained() {
-      if (stopped || (idle && buffer.length === 0)) return Promise.resolve()
+      if (stopped || blocked || (idle && buffer.length === 0)) return Promise.resolve()
       return new Promise((resolve) => idleWaiters.push(resolve))
     },
     async close() {

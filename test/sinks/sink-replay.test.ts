@@ -176,6 +176,57 @@ describe('sinks fed from the log', () => {
     expect(ids).toEqual((await fromLog()).map((rec) => rec.id))
   })
 
+  it('flushes without waiting for a receiver that is down, and delivers all of it in order once it is back', async () => {
+    webhook.respondWith(() => ({ status: 503, body: 'down' }))
+    const file = join(dir, 'config.json')
+    writeFileSync(
+      file,
+      JSON.stringify({
+        sinks: [
+          {
+            type: 'webhook',
+            url: webhook.url,
+            secret: '${HOOK_SECRET}',
+            batch: { maxQueueSize: 4, maxExportBatchSize: 2, scheduledDelayMillis: 10 },
+            retry: { maxAttempts: 1 },
+          },
+        ],
+      }),
+    )
+    const r = loadConfig({ file, env: { HOOK_SECRET: SECRET } })
+    if (!r.ok) throw new Error(r.problems.join('; '))
+    const p = await createSinkPipeline(r.value.sinks, { dataDir: dir, log: log() })
+    pipelines.push(p)
+    const off = store.onCommitted((events) => p.onEvents(events))
+    try {
+      for (let i = 0; i < 3; i++) await store.append(inputs(sessionEvents({ sessionId: `d${i}` })))
+      await p.forceFlush()
+      expect(p.health()[0]!.failures).toBeGreaterThan(0)
+      // Only what the receiver took counts: the refused requests were recorded too.
+      const taken = new Set<number>()
+      webhook.respondWith((_req, index) => {
+        taken.add(index)
+        return { status: 200, body: '{}' }
+      })
+      const delivered = (): string[] =>
+        webhook.requests
+          .filter((_req, i) => taken.has(i))
+          .flatMap((req) =>
+            (JSON.parse(req.body) as { records: { id: string }[] }).records.map((rec) => rec.id),
+          )
+      const expected = (await fromLog()).map((rec) => rec.id)
+      const deadline = Date.now() + 30_000
+      while (delivered().length < expected.length) {
+        if (Date.now() > deadline) throw new Error(`delivered ${delivered().length} of ${expected.length}`)
+        await p.forceFlush()
+      }
+      expect(delivered()).toEqual(expected)
+      expect(p.health()[0]!.dropped).toBe(0)
+    } finally {
+      off()
+    }
+  })
+
   it('refuses to start on a cursor file it cannot read, naming the file', async () => {
     await mkdir(join(dir, 'spool', 'webhook'), { recursive: true })
     writeFileSync(join(dir, 'spool', 'webhook', 'cursor.json'), '{"version":1,"seq":')
