@@ -34,6 +34,7 @@ import { createMetricsRoute } from './metrics/metrics-route.js'
 import { createMetrics, observeEvents, queueDepthFromFrame, type Metrics } from './metrics/metrics.js'
 import { createAuditApi } from './query/audit-api.js'
 import { createDashboardRoute } from './query/dashboard-route.js'
+import { createPeopleApi } from './query/people-api.js'
 import { retentionMillis, runRetention } from './query/retention-job.js'
 import { createSinkPipeline, sinkHealthJson, type SinkPipeline } from './sinks/sink-pipeline.js'
 import { loadOrCreateSigningKey } from './ledger/key-store.js'
@@ -375,6 +376,11 @@ async function startLocked(
       record(kind, payload)
     },
   })
+  // The dashboard's People page; the journal names the admin as `dashboard:<name>`.
+  const peopleApi = createPeopleApi({
+    directory: authenticator.directory,
+    actor: (req) => `dashboard:${auditReader(req)?.user ?? 'local'}`,
+  })
   const guard = createAccessGuard({
     authenticator,
     auth: config.auth,
@@ -436,7 +442,7 @@ async function startLocked(
         return true
       }
       if (await dashboard(req, res)) return true
-      const served = await auditApi(req, res)
+      const served = (await peopleApi(req, res)) || (await auditApi(req, res))
       // Reads of the audit trail are themselves audited: who looked at what.
       if (served && (req.url ?? '').startsWith('/_audit/api/')) {
         const reader = auditReader(req)

@@ -81,6 +81,8 @@ describe('policy: route classes by role', () => {
     ['GET', '/_audit/ui/runs/p-bob', 'allow', 'allow', 'allow'],
     ['POST', '/_audit/ui/', 'allow', 'deny 403', 'deny 403'],
     ['GET', '/_audit/api/integrity', 'allow', 'allow', 'deny 403'],
+    ['GET', '/_audit/api/people', 'allow', 'deny 403', 'deny 403'],
+    ['POST', '/_audit/api/people/bob/disable', 'allow', 'deny 403', 'deny 403'],
     ['POST', '/_audit/api/prune', 'allow', 'deny 403', 'deny 403'],
     ['GET', '/a/../free', 'deny 400', 'deny 400', 'deny 400'],
     ['GET', '/api/./free', 'deny 400', 'deny 400', 'deny 400'],

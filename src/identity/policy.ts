@@ -217,6 +217,8 @@ function auditDecision(req: PolicyRequest, path: string, facts: PolicyFacts): De
   // Tracing posts an image but changes nothing: it is a read.
   const reading = req.method === 'GET' || req.method === 'HEAD' || path === '/_audit/api/trace'
   if (req.role === 'admin') return ALLOW
+  if (path === '/_audit/api/people' || path.startsWith('/_audit/api/people/'))
+    return { action: 'deny', status: 403, reason: 'only admins manage people' }
   if (!reading) return { action: 'deny', status: 403, reason: 'only admins change the audit trail' }
   if (req.role === 'auditor') return ALLOW
   // artist: their own runs only

@@ -93,6 +93,16 @@ function describe(
 /** Finds the run that produced `bytes`; see the module comment. */
 export async function traceImage(store: TraceStore, bytes: Buffer): Promise<TraceOutcome> {
   const sha256 = sha256Hex(bytes)
+  const byHash = await traceSha256(store, sha256)
+  if (byHash !== null) return byHash
+  return traceByPromptChunk(store, bytes, sha256)
+}
+
+/**
+ * Finds the run that produced the file with this SHA-256 (lower-case hex) among the recorded outputs; null
+ * when no recorded file has it (then only the PNG's own prompt chunk could tell).
+ */
+export async function traceSha256(store: TraceStore, sha256: string): Promise<TraceOutcome | null> {
   const all = await store.outputsBySha256(sha256)
   // Input images are indexed too (who loaded what), but a run that loaded a file did not produce it.
   const rows = all.filter((r) => r.type !== 'input')
@@ -129,6 +139,10 @@ export async function traceImage(store: TraceStore, bytes: Buffer): Promise<Trac
       ),
     }
   }
+  return null
+}
+
+async function traceByPromptChunk(store: TraceStore, bytes: Buffer, sha256: string): Promise<TraceOutcome> {
   const png = readPngMetadata(bytes)
   if (!png.ok)
     return {

@@ -5,7 +5,7 @@ import { parseTimeSpec } from '../config/duration.js'
 import type { NodeRunFilter, SessionFilter } from '../store/store.js'
 import type { RuntimeStore } from '../store/runtime-store.js'
 import { BodyTooLarge, readBody } from '../gateway/http-util.js'
-import { traceImage } from '../provenance/trace.js'
+import { traceImage, traceSha256 } from '../provenance/trace.js'
 import { ANALYSIS_COMMANDS, runAnalysis, type AnalysisCommand } from './analysis/analysis-request.js'
 import { nodeRunExportRow, sessionExportRow } from './format.js'
 import { buildEvidence, verifyEvidence } from '../ledger/evidence.js'
@@ -135,6 +135,19 @@ export function createAuditApi(
             ? null
             : 'ComfyUI does not answer',
       })
+      return true
+    }
+    if (path === '/_audit/api/trace') {
+      // A pasted hash: only the recorded outputs can answer (there is no PNG chunk to read).
+      const sha256 = (url.searchParams.get('sha256') ?? '').trim().toLowerCase()
+      if (!/^[0-9a-f]{64}$/.test(sha256))
+        return badRequest(res, `sha256: expected 64 hex digits, got ${JSON.stringify(sha256)}`)
+      const found = (await traceSha256(options.store, sha256)) ?? {
+        ok: false as const,
+        reason: `no recorded output has SHA-256 ${sha256}`,
+      }
+      if (!found.ok) send(res, 404, { error: found.reason })
+      else send(res, 200, found.value as unknown as JsonValue)
       return true
     }
     if (path === '/_audit/api/key') {

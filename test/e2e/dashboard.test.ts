@@ -3,8 +3,9 @@
  * the stand-in, with runs recorded by proxying them through the gateway. Each test saves a screenshot under
  * test-results/ (dashboard-*.png).
  */
+import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { mkdir, mkdtemp, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -385,6 +386,173 @@ describe.skipIf(missing !== undefined)('issue 13: the dashboard in Chromium', ()
       await page.click('[data-node="2"]')
       await page.waitForSelector('[data-test=node-error]')
       await shot(page, 'run-failed-en')
+      expect(problems).toEqual([])
+    },
+    TEST_TIMEOUT,
+  )
+
+  it(
+    'Compare lists exactly the changed inputs, with paired timing bars',
+    async () => {
+      const { page, problems } = await signedIn('ada')
+      // Picked from the run table: tick two runs, then compare.
+      await page.waitForSelector(`[data-session="${ids.a1}"]`)
+      await page.check(`[data-session="${ids.a1}"] input[type=checkbox]`)
+      await page.check(`[data-session="${ids.a2}"] input[type=checkbox]`)
+      await page.click('[data-test=compare-selected]')
+      await page.waitForURL(/\/compare\?a=.*&b=/)
+      await page.waitForSelector('[data-test=inputs-changed]')
+      // a1 and a2 differ in the positive prompt's text and the sampler's seed, nothing else.
+      const changed = await page.$$eval('[data-test=inputs-changed] tbody tr', (r) =>
+        r.map((x) => [
+          x.getAttribute('data-input'),
+          ...[...x.querySelectorAll('td')].slice(2).map((c) => c.textContent),
+        ]),
+      )
+      const a = new URL(page.url()).searchParams.get('a')
+      const fox = ['a red fox in the snow', 'a red fox in the rain']
+      expect(changed).toEqual([['6.text', ...(a === ids.a1 ? fox : fox.reverse())]])
+      const seeds = await page.$$eval('[data-test=seeds-changed] tbody tr', (r) =>
+        r.map((x) => x.textContent),
+      )
+      expect(seeds).toHaveLength(1)
+      expect(seeds[0]).toMatch(/#3\.seed.*1[12].*1[21]/)
+      expect(await page.$$('[data-test=models-changed] tbody tr')).toHaveLength(0)
+      await page.waitForSelector('[data-test=timing][data-series-lengths]')
+      expect(await page.getAttribute('[data-test=timing]', 'data-series-lengths')).toBe('7,7')
+      await shot(page, 'compare-en')
+      // With "differences only" off, every input shows and exactly the same two are marked.
+      await page.uncheck('[data-test=diff-only]')
+      await page.waitForSelector('[data-test=inputs-all]')
+      const marked = await page.$$eval('[data-test=inputs-all] tr[data-changed=true] td:nth-child(2)', (c) =>
+        c.map((x) => x.textContent),
+      )
+      expect(marked.sort()).toEqual(['seed', 'text'])
+      expect((await page.$$('[data-test=inputs-all] tbody tr')).length).toBeGreaterThan(10)
+      expect(problems).toEqual([])
+    },
+    TEST_TIMEOUT,
+  )
+
+  it(
+    'Trace finds a dropped output PNG, and a pasted hash',
+    async () => {
+      const { page, problems } = await signedIn('ada')
+      const session = await audit.store.session(ids.a1)
+      const out = session!.outputs.find((o) => o.type === 'output')!
+      const bytes = await readFile(join(sim.dir.output, out.subfolder, out.filename))
+      await page.click('[data-nav=trace]')
+      await page.waitForSelector('[data-test=drop]')
+      const transfer = await page.evaluateHandle(
+        ({ b64, name }) => {
+          // The page's own DOM classes (the test's tsconfig has no DOM library).
+          const dom = globalThis as unknown as {
+            DataTransfer: new () => { items: { add(file: unknown): void } }
+            File: new (parts: unknown[], name: string, options: { type: string }) => unknown
+          }
+          const data = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))
+          const dt = new dom.DataTransfer()
+          dt.items.add(new dom.File([data], name, { type: 'image/png' }))
+          return dt
+        },
+        { b64: bytes.toString('base64'), name: out.filename },
+      )
+      await page.dispatchEvent('[data-test=drop]', 'drop', { dataTransfer: transfer })
+      await page.waitForSelector('[data-test=result]')
+      expect(await page.textContent('[data-test=session]')).toBe(ids.a1)
+      expect(await page.textContent('[data-test=user]')).toBe('alice')
+      expect(await page.textContent('[data-test=models]')).toContain('audit-sd15-random.safetensors')
+      expect(await page.textContent('[data-test=seeds]')).toContain('#3.seed = 11')
+      await shot(page, 'trace-en')
+      // A hash pasted in capitals: the SHA-256 of bob's output file as it lies on disk.
+      const other = (await audit.store.session(ids.bob))!.outputs.find((o) => o.type === 'output')!
+      const otherBytes = await readFile(join(sim.dir.output, other.subfolder, other.filename))
+      await page.fill('[data-test=hash]', createHash('sha256').update(otherBytes).digest('hex').toUpperCase())
+      await page.press('[data-test=hash]', 'Enter')
+      await expect.poll(() => page.textContent('[data-test=session]')).toBe(ids.bob)
+      await page.fill('[data-test=hash]', 'f'.repeat(64))
+      await page.press('[data-test=hash]', 'Enter')
+      await page.waitForSelector('[data-test=not-found]')
+      // The unknown hash's 404 is the answer the page shows, not a fault.
+      expect(problems.filter((p) => !p.includes('404'))).toEqual([])
+    },
+    TEST_TIMEOUT,
+  )
+
+  it(
+    'Integrity verifies the log; People adds, disables and re-enables',
+    async () => {
+      const { page, problems } = await signedIn('ada')
+      await page.click('[data-nav=integrity]')
+      await page.waitForSelector('[data-test=verdict]')
+      expect(await page.textContent('[data-test=verdict]')).toContain('The log verifies')
+      expect(
+        Number(await page.textContent('[data-origin=dash-e2e] [data-test=checkpoints]')),
+      ).toBeGreaterThan(0)
+      await shot(page, 'integrity-en')
+      await page.click('[data-nav=people]')
+      await page.waitForSelector('[data-person=bob]')
+      await page.fill('[data-test=name]', 'carol')
+      await page.selectOption('[data-test=role]', 'auditor')
+      await page.click('[data-test=add] button[type=submit]')
+      await page.waitForSelector('[data-person=carol]')
+      const issued = (await page.textContent('[data-test=token]'))!
+      const token = issued.slice(issued.lastIndexOf(' ') + 1)
+      const whoami = await fetch(`${audit.url}/_audit/whoami`, {
+        headers: { authorization: `Bearer ${token}` },
+      })
+      expect(await whoami.json()).toMatchObject({ user: 'carol', role: 'auditor' })
+      await page.click('[data-person=bob] [data-test=disable]')
+      await expect.poll(() => page.textContent('[data-person=bob] [data-test=state]')).toBe('disabled')
+      const refused = await fetch(`${audit.url}/_audit/whoami`, {
+        headers: { authorization: `Bearer ${tokens.bob}` },
+      })
+      // A disabled person's token no longer works.
+      expect(refused.status).toBe(403)
+      await shot(page, 'people-en')
+      await page.click('[data-person=bob] [data-test=enable]')
+      await expect.poll(() => page.textContent('[data-person=bob] [data-test=state]')).toBe('active')
+      expect(problems).toEqual([])
+    },
+    TEST_TIMEOUT,
+  )
+
+  it.each(['en', 'zh-CN'] as const)(
+    'every page loads without a console error (%s)',
+    async (lang) => {
+      const { page, problems } = await signedIn('ada')
+      await page.selectOption('[data-test=language]', lang)
+      const han = /\p{Script=Han}/u
+      const pages: [string, string, string][] = [
+        ['runs', '', '[data-test=runs] tbody tr'],
+        ['run', `runs/${ids.a1}`, '[data-test=gantt][data-series-lengths]'],
+        ['compare', `compare?a=${ids.a1}&b=${ids.bob}`, '[data-test=timing][data-series-lengths]'],
+        ['performance', 'performance', '[data-test=percentiles][data-series-lengths]'],
+        ['usage', 'usage', '[data-test=usage-table-user] tbody tr'],
+        ['trace', 'trace', '[data-test=drop]'],
+        ['integrity', 'integrity', '[data-test=verdict]'],
+        ['people', 'people', '[data-person=alice]'],
+      ]
+      for (const [name, path, ready] of pages) {
+        await page.goto(`${audit.url}/_audit/ui/${path}`)
+        await page.waitForSelector(ready)
+        const h1 = (await page.textContent('h1')) ?? ''
+        const nav = (await page.textContent('nav')) ?? ''
+        if (lang === 'zh-CN') {
+          expect(h1, name).toMatch(han)
+          expect(nav).toContain('运行记录')
+        } else expect(h1, name).not.toMatch(han)
+        await shot(page, `page-${name}-${lang}`)
+      }
+      // Usage counts each person's runs: alice made three, one of them failed.
+      await page.goto(`${audit.url}/_audit/ui/usage`)
+      await page.waitForSelector('[data-test=usage-table-user] [data-key=alice]')
+      expect(await page.textContent('[data-test=usage-table-user] [data-key=alice] [data-test=runs]')).toBe(
+        '3',
+      )
+      expect(await page.textContent('[data-test=usage-table-user] [data-key=alice] [data-test=errors]')).toBe(
+        '1',
+      )
       expect(problems).toEqual([])
     },
     TEST_TIMEOUT,

@@ -219,7 +219,7 @@ export function timingPairsOption(
     animation: false,
     aria: { enabled: true },
     tooltip: { trigger: 'axis', renderMode: 'richText' },
-    legend: { data: [labels.a, labels.b] },
+    legend: { top: 0, data: [labels.a, labels.b] },
     grid: { left: 180, right: 24, top: 32, bottom: 32 },
     xAxis: { type: 'value', name: labels.duration, axisLabel: { formatter: '{value} ms' } },
     yAxis: {
@@ -248,7 +248,7 @@ export function percentilesOption(
     animation: false,
     aria: { enabled: true },
     tooltip: { trigger: 'axis', renderMode: 'richText' },
-    legend: { data: ['p50', 'p95', 'p99'] },
+    legend: { top: 0, data: ['p50', 'p95', 'p99'] },
     grid: { left: 180, right: 24, top: 32, bottom: 32 },
     xAxis: { type: 'value', name: labels.duration, axisLabel: { formatter: '{value} ms' } },
     yAxis: {
@@ -271,7 +271,7 @@ export function trendOption(report: TrendsReport, formatTime: (iso: string) => s
     animation: false,
     aria: { enabled: true },
     tooltip: { trigger: 'axis', renderMode: 'richText' },
-    legend: { data: ['p50', 'p95'] },
+    legend: { top: 0, data: ['p50', 'p95'] },
     grid: { left: 64, right: 24, top: 32, bottom: 48 },
     xAxis: { type: 'category', data: report.buckets.map((b) => formatTime(b.start)) },
     yAxis: { type: 'value', axisLabel: { formatter: '{value} ms' } },
@@ -315,7 +315,7 @@ export function usageOption(
     animation: false,
     aria: { enabled: true },
     tooltip: { trigger: 'axis', renderMode: 'richText' },
-    legend: { data: [labels.gpuSeconds, labels.runs, labels.errors] },
+    legend: { top: 0, data: [labels.gpuSeconds, labels.runs, labels.errors] },
     grid: { left: 64, right: 64, top: 32, bottom: 48 },
     xAxis: { type: 'category', data: groups.map(name) },
     yAxis: [
