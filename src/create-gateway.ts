@@ -29,7 +29,7 @@ import { auditReader, createAccessGuard } from './identity/access-guard.js'
 import { createRefusalLog } from './identity/refusal-log.js'
 import { createAuthenticator } from './identity/authenticator.js'
 import { redactingLogger } from './identity/redacting-logger.js'
-import { createRedactor } from './identity/redaction.js'
+import { createRedactor, stripUrlCredentials } from './identity/redaction.js'
 import { createMetricsRoute } from './metrics/metrics-route.js'
 import { createMetrics, observeEvents, queueDepthFromFrame, type Metrics } from './metrics/metrics.js'
 import { createAuditApi } from './query/audit-api.js'
@@ -417,6 +417,9 @@ async function startLocked(
     maxClientFrameBytes: config.limits.maxWsFrameBytes,
     onRequestDone: (e) => metrics.observeRequest(e.method, e.route, e.status, e.seconds),
     maxPromptBytes: config.limits.maxBodyBytes,
+    headersTimeoutMs: config.limits.headersTimeoutMillis,
+    requestTimeoutMs: config.limits.requestTimeoutMillis,
+    unauthenticatedIdleMs: config.limits.unauthenticatedIdleMillis,
     // Fail closed (default): a prompt that could not be recorded is not run. Synchronous, no disk.
     refusePrompt: () => {
       if (config.store.outage.whenFull !== 'refuse' || store.health().state !== 'over-quota') return null
@@ -448,7 +451,8 @@ async function startLocked(
         const reader = auditReader(req)
         record('audit.read', {
           method: req.method ?? 'GET',
-          path: req.url ?? '',
+          // Never a credential in the log, wherever the client put one (issue 9 class 4).
+          path: stripUrlCredentials(req.url ?? ''),
           status: res.statusCode,
           user: reader?.user ?? 'local',
           auth_method: reader?.auth_method ?? config.auth.mode,
@@ -566,7 +570,7 @@ async function startLocked(
   record('gateway.started', {
     origin: store.origin,
     listen: gateway.url,
-    comfyui: upstream,
+    comfyui: stripUrlCredentials(upstream),
     store: store.dialect,
     auth_mode: config.auth.mode,
     sinks: config.sinks.map((sink) => `${sink.type}:${sinkName(sink)}`),

@@ -132,6 +132,27 @@ export const zLimitsConfig = z
         summaryIntervalMillis: z.number().int().min(1000).default(60_000),
       })
       .prefault({}),
+    /**
+     * Longest a client may take to send a request's headers, ms (default 20 000); then the connection is
+     * closed with 408 (slowloris). Checked at least every second.
+     */
+    headersTimeoutMillis: z.number().int().positive().default(20_000),
+    /** Longest a client may take to send a whole request, body included, ms (default 300 000; 0 = no limit). */
+    requestTimeoutMillis: z.number().int().min(0).default(300_000),
+    /**
+     * How long a connection on which no request has been admitted (nothing sent yet, or only refused
+     * requests) may stay idle, ms (default 30 000). Admitted clients are bound by the keep-alive timeout.
+     */
+    unauthenticatedIdleMillis: z.number().int().positive().default(30_000),
+  })
+  .superRefine((v, ctx) => {
+    if (v.requestTimeoutMillis > 0 && v.headersTimeoutMillis > v.requestTimeoutMillis) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['headersTimeoutMillis'],
+        message: `must not exceed limits.requestTimeoutMillis (${v.requestTimeoutMillis}), got ${v.headersTimeoutMillis}`,
+      })
+    }
   })
   .prefault({})
 export type LimitsConfig = z.infer<typeof zLimitsConfig>

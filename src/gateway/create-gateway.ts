@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto'
 import { BodyTooLarge, pathOf, readBody } from './http-util.js'
 import { canonicalTarget } from './request-target.js'
+import { stripUrlCredentials } from '../capture/url-credentials.js'
 import http from 'node:http'
 import https from 'node:https'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import type { AddressInfo, Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { WebSocketServer } from 'ws'
 import { silentLogger, type Logger } from '../audit/report-error.js'
@@ -98,6 +99,18 @@ export interface GatewayOptions {
   readonly maxRewriteBytes?: number
   /** Called when a request's response is done (metrics): method, a low-cardinality route label, status, seconds. */
   readonly onRequestDone?: (e: { method: string; route: string; status: number; seconds: number }) => void
+  /**
+   * Longest a client may take to send a request's headers, ms (default 20 000): then 408 and the connection
+   * is closed, so a slowloris client cannot hold connections open (issue 9 class 5).
+   */
+  readonly headersTimeoutMs?: number
+  /** Longest a client may take to send a whole request, body included, ms (default 300 000; 0 = no limit). */
+  readonly requestTimeoutMs?: number
+  /**
+   * How long a connection on which no request has been admitted may stay idle, ms (default 30 000): a
+   * connection that sent nothing, or only requests the guard refused, is closed then.
+   */
+  readonly unauthenticatedIdleMs?: number
   /** Refuse downstream `/ws` connects whose Origin does not match Host on a loopback Host, as ComfyUI does (default true). */
   readonly checkWebSocketOrigin?: boolean
 }
@@ -498,7 +511,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         return
       }
       logger.warn('gateway: answer too large to rewrite, passed on unchanged', {
-        path: url,
+        path: stripUrlCredentials(url ?? ''),
         limit: rewrite.limit,
       })
       upRes.off('data', onData)
@@ -520,7 +533,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         .apply(body)
         .catch((error: unknown) => {
           logger.error('gateway: rewriting an answer failed, passed on unchanged', {
-            path: url,
+            path: stripUrlCredentials(url ?? ''),
             error: String(error),
           })
           return body
@@ -536,7 +549,10 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
           done()
         })
         .catch((error: unknown) => {
-          logger.error('gateway: sending a rewritten answer failed', { path: url, error: String(error) })
+          logger.error('gateway: sending a rewritten answer failed', {
+            path: stripUrlCredentials(url ?? ''),
+            error: String(error),
+          })
           res.destroy()
           done(String(error))
         })
@@ -756,6 +772,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     req.url = target.url
     const admission = options.guard ? await options.guard.admitRequest(req, res) : undefined
     if (admission === null) return
+    admitted(req.socket)
     const who = async (): Promise<Submitter> => admission?.submitter ?? (await identify(req))
     const pathname = pathOf(req.url)
     if (isAuditPath(pathname)) {
@@ -823,27 +840,62 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     )
   }
 
+  const headersTimeoutMs = options.headersTimeoutMs ?? 20_000
+  const requestTimeoutMs = options.requestTimeoutMs ?? 300_000
+  const unauthenticatedIdleMs = options.unauthenticatedIdleMs ?? 30_000
+  if (requestTimeoutMs > 0 && headersTimeoutMs > requestTimeoutMs) {
+    throw new Error(
+      `createGateway: headersTimeoutMs (${headersTimeoutMs}) must not exceed requestTimeoutMs (${requestTimeoutMs})`,
+    )
+  }
+  /** Sockets on which a request was admitted: their idleness is the keep-alive timeout's business. */
+  const trusted = new WeakSet<Duplex>()
+  const admitted = (socket: Duplex): void => {
+    if (trusted.has(socket)) return
+    trusted.add(socket)
+    ;(socket as Socket).setTimeout(0)
+  }
+
   const activeResponses = new Set<ServerResponse>()
   let drained: (() => void) | null = null
-  const server = http.createServer({ requestTimeout: 0 }, (req, res) => {
-    activeResponses.add(res)
-    res.on('close', () => {
-      activeResponses.delete(res)
-      if (activeResponses.size === 0) drained?.()
-    })
-    handleRequest(req, res).catch((error: unknown) => {
-      if (error instanceof BodyTooLarge) {
-        sendJson(res, 413, errorBody('request_too_large', 'Request body too large', error.message), {
-          Connection: 'close',
+  const server = http.createServer(
+    {
+      // Both are enforced by Node's connection check, which runs every connectionsCheckingInterval: make it
+      // fine enough for the timeout to mean what it says.
+      headersTimeout: headersTimeoutMs,
+      requestTimeout: requestTimeoutMs,
+      connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(headersTimeoutMs / 4))),
+    },
+    (req, res) => {
+      activeResponses.add(res)
+      res.on('close', () => {
+        activeResponses.delete(res)
+        if (activeResponses.size === 0) drained?.()
+      })
+      handleRequest(req, res).catch((error: unknown) => {
+        if (error instanceof BodyTooLarge) {
+          sendJson(res, 413, errorBody('request_too_large', 'Request body too large', error.message), {
+            Connection: 'close',
+          })
+          return
+        }
+        logger.error('gateway: request failed', {
+          path: stripUrlCredentials(req.url ?? ''),
+          error: String(error),
         })
-        return
-      }
-      logger.error('gateway: request failed', { path: req.url, error: String(error) })
-      sendJson(
-        res,
-        500,
-        errorBody('gateway_error', 'The comfy-audit gateway failed on this request', String(error)),
-      )
+        sendJson(
+          res,
+          500,
+          errorBody('gateway_error', 'The comfy-audit gateway failed on this request', String(error)),
+        )
+      })
+    },
+  )
+  server.on('connection', (socket: Socket) => {
+    // Until a request on it is admitted, an idle connection is closed: a client that opens connections and
+    // sends nothing, or only refused requests, cannot hold them (issue 9 class 5).
+    socket.setTimeout(unauthenticatedIdleMs, () => {
+      if (!trusted.has(socket)) socket.destroy()
     })
   })
 
@@ -903,11 +955,15 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     if (closing) return rejectUpgrade(socket, 503, 'Service Unavailable')
     const admission = options.guard ? await options.guard.admitUpgrade(req, socket) : undefined
     if (admission === null) return
+    admitted(socket)
     if (!WS_PATHS.has(pathname)) return tunnel(req, socket, head)
     const host = req.headers.host
     const origin = req.headers.origin
     if (checkOrigin && host && origin && isLoopbackHost(host) && !originMatchesHost(host, origin)) {
-      logger.warn('gateway: refused a WebSocket whose Origin does not match Host', { host, origin })
+      logger.warn('gateway: refused a WebSocket whose Origin does not match Host', {
+        host,
+        origin: stripUrlCredentials(origin),
+      })
       return rejectUpgrade(socket, 403, 'Forbidden')
     }
     // A direct client cannot connect while ComfyUI is down either; it will retry.
@@ -927,7 +983,10 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => {})
     handleUpgrade(req, socket, head).catch((error: unknown) => {
-      logger.error('gateway: upgrade failed', { path: req.url, error: String(error) })
+      logger.error('gateway: upgrade failed', {
+        path: stripUrlCredentials(req.url ?? ''),
+        error: String(error),
+      })
       rejectUpgrade(socket, 500, 'Internal Server Error')
     })
   })

@@ -8,7 +8,7 @@ import type { TLSSocket } from 'node:tls'
 import type { Submitter } from '../audit/types.js'
 import type { AuthConfig, Role } from '../config/security-config.js'
 import { addressInRanges, isLoopbackListenHost, parseRange } from './address-match.js'
-import { readCookie } from './credentials.js'
+import { isWebSocketHandshake, readCookie } from './credentials.js'
 import { createIdentityDirectory, type IdentityDirectory, type StateStore } from './identity-directory.js'
 import { loginPageHtml, PAGE_SECURITY_HEADERS, safeNextPath } from './login-page.js'
 import type { ScryptParams } from './tokens.js'
@@ -224,8 +224,8 @@ export function createAuthenticator(
       if (!m) return { ok: false, status: 401, reason: 'Authorization must be "Bearer <token>"' }
       return fromPerson(req, await directory.verifyToken(m[1]!), 'token')
     }
-    // Browsers cannot set headers on a WebSocket, so the token may ride in the URL of an upgrade only.
-    if (headerValue(req, 'upgrade') !== undefined) {
+    // Browsers cannot set headers on a WebSocket, so the token may ride in the URL of a real handshake only.
+    if (isWebSocketHandshake(req)) {
       const token = new URL(req.url ?? '/', 'http://gateway').searchParams.get('token')
       if (token !== null) return fromPerson(req, await directory.verifyToken(token), 'token')
     }

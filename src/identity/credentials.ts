@@ -24,6 +24,30 @@ export function withoutCookie(header: string, name: string): string | null {
   return kept.length ? kept.join('; ') : null
 }
 
+function headerTokens(value: string | string[] | undefined): string[] {
+  const text = Array.isArray(value) ? value.join(',') : (value ?? '')
+  return text
+    .split(',')
+    .map((t) => t.trim().toLowerCase())
+    .filter((t) => t !== '')
+}
+
+/**
+ * True only for a real WebSocket handshake: `GET` with `Upgrade: websocket` and `Connection: upgrade` (RFC 6455
+ * §4.1). Only such a request may carry its token in the URL (browsers cannot set headers on a WebSocket): a
+ * stray `Upgrade:` header on a plain request must not make `?token=` work, or tokens would be put in URLs of
+ * ordinary requests, logs and browser history (issue 9 class 4). Custom nodes' own sockets (tunnelled, with
+ * the token removed) count as well as `/ws`: their browser code has the same limitation.
+ */
+export function isWebSocketHandshake(req: {
+  readonly method?: string | undefined
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>
+}): boolean {
+  if ((req.method ?? '').toUpperCase() !== 'GET') return false
+  if (!headerTokens(req.headers.upgrade).includes('websocket')) return false
+  return headerTokens(req.headers.connection).includes('upgrade')
+}
+
 /** The request target without a `token` query parameter (keeps every other parameter as sent). */
 export function withoutTokenParam(url: string): string {
   const q = url.indexOf('?')

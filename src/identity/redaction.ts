@@ -18,6 +18,7 @@
 import { sha256Hex } from '../audit/json.js'
 import type { JsonObject, JsonValue } from '../audit/types.js'
 import { redactKeyedValues } from '../capture/keyed-text-scan.js'
+import { CREDENTIAL_QUERY_PARAMS, redactUserInfo, stripUrlCredentials } from '../capture/url-credentials.js'
 import { SENSITIVE_KEYS, type Redactor } from '../capture/prompt-analysis.js'
 import { zRedactionConfig, type RedactionConfig } from '../config/security-config.js'
 
@@ -37,36 +38,7 @@ const BUILTIN_KEY =
 /** camelCase spellings (`openaiApiKey`, `hfToken`). */
 const BUILTIN_CAMEL_KEY = /[a-z0-9](?:ApiKey|Token|Secret|SecretKey|Password|AccessKey|PrivateKey)$/
 
-/**
- * Query parameters that carry a credential, compared case-insensitively: tokens and keys, and the signature
- * and credential parts of presigned URLs (AWS SigV4 `X-Amz-*`, Google `X-Goog-*`, Azure SAS `sig`).
- */
-export const CREDENTIAL_QUERY_PARAMS: readonly string[] = [
-  'token',
-  'access_token',
-  'refresh_token',
-  'id_token',
-  'auth',
-  'auth_token',
-  'api_key',
-  'apikey',
-  'api-key',
-  'key',
-  'secret',
-  'client_secret',
-  'password',
-  'passwd',
-  'sig',
-  'signature',
-  'x-amz-signature',
-  'x-amz-credential',
-  'x-amz-security-token',
-  'x-goog-signature',
-  'x-goog-credential',
-  'awsaccesskeyid',
-  'googleaccessid',
-]
-const CREDENTIAL_PARAMS = new Set(CREDENTIAL_QUERY_PARAMS)
+export { CREDENTIAL_QUERY_PARAMS, stripUrlCredentials }
 
 /** Headers whose whole value is a credential. */
 const CREDENTIAL_HEADERS = new Set([
@@ -310,36 +282,6 @@ function redactJwts(text: string): string {
   return replaceSpans(text, spans)
 }
 
-/**
- * The password of URL user info (`scheme://user:password@host`, `redis://:password@host`). From each `://`
- * the user info runs to the last `@` before the first `/`, `?`, `#` or space; a `://` inside a run that had no
- * `@` ends at the same place, so the scan resumes there.
- */
-function redactUserInfo(text: string): string {
-  const spans: [number, number][] = []
-  let from = 0
-  for (;;) {
-    const sep = text.indexOf('://', from)
-    if (sep === -1) break
-    const begin = sep + 3
-    let i = begin
-    let lastAt = -1
-    let colon = -1
-    while (i < text.length) {
-      const c = text.charCodeAt(i)
-      if (c === 0x2f || c === 0x3f || c === 0x23 || isSpaceChar(c) || c === 0x22 || c === 0x27 || c === 0x3c)
-        break
-      if (c === Ch.At) lastAt = i
-      else if (c === 0x3a && colon === -1) colon = i
-      i++
-    }
-    // A user name alone (`ssh://git@host`) is kept; the password is the secret (`user:` may be empty).
-    if (lastAt !== -1 && colon !== -1 && colon < lastAt) spans.push([colon + 1, lastAt])
-    from = Math.max(i, begin)
-  }
-  return replaceSpans(text, spans)
-}
-
 /** True when a (parsed, decoded) key names a secret under the built-in rules. */
 export function isBuiltinSecretKey(key: string): boolean {
   // Only a key's end decides, so a long key is judged by its last characters: no name in the list is
@@ -470,40 +412,6 @@ export function redactText(text: string, policy: RedactionPolicy = defaults()): 
 /** A parsed value with its secrets replaced (keys judged as parsed, strings as {@link redactText}). */
 export function redactValue(value: JsonValue, policy: RedactionPolicy = defaults()): JsonValue {
   return policy(value, [])
-}
-
-function decodedParamName(name: string): string {
-  try {
-    return decodeURIComponent(name.replace(/\+/g, ' ')).toLowerCase()
-  } catch {
-    return name.toLowerCase()
-  }
-}
-
-/**
- * A URL or request target (`/_audit/api/x?token=...`, `redis://:pw@host`) fit for a log or the audit trail:
- * the value of every credential query parameter ({@link CREDENTIAL_QUERY_PARAMS}, names compared after
- * percent-decoding) and the user-info password are replaced by {@link REDACTED}; the rest is kept as sent.
- * This is the one function every URL goes through before it is logged or recorded.
- */
-export function stripUrlCredentials(url: string): string {
-  const hash = url.indexOf('#')
-  const beforeHash = hash === -1 ? url : url.slice(0, hash)
-  const q = beforeHash.indexOf('?')
-  const head = redactUserInfo(q === -1 ? beforeHash : beforeHash.slice(0, q))
-  if (q === -1) return head
-  const pairs = beforeHash
-    .slice(q + 1)
-    .split('&')
-    .map((pair) => {
-      const eq = pair.indexOf('=')
-      if (eq === -1) return pair
-      return CREDENTIAL_PARAMS.has(decodedParamName(pair.slice(0, eq)))
-        ? `${pair.slice(0, eq)}=${REDACTED}`
-        : pair
-    })
-  // A fragment is never sent by a client, so one in a request target is not worth keeping.
-  return `${head}?${pairs.join('&')}`
 }
 
 /** Header values as Node gives them (`req.headers`), or a raw `[name, value, ...]` list. */
