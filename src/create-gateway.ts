@@ -29,6 +29,7 @@ import { auditReader, createAccessGuard } from './identity/access-guard.js'
 import { createRefusalLog } from './identity/refusal-log.js'
 import { createAuthenticator } from './identity/authenticator.js'
 import { redactingLogger } from './identity/redacting-logger.js'
+import { createOffThreadPromptAnalyzer } from './identity/off-thread-analysis.js'
 import { createRedactor, stripUrlCredentials } from './identity/redaction.js'
 import { createMetricsRoute } from './metrics/metrics-route.js'
 import { createMetrics, observeEvents, queueDepthFromFrame, type Metrics } from './metrics/metrics.js'
@@ -122,6 +123,8 @@ async function startLocked(
   // One policy for everything that leaves the process: events (capture redacts its own; the gateway's own
   // events below go through `append`) and every log line, whichever component writes it.
   const redaction = createRedactor(config.redaction)
+  // Large prompt bodies are parsed and redacted on a worker thread, so the proxy keeps answering meanwhile.
+  const offThread = createOffThreadPromptAnalyzer(config.redaction)
   const logger = redactingLogger(options.logger ?? silentLogger, redaction.text)
   const upstream = config.comfyui.url.replace(/\/+$/, '')
 
@@ -294,6 +297,7 @@ async function startLocked(
     maxInputStringLength: config.capture.maxInputLength,
     // Secrets, e-mail addresses and home-directory user names leave before anything is hashed or stored.
     redact: redaction,
+    analyzePromptBody: (body, opts) => offThread.analyze(body, opts),
     redactText: redaction.text,
     environmentTtlMs: config.capture.environmentTtlMillis,
     onRedactedFile: ({ sessionId, nodeId, recorded, real }) => {
@@ -664,6 +668,7 @@ async function startLocked(
         await gateway.close({ drainMs: config.drainMillis })
         await capture.flush()
         capture.close()
+        await offThread.close()
         await logPersonChanges()
         refusals.close()
         record('gateway.stopped', { origin: store.origin })

@@ -33,6 +33,7 @@ import {
   outputFiles,
   stripSensitive,
   truncateLongStrings,
+  type PromptBodyAnalysis,
   type Redactor,
 } from './prompt-analysis.js'
 import {
@@ -105,6 +106,14 @@ export interface CaptureOptions {
   readonly maxInputStringLength?: number
   /** Longest unparseable POST /prompt body recorded as text, bytes (default 1 MiB). */
   readonly maxBodyTextBytes?: number
+  /**
+   * Parses and redacts a `POST /prompt` body somewhere else (a worker thread: a large prompt's redaction
+   * would stall the proxy; issue 9 class 5). It must apply the same policy as `redact`. Default: inline.
+   */
+  readonly analyzePromptBody?: (
+    body: Buffer,
+    options: { maxTextBytes?: number },
+  ) => Promise<PromptBodyAnalysis>
   /** How long frames naming an unknown prompt are kept for a submission that may follow, ms (default 60 s). */
   readonly pendingFrameTtlMs?: number
   /** How long a transition waits for the environment snapshot, ms (default 5000). */
@@ -971,10 +980,14 @@ export function createCapture(options: CaptureOptions): Capture {
   ): Promise<void> => {
     prefetchEnvironment()
     const raw = e.forwardedBody.length > 0 ? e.forwardedBody : e.body
-    const analysis = analyzePromptBody(raw, {
-      redact: options.redact,
-      maxTextBytes: options.maxBodyTextBytes,
-    })
+    const analysis = options.analyzePromptBody
+      ? await options.analyzePromptBody(raw, {
+          ...(options.maxBodyTextBytes !== undefined ? { maxTextBytes: options.maxBodyTextBytes } : {}),
+        })
+      : analyzePromptBody(raw, {
+          redact: options.redact,
+          maxTextBytes: options.maxBodyTextBytes,
+        })
     if (sessions.has(e.promptId)) onError(new Error(`capture: prompt_id ${e.promptId} submitted twice`))
     const s = newSession(e.promptId)
     s.upstreamClientId = e.upstreamClientId
