@@ -293,23 +293,29 @@ describe('issue 9 class 5: denial of service from one request', () => {
   it('redacts a 10 MB value in linear time: 10 MB costs well under 30 times 1 MB', () => {
     // Budget off: this measures the patterns themselves.
     const r = redactor({ timeBudgetMillis: 0 })
-    const time = (s: string): number => {
-      const t0 = performance.now()
-      r([s], ['prompt'])
-      return performance.now() - t0
+    // The fastest of several runs: other work on the machine only ever adds time, never removes it. Each run
+    // gets a fresh string: V8 caches the results of a global replace on the very same string.
+    const time = (make: (n: number) => string, n: number, runs: number): number => {
+      let best = Infinity
+      for (let i = 0; i < runs; i++) {
+        const s = make(n) + String(i)
+        const t0 = performance.now()
+        r([s], ['prompt'])
+        best = Math.min(best, performance.now() - t0)
+      }
+      return best
     }
     const rows: string[] = []
+    const ratios: [string, number][] = []
     for (const [name, make] of Object.entries(ADVERSARIAL)) {
-      const small = make(1 << 20)
-      const large = make(10 << 20)
-      time(small) // warm the code paths
-      const a = time(small)
-      const b = time(large)
+      const a = time(make, 1 << 20, 3)
+      const b = time(make, 10 << 20, 2)
       rows.push(`${name}: 1 MB ${a.toFixed(0)} ms, 10 MB ${b.toFixed(0)} ms, ratio ${(b / a).toFixed(1)}`)
-      // Quadratic would be about 100; linear about 10. The slack absorbs a loaded machine.
-      expect(b / Math.max(a, 1), name).toBeLessThan(30)
+      ratios.push([name, b / Math.max(a, 1)])
     }
     console.log(`redaction of adversarial values (issue 9 class 5):\n  ${rows.join('\n  ')}`)
+    // Quadratic would be about 100; linear about 10. The slack absorbs a loaded machine.
+    for (const [name, ratio] of ratios) expect(ratio, name).toBeLessThan(30)
   }, 300_000)
 
   it('replaces the whole value, never stores it unredacted, when redaction runs past its time budget', () => {
