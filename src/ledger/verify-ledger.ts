@@ -6,6 +6,7 @@
  */
 import { canonicalJson } from '../audit/json.js'
 import type { AuditEvent, JsonValue } from '../audit/types.js'
+import { firstAnalysisRollupDifference, replayAnalysisRollups } from '../store/analysis-rollups.js'
 import { replayDerived } from '../store/project.js'
 import { firstRollupDifference, replayRollups, type RollupRow } from '../store/rollups.js'
 import type { RuntimeStore } from '../store/runtime-store.js'
@@ -61,7 +62,10 @@ export interface LedgerReport {
 
 /** Options of {@link verifyLedger}. */
 export interface VerifyLedgerOptions {
-  readonly store: Pick<RuntimeStore, 'origins' | 'rawEvents' | 'checkpoints' | 'derivedRows' | 'rollups'>
+  readonly store: Pick<
+    RuntimeStore,
+    'origins' | 'rawEvents' | 'checkpoints' | 'derivedRows' | 'rollups' | 'workflowRollups' | 'usageRollups'
+  >
   /** Verifier key (C2SP format) per origin, or one for all. */
   readonly verifierKey: string | ((origin: string) => string | undefined)
   /** Only this origin (default: every origin in the store). */
@@ -418,7 +422,21 @@ async function firstDerivedDifference(
     return derivedProblem(origin, error instanceof Error ? error.message : String(error))
   }
   const rollups = firstRollupDifference(replayRollups(replay.nodeRuns), storedRollups)
-  return rollups === undefined ? undefined : derivedProblem(origin, rollups)
+  if (rollups !== undefined) return derivedProblem(origin, rollups)
+  let storedAnalysis: Parameters<typeof firstAnalysisRollupDifference>[1]
+  try {
+    storedAnalysis = {
+      workflow: await options.store.workflowRollups({ origin }),
+      usage: await options.store.usageRollups({ origin }),
+    }
+  } catch (error) {
+    return derivedProblem(origin, error instanceof Error ? error.message : String(error))
+  }
+  const analysis = firstAnalysisRollupDifference(
+    replayAnalysisRollups(replay.sessions, replay.nodeRuns),
+    storedAnalysis,
+  )
+  return analysis === undefined ? undefined : derivedProblem(origin, analysis)
 }
 
 function derivedProblem(origin: string, detail: string): LedgerProblem {

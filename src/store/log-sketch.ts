@@ -81,6 +81,16 @@ export class LogSketch {
     return (2 * GAMMA ** last) / (GAMMA + 1)
   }
 
+  /**
+   * Counts per bucket in ascending value order, `[index, count]`, the zero bucket first as index -Infinity:
+   * two sketches' buckets line up by index, which is how a rank test compares them (values in one bucket tie).
+   */
+  buckets(): [number, number][] {
+    const out: [number, number][] = this.#zero !== 0 ? [[-Infinity, this.#zero]] : []
+    for (const i of [...this.#bins.keys()].sort((a, b) => a - b)) out.push([i, this.#bins.get(i)!])
+    return out
+  }
+
   /** The stored form (bucket indexes as keys, sorted). */
   toJSON(): LogSketchData {
     const bins: Record<string, number> = {}

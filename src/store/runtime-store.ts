@@ -7,6 +7,7 @@
  * new appends queue up and go together in the next transaction; an idle store waits `groupCommitDelayMillis`
  * after the first append so that events arriving together share one transaction (one fsync).
  */
+import type { AnalysisRollupFilter, UsageRollupRow, WorkflowRollupRow } from './analysis-rollups.js'
 import type { RollupFilter, RollupRow } from './rollups.js'
 import {
   AUDIT_EVENT_KINDS,
@@ -135,6 +136,10 @@ export interface RuntimeStore {
   nodeRuns(filter?: NodeRunFilter): Promise<NodeRunRow[]>
   /** Rollup buckets (origin × node type × hour) by hour. */
   rollups(filter?: RollupFilter): Promise<RollupRow[]>
+  /** Successful-run buckets (origin × node type × UI workflow × hour) by hour. */
+  workflowRollups(filter?: AnalysisRollupFilter): Promise<WorkflowRollupRow[]>
+  /** Usage buckets (origin × person × hour of queue time) by hour. */
+  usageRollups(filter?: AnalysisRollupFilter): Promise<UsageRollupRow[]>
   outputsBySha256(sha256: string): Promise<OutputRecord[]>
   derivedRows(origin?: string): Promise<DerivedRows>
   /** Recomputes the derived tables (of one origin, or all) from the log, in one transaction. */
@@ -453,6 +458,16 @@ class DefaultRuntimeStore implements RuntimeStore {
   async rollups(filter: RollupFilter = {}): Promise<RollupRow[]> {
     await this.#ready()
     return this.#driver.rollups(filter)
+  }
+
+  async workflowRollups(filter: AnalysisRollupFilter = {}): Promise<WorkflowRollupRow[]> {
+    await this.#ready()
+    return this.#driver.workflowRollups(filter)
+  }
+
+  async usageRollups(filter: AnalysisRollupFilter = {}): Promise<UsageRollupRow[]> {
+    await this.#ready()
+    return this.#driver.usageRollups(filter)
   }
 
   async outputsBySha256(sha256: string): Promise<OutputRecord[]> {

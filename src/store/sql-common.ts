@@ -383,6 +383,13 @@ export function nodeRunsQuery(filter: NodeRunFilter): SqlQuery {
   if (filter.nodeType !== undefined) add('node_type = ?', filter.nodeType)
   if (filter.since !== undefined) add('timestamp_start >= ?', filter.since)
   if (filter.until !== undefined) add('timestamp_start < ?', filter.until)
+  if (filter.sessionIds !== undefined) {
+    if (filter.sessionIds.length === 0) where.push('1 = 0')
+    else {
+      where.push(`session_id IN (${filter.sessionIds.map(() => '?').join(', ')})`)
+      params.push(...filter.sessionIds)
+    }
+  }
   if (filter.workflow !== undefined) {
     add(
       // A row-value IN, so the planner can read the workflow's sessions by index and their runs by key.

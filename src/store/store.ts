@@ -12,6 +12,7 @@ import type {
   SessionRecord,
   SessionStatus,
 } from '../audit/types.js'
+import type { AnalysisRollupFilter, UsageRollupRow, WorkflowRollupRow } from './analysis-rollups.js'
 import type { RollupFilter, RollupRow } from './rollups.js'
 
 /** What a dialect's database can do; the runtime store branches on these, never on the dialect's name. */
@@ -77,6 +78,8 @@ export interface NodeRunFilter {
   readonly until?: string
   /** Runs of sessions of this UI workflow id (see {@link SessionFilter.workflow}). */
   readonly workflow?: string
+  /** Only runs of these session ids (with `origin`, the primary key serves the lookup). */
+  readonly sessionIds?: readonly string[]
   readonly limit?: number
 }
 
@@ -172,6 +175,10 @@ export interface StoreDriver {
   nodeRuns(filter: NodeRunFilter): Promise<NodeRunRow[]>
   /** Rollup buckets (per origin, node type and hour) by hour; see rollups.ts. */
   rollups(filter: RollupFilter): Promise<RollupRow[]>
+  /** Successful-run buckets per origin, node type, UI workflow and hour, by hour; see analysis-rollups.ts. */
+  workflowRollups(filter: AnalysisRollupFilter): Promise<WorkflowRollupRow[]>
+  /** Usage buckets per origin, person and hour of queue time, by hour; see analysis-rollups.ts. */
+  usageRollups(filter: AnalysisRollupFilter): Promise<UsageRollupRow[]>
   /** Every stored output with this SHA-256 (lowercase hex), across origins. */
   outputsBySha256(sha256: string): Promise<OutputRecord[]>
   /** Derived rows as stored (all origins, or one), for `verify` to compare with a replay of the log. */

@@ -177,6 +177,16 @@ describe('verifyLedger', () => {
       "UPDATE node_run_rollups SET gpu_sketch = 'not json' WHERE node_type = 'KSampler'",
       /rollup .*KSampler.*stored sketch does not parse/,
     ],
+    [
+      'an edited usage rollup',
+      "UPDATE usage_rollups SET gpu_ms = gpu_ms * 10 WHERE submitter_user = 'bob'",
+      /usage_rollups row \(comfy-audit\/test \/ bob \/ .*\) field gpu_ms/,
+    ],
+    [
+      'a deleted workflow rollup',
+      "DELETE FROM workflow_rollups WHERE node_type = 'KSampler'",
+      /workflow_rollups row \(.*KSampler \/ \(no workflow\).*\) is missing/,
+    ],
   ])('detects %s in the derived tables and names the row', async (_name, sql, detail) => {
     const p = await setup()
     withDb(p.dbPath, (db) => db.prepare(sql).run())

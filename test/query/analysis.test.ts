@@ -324,6 +324,113 @@ describe.each(dialects)('analysis on %s', (_name, makeDialect) => {
     expect(report.ok).toBe(true)
   })
 
+  it('reads usage from rollups for long windows, equal to the exact answer from raw rows', async () => {
+    for (const filter of [
+      {},
+      { since: '2026-11-02T05:30:00Z', until: '2026-11-07T18:45:00Z' },
+      { since: '2026-11-03T00:00:00Z', until: '2026-11-06T00:00:00Z', user: 'ana' },
+    ]) {
+      for (const by of ['user', 'day', 'origin'] as const) {
+        const fromRollups = await usage(store, filter, by)
+        const exact = await usage(store, filter, by, { exact: true })
+        expect(fromRollups.source, `${JSON.stringify(filter)} ${by}`).toBe('rollups')
+        expect(exact.source).toBe('node_runs')
+        expect(exact.groups.length).toBeGreaterThan(0)
+        // Sums of the same durations in another order: equal to the rounding of gpu_seconds.
+        const shape = (r: typeof exact) =>
+          r.groups.map((g) => ({ ...g, gpu_seconds: Math.round(g.gpu_seconds * 100) / 100 }))
+        expect(shape(fromRollups), `${JSON.stringify(filter)} ${by}`).toEqual(shape(exact))
+      }
+    }
+    // A node type or model filter, grouping by model, and short windows read raw rows.
+    expect((await usage(store, { nodeType: 'KSampler' })).source).toBe('node_runs')
+    expect((await usage(store, {}, 'model')).source).toBe('node_runs')
+    expect(
+      (await usage(store, { since: '2026-11-02T05:30:00Z', until: '2026-11-02T08:00:00Z' })).source,
+    ).toBe('node_runs')
+  })
+
+  it('reads regressions from rollups: the same findings as the exact samples, percentiles within 1%', async () => {
+    const now = new Date(history.end)
+    // The split and both window edges fall inside hours, so partial hours come from raw rows.
+    const options = {
+      now,
+      recentMillis: now.getTime() - Date.parse('2026-11-06T00:17:00Z'),
+      baselineMillis: 5 * DAY,
+    }
+    const fromRollups = await regressions(store, {}, options)
+    const exact = await regressions(store, {}, { ...options, exact: true })
+    expect(fromRollups.source).toBe('rollups')
+    expect(exact.source).toBe('node_runs')
+    expect(exact.regressions.length).toBeGreaterThan(1)
+    expect(fromRollups.compared).toBe(exact.compared)
+    const key = (r: { node_type: string | null; workflow: string | null }): string =>
+      `${r.node_type}/${r.workflow}`
+    expect(fromRollups.regressions.map(key).sort()).toEqual(exact.regressions.map(key).sort())
+    const alpha = SKETCH_RELATIVE_ERROR
+    for (const r of fromRollups.regressions) {
+      const e = exact.regressions.find((x) => key(x) === key(r))!
+      expect(r.baseline.n).toBe(e.baseline.n)
+      expect(r.recent.n).toBe(e.recent.n)
+      expect(r.p_value).toBeLessThan(1e-6)
+      const runs = await store.nodeRuns({
+        nodeType: r.node_type!,
+        since: exact.baseline_window.since!,
+        until: exact.recent_window.until!,
+      })
+      const sessions = new Map((await store.sessions()).map((x) => [x.session_id, x]))
+      const durations = (from: string, to: string): number[] =>
+        runs
+          .filter(
+            (x) =>
+              x.status === 'success' &&
+              x.timestamp_start >= from &&
+              x.timestamp_start < to &&
+              (r.workflow === null ||
+                (sessions.get(x.session_id)?.workflow as { id?: string } | null)?.id === r.workflow),
+          )
+          .map((x) => x.duration_ms!)
+          .sort((a, b) => a - b)
+      for (const [side, sorted] of [
+        [r.baseline, durations(exact.baseline_window.since!, exact.baseline_window.until!)],
+        [r.recent, durations(exact.recent_window.since!, exact.recent_window.until!)],
+      ] as const) {
+        expect(sorted.length).toBe(side.n)
+        for (const [q, got] of [
+          [0.5, side.p50],
+          [0.95, side.p95],
+        ] as const) {
+          const lo = sorted[Math.floor(q * (sorted.length - 1))]!
+          const hi = sorted[Math.ceil(q * (sorted.length - 1))]!
+          expect(got!, `${key(r)} p${q * 100}`).toBeGreaterThanOrEqual(lo * (1 - alpha) - 0.001)
+          expect(got!, `${key(r)} p${q * 100}`).toBeLessThanOrEqual(hi * (1 + alpha) + 0.001)
+        }
+      }
+    }
+    // The control history: nothing, from rollups too.
+    const cnow = new Date(controlHistory.end)
+    const control1 = await regressions(
+      control,
+      {},
+      { now: cnow, recentMillis: 2 * DAY, baselineMillis: 5 * DAY },
+    )
+    expect(control1.source).toBe('rollups')
+    expect(control1.compared).toBeGreaterThan(5)
+    expect(control1.regressions).toEqual([])
+  })
+
+  it('keeps the workflow and usage rollups equal after a rebuild', async () => {
+    const workflow = await store.workflowRollups()
+    const perUser = await store.usageRollups()
+    expect(workflow.length).toBeGreaterThan(0)
+    expect(perUser.reduce((n, r) => n + r.sessions, 0)).toBe(history.sessions)
+    expect(perUser.reduce((n, r) => n + r.node_runs, 0)).toBe(history.nodeRuns)
+    await store.rebuildDerived()
+    expect(await store.workflowRollups()).toEqual(workflow)
+    const sorted = (rows: typeof perUser) => rows.map((r) => ({ ...r, gpu_ms: Math.round(r.gpu_ms * 1000) }))
+    expect(sorted(await store.usageRollups())).toEqual(sorted(perUser))
+  })
+
   it('gives the settings that succeeded at 1024x1024, labelled as past statistics (suggest)', async () => {
     const report = await suggest(store, { nodeType: 'KSampler' }, { width: '1024', height: '1024' })
     expect(report.n).toBeGreaterThan(20)

@@ -179,6 +179,42 @@ describe.each(dialects)('analysis indexes on $name', ({ make }) => {
   })
 })
 
+describe.each(dialects)('analysis rollups migration on $name', ({ make }) => {
+  it('fills workflow_rollups and usage_rollups from the rows stored before the migration', async () => {
+    const db = await make()
+    try {
+      const first = createRuntimeStore(db.dialect, { origin: ORIGIN })
+      await populate(first)
+      const workflow = await first.workflowRollups()
+      const perUser = await first.usageRollups()
+      await first.close()
+      // One hour: a bucket per workflow ('' for none), one per person (none here) and hour.
+      expect(workflow.map((r) => [r.workflow, r.successes])).toEqual([
+        ['', 2],
+        ['wf-a', 2],
+        ['wf-b', 1],
+        ['wf-nan', 1],
+      ])
+      expect(perUser.map((r) => [r.user, r.sessions, r.node_runs, r.gpu_ms])).toEqual([['', 6, 6, 60]])
+      // Back to schema version 5: the tables do not exist yet.
+      await db.sql('DROP TABLE workflow_rollups')
+      await db.sql('DROP TABLE usage_rollups')
+      await db.sql('DROP INDEX node_runs_origin_start')
+      await db.sql('DROP INDEX sessions_origin_queued_at')
+      await db.sql('DELETE FROM schema_migrations WHERE version = 6')
+      const store = createRuntimeStore(db.dialect, { origin: ORIGIN })
+      try {
+        expect(await store.workflowRollups()).toEqual(workflow)
+        expect(await store.usageRollups()).toEqual(perUser)
+      } finally {
+        await store.close()
+      }
+    } finally {
+      await db.done()
+    }
+  })
+})
+
 describe('analysis query plans on sqlite', () => {
   it('reads the workflow and session-id lookups through their indexes', async () => {
     const path = join(dir, 'plans.sqlite')

@@ -43,6 +43,7 @@ describe('postgres dialect', () => {
         { version: 3, name: 'node run rollups' },
         { version: 4, name: 'node run previews' },
         { version: 5, name: 'analysis indexes' },
+        { version: 6, name: 'analysis rollups' },
       ])
     } finally {
       await client.end()

@@ -53,6 +53,7 @@ describe('sqlite dialect', () => {
         { version: 3, name: 'node run rollups' },
         { version: 4, name: 'node run previews' },
         { version: 5, name: 'analysis indexes' },
+        { version: 6, name: 'analysis rollups' },
       ])
     } finally {
       other.close()

@@ -10,11 +10,19 @@ import type { JsonObject, JsonValue, NodeRunRecord, SessionRecord, SessionStatus
 import type { RuntimeStore } from '../../store/runtime-store.js'
 import type { NodeRunRow } from '../../store/store.js'
 import { LogSketch } from '../../store/log-sketch.js'
-import { mannWhitneyGreater, mean, quantile, sortedNumbers, spearman, spearmanPValue } from './statistics.js'
+import {
+  mannWhitneyGreater,
+  mannWhitneyGreaterGrouped,
+  mean,
+  quantile,
+  sortedNumbers,
+  spearman,
+  spearmanPValue,
+} from './statistics.js'
 
 /** The store calls analysis needs (`rollups` optional: without it every answer reads raw rows). */
 export type AnalysisStore = Pick<RuntimeStore, 'sessions' | 'session' | 'nodeRuns'> &
-  Partial<Pick<RuntimeStore, 'rollups'>>
+  Partial<Pick<RuntimeStore, 'rollups' | 'workflowRollups' | 'usageRollups'>>
 
 /** Windows longer than this (or open-ended ones) read rollups where the question allows. */
 export const ROLLUP_MIN_WINDOW_MILLIS = 6 * 3_600_000
@@ -483,27 +491,53 @@ export interface UsageGroup {
 export interface UsageReport {
   readonly window: AnalysisWindow
   readonly by: UsageGrouping
+  /** `rollups` for long windows without node type, status, model or workflow filters, else `node_runs`. */
+  readonly source: AnswerSource
   readonly groups: UsageGroup[]
 }
 
-/** `usage`: per person (or day, origin, model), prompts, successes, errors, GPU-seconds, node runs, outputs. */
-export async function usage(
-  store: AnalysisStore,
-  filter: AnalysisFilter,
-  by: UsageGrouping = 'user',
-): Promise<UsageReport> {
-  const sessions = (
-    await store.sessions({
-      ...(filter.since !== undefined ? { since: filter.since } : {}),
-      ...(filter.until !== undefined ? { until: filter.until } : {}),
-      ...sessionSqlFilter(filter),
-    })
-  ).filter((s) => sessionMatches(s, filter))
-  const runs = await store.nodeRuns({
-    ...(filter.since !== undefined ? { since: filter.since } : {}),
-    ...(filter.origin !== undefined ? { origin: filter.origin } : {}),
-    ...(filter.nodeType !== undefined ? { nodeType: filter.nodeType } : {}),
-  })
+type UsageSums = { -readonly [K in Exclude<keyof UsageGroup, 'key' | 'gpu_seconds'>]: number } & {
+  gpuMs: number
+}
+
+/** Adds one session (or a rollup bucket of them) to its group. */
+function addUsage(
+  groups: Map<string, { key: Record<string, string | null>; g: UsageSums }>,
+  key: Record<string, string | null>,
+  add: UsageSums,
+): void {
+  const k = JSON.stringify(key)
+  let entry = groups.get(k)
+  if (!entry) {
+    entry = { key, g: { runs: 0, successes: 0, errors: 0, gpuMs: 0, node_runs: 0, outputs: 0 } }
+    groups.set(k, entry)
+  }
+  entry.g.runs += add.runs
+  entry.g.successes += add.successes
+  entry.g.errors += add.errors
+  entry.g.gpuMs += add.gpuMs
+  entry.g.node_runs += add.node_runs
+  entry.g.outputs += add.outputs
+}
+
+function usageKeys(s: SessionRecord, by: UsageGrouping): Record<string, string | null>[] {
+  if (by === 'user') return [{ user: s.submitter?.user ?? null }]
+  if (by === 'day') return [{ day: s.queued_at?.slice(0, 10) ?? null }]
+  if (by === 'origin') return [{ origin: s.origin }]
+  if (s.models.length === 0) return [{ model: null, sha256: null }]
+  return [...new Map(s.models.map((m) => [`${m.name}\u0000${m.sha256 ?? ''}`, m])).values()].map((m) => ({
+    model: m.name,
+    sha256: m.sha256 ?? null,
+  }))
+}
+
+/** Adds the given sessions with their node runs (GPU-ms, counts) to the groups. */
+function addSessions(
+  groups: Map<string, { key: Record<string, string | null>; g: UsageSums }>,
+  sessions: readonly SessionRecord[],
+  runs: readonly NodeRunRow[],
+  by: UsageGrouping,
+): void {
   const perSession = new Map<string, { gpuMs: number; nodeRuns: number }>()
   for (const run of runs) {
     const k = sessionKey(run.origin, run.session_id)
@@ -512,45 +546,120 @@ export async function usage(
     p.nodeRuns++
     if (executed(run) && run.duration_ms !== null) p.gpuMs += run.duration_ms
   }
-  const groups = new Map<
-    string,
-    { key: Record<string, string | null>; g: Omit<UsageGroup, 'key'> & { gpuMs: number } }
-  >()
   for (const s of sessions) {
-    const keys: Record<string, string | null>[] =
-      by === 'user'
-        ? [{ user: s.submitter?.user ?? null }]
-        : by === 'day'
-          ? [{ day: s.queued_at?.slice(0, 10) ?? null }]
-          : by === 'origin'
-            ? [{ origin: s.origin }]
-            : s.models.length === 0
-              ? [{ model: null, sha256: null }]
-              : [...new Map(s.models.map((m) => [`${m.name}\u0000${m.sha256 ?? ''}`, m])).values()].map(
-                  (m) => ({
-                    model: m.name,
-                    sha256: m.sha256 ?? null,
-                  }),
-                )
     const p = perSession.get(sessionKey(s.origin, s.session_id)) ?? { gpuMs: 0, nodeRuns: 0 }
-    for (const key of keys) {
-      const k = JSON.stringify(key)
-      let entry = groups.get(k)
-      if (!entry) {
-        entry = {
-          key,
-          g: { runs: 0, successes: 0, errors: 0, gpu_seconds: 0, gpuMs: 0, node_runs: 0, outputs: 0 },
-        }
-        groups.set(k, entry)
-      }
-      const g = entry.g as { -readonly [K in keyof typeof entry.g]: (typeof entry.g)[K] }
-      g.runs++
-      if (s.status === 'success') g.successes++
-      if (s.status === 'error') g.errors++
-      g.gpuMs += p.gpuMs
-      g.node_runs += p.nodeRuns
-      g.outputs += s.outputs.length
+    for (const key of usageKeys(s, by)) {
+      addUsage(groups, key, {
+        runs: 1,
+        successes: s.status === 'success' ? 1 : 0,
+        errors: s.status === 'error' ? 1 : 0,
+        gpuMs: p.gpuMs,
+        node_runs: p.nodeRuns,
+        outputs: s.outputs.length,
+      })
     }
+  }
+}
+
+/** Sessions queued in [since, until) with all their node runs, read by key (for the partial edge hours). */
+async function sessionsWithRuns(
+  store: AnalysisStore,
+  filter: AnalysisFilter,
+  since: string,
+  until: string,
+): Promise<{ sessions: SessionRecord[]; runs: NodeRunRow[] }> {
+  const sessions = await store.sessions({ ...sessionSqlFilter(filter), since, until })
+  const runs: NodeRunRow[] = []
+  const byOrigin = new Map<string, string[]>()
+  for (const s of sessions) byOrigin.set(s.origin, [...(byOrigin.get(s.origin) ?? []), s.session_id])
+  for (const [origin, ids] of byOrigin) {
+    for (let i = 0; i < ids.length; i += SESSION_LOOKUP_CHUNK)
+      runs.push(...(await store.nodeRuns({ origin, sessionIds: ids.slice(i, i + SESSION_LOOKUP_CHUNK) })))
+  }
+  return { sessions, runs }
+}
+
+/**
+ * Usage from usage_rollups: whole hours of queue time from the rollups, the partial hours at the window's edges
+ * from the sessions themselves. Undefined when the question needs raw rows (a node type, status, model or
+ * workflow filter, grouping by model, a short window, or a store without these rollups).
+ */
+async function usageFromRollups(
+  store: AnalysisStore,
+  filter: AnalysisFilter,
+  by: UsageGrouping,
+  now: number,
+): Promise<Map<string, { key: Record<string, string | null>; g: UsageSums }> | undefined> {
+  if (!store.usageRollups || by === 'model') return undefined
+  if (filter.nodeType !== undefined || filter.status !== undefined) return undefined
+  if (filter.model !== undefined || filter.workflow !== undefined) return undefined
+  const since = filter.since === undefined ? undefined : Date.parse(filter.since)
+  const until = filter.until === undefined ? undefined : Date.parse(filter.until)
+  if (since !== undefined && (until ?? now) - since < ROLLUP_MIN_WINDOW_MILLIS) return undefined
+  const iso = (ms: number): string => new Date(ms).toISOString()
+  const firstWhole = since === undefined ? undefined : Math.ceil(since / HOUR) * HOUR
+  const lastWhole = until === undefined ? undefined : Math.floor(until / HOUR) * HOUR
+  const groups = new Map<string, { key: Record<string, string | null>; g: UsageSums }>()
+  const rows = await store.usageRollups({
+    ...(filter.origin !== undefined ? { origin: filter.origin } : {}),
+    ...(filter.user !== undefined ? { user: filter.user } : {}),
+    ...(firstWhole !== undefined ? { since: iso(firstWhole) } : {}),
+    ...(lastWhole !== undefined ? { until: iso(lastWhole) } : {}),
+  })
+  for (const r of rows) {
+    const key: Record<string, string | null> =
+      by === 'user'
+        ? { user: r.user === '' ? null : r.user }
+        : by === 'day'
+          ? { day: r.hour === '' ? null : r.hour.slice(0, 10) }
+          : { origin: r.origin }
+    addUsage(groups, key, {
+      runs: r.sessions,
+      successes: r.successes,
+      errors: r.errors,
+      gpuMs: r.gpu_ms,
+      node_runs: r.node_runs,
+      outputs: r.outputs,
+    })
+  }
+  const edges: [number, number][] = []
+  if (since !== undefined && firstWhole !== since)
+    edges.push([since, Math.min(firstWhole!, until ?? Infinity)])
+  if (until !== undefined && lastWhole !== until && (since === undefined || lastWhole! >= firstWhole!))
+    edges.push([Math.max(lastWhole!, since ?? -Infinity), until])
+  for (const [a, b] of edges) {
+    const { sessions, runs } = await sessionsWithRuns(store, filter, iso(a), iso(b))
+    addSessions(groups, sessions, runs, by)
+  }
+  return groups
+}
+
+/** `usage`: per person (or day, origin, model), prompts, successes, errors, GPU-seconds, node runs, outputs. */
+export async function usage(
+  store: AnalysisStore,
+  filter: AnalysisFilter,
+  by: UsageGrouping = 'user',
+  options: { readonly exact?: boolean; readonly now?: Date } = {},
+): Promise<UsageReport> {
+  let groups = options.exact
+    ? undefined
+    : await usageFromRollups(store, filter, by, options.now?.getTime() ?? Date.now())
+  const source: AnswerSource = groups ? 'rollups' : 'node_runs'
+  if (!groups) {
+    groups = new Map()
+    const sessions = (
+      await store.sessions({
+        ...(filter.since !== undefined ? { since: filter.since } : {}),
+        ...(filter.until !== undefined ? { until: filter.until } : {}),
+        ...sessionSqlFilter(filter),
+      })
+    ).filter((s) => sessionMatches(s, filter))
+    const runs = await store.nodeRuns({
+      ...(filter.since !== undefined ? { since: filter.since } : {}),
+      ...(filter.origin !== undefined ? { origin: filter.origin } : {}),
+      ...(filter.nodeType !== undefined ? { nodeType: filter.nodeType } : {}),
+    })
+    addSessions(groups, sessions, runs, by)
   }
   const out: UsageGroup[] = [...groups.values()].map(({ key, g }) => ({
     key,
@@ -566,7 +675,7 @@ export async function usage(
       ? String(a.key.day).localeCompare(String(b.key.day))
       : b.gpu_seconds - a.gpu_seconds || JSON.stringify(a.key).localeCompare(JSON.stringify(b.key)),
   )
-  return { window: windowOf(filter), by, groups: out }
+  return { window: windowOf(filter), by, source, groups: out }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -680,6 +789,8 @@ export interface RegressionOptions {
   readonly minRatio?: number
   /** End of the recent window (default: `filter.until`, else the current time). */
   readonly now?: Date
+  /** Read raw rows and compare exact samples, never rollups. */
+  readonly exact?: boolean
 }
 
 export interface WindowSample {
@@ -706,6 +817,11 @@ export interface RegressionsReport {
   readonly min_samples: number
   readonly alpha: number
   readonly min_ratio: number
+  /**
+   * `rollups`: whole hours from workflow_rollups, percentiles within 1% and the rank test over sketch buckets
+   * (values within 1% of each other tie); `node_runs`: exact samples.
+   */
+  readonly source: AnswerSource
   readonly regressions: Regression[]
   /** Groups with enough samples that were compared (reported or not). */
   readonly compared: number
@@ -735,6 +851,48 @@ export async function regressions(
   const split = now - recentMs
   const from = split - baselineMs
   const iso = (ms: number): string => new Date(ms).toISOString()
+  const report = (found: Regression[], compared: number, source: AnswerSource): RegressionsReport => {
+    found.sort((a, b) => b.ratio - a.ratio || (a.workflow === null ? -1 : 1))
+    return {
+      baseline_window: { since: iso(from), until: iso(split) },
+      recent_window: { since: iso(split), until: iso(now) },
+      min_samples: minSamples,
+      alpha,
+      min_ratio: minRatio,
+      source,
+      regressions: found,
+      compared,
+    }
+  }
+  const sketched = options.exact ? undefined : await regressionsFromRollups(store, filter, from, split, now)
+  if (sketched) {
+    const found: Regression[] = []
+    let compared = 0
+    for (const g of sketched.values()) {
+      if (g.base.count < minSamples || g.recent.count < minSamples) continue
+      compared++
+      const base = { n: g.base.count, p50: round(g.base.quantile(0.5)), p95: round(g.base.quantile(0.95)) }
+      const recent = {
+        n: g.recent.count,
+        p50: round(g.recent.quantile(0.5)),
+        p95: round(g.recent.quantile(0.95)),
+      }
+      if (base.p50 === null || recent.p50 === null || base.p50 <= 0) continue
+      const ratio = recent.p50 / base.p50
+      if (ratio < minRatio) continue
+      const test = mannWhitneyGreaterGrouped(alignedBuckets(g.base, g.recent))
+      if (test.p_value >= alpha) continue
+      found.push({
+        node_type: g.node_type,
+        workflow: g.workflow,
+        baseline: base,
+        recent,
+        ratio: round(ratio) as number,
+        p_value: Number(test.p_value.toPrecision(3)),
+      })
+    }
+    return report(found, compared, 'rollups')
+  }
   const facts = await loadFacts(store, { ...filter, since: iso(from), until: iso(now) })
   const groups = new Map<
     string,
@@ -772,16 +930,86 @@ export async function regressions(
       p_value: Number(test.p_value.toPrecision(3)),
     })
   }
-  found.sort((a, b) => b.ratio - a.ratio || (a.workflow === null ? -1 : 1))
-  return {
-    baseline_window: { since: iso(from), until: iso(split) },
-    recent_window: { since: iso(split), until: iso(now) },
-    min_samples: minSamples,
-    alpha,
-    min_ratio: minRatio,
-    regressions: found,
-    compared,
+  return report(found, compared, 'node_runs')
+}
+
+/** Both sketches' buckets in value order as (baseline count, recent count) tie groups. */
+function alignedBuckets(base: LogSketch, recent: LogSketch): [number, number][] {
+  const counts = new Map<number, [number, number]>()
+  for (const [i, c] of base.buckets()) counts.set(i, [c, 0])
+  for (const [i, c] of recent.buckets()) {
+    const e = counts.get(i)
+    if (e) e[1] = c
+    else counts.set(i, [0, c])
   }
+  return [...counts.entries()].sort((a, b) => a[0] - b[0]).map(([, c]) => c)
+}
+
+/**
+ * Successful durations per node type and node type + workflow, as sketches of the baseline and the recent
+ * window: whole hours inside either window from workflow_rollups, the rest (partial hours at the window
+ * edges and at the split) from node_runs. Undefined when the question needs raw rows (a person, status or
+ * model filter, a window under a few hours, or a store without these rollups).
+ */
+async function regressionsFromRollups(
+  store: AnalysisStore,
+  filter: AnalysisFilter,
+  from: number,
+  split: number,
+  now: number,
+): Promise<
+  | Map<string, { node_type: string | null; workflow: string | null; base: LogSketch; recent: LogSketch }>
+  | undefined
+> {
+  if (!store.workflowRollups) return undefined
+  if (filter.user !== undefined || filter.status !== undefined || filter.model !== undefined) return undefined
+  if (now - from < ROLLUP_MIN_WINDOW_MILLIS) return undefined
+  const iso = (ms: number): string => new Date(ms).toISOString()
+  const groups = new Map<
+    string,
+    { node_type: string | null; workflow: string | null; base: LogSketch; recent: LogSketch }
+  >()
+  const group = (nodeType: string | null, workflow: string | null) => {
+    const k = JSON.stringify([nodeType, workflow])
+    let g = groups.get(k)
+    if (!g)
+      groups.set(k, (g = { node_type: nodeType, workflow, base: new LogSketch(), recent: new LogSketch() }))
+    return g
+  }
+  const whole: [number, number, 'base' | 'recent'][] = []
+  const baseWhole: [number, number] = [Math.ceil(from / HOUR) * HOUR, Math.floor(split / HOUR) * HOUR]
+  const recentWhole: [number, number] = [Math.ceil(split / HOUR) * HOUR, Math.floor(now / HOUR) * HOUR]
+  if (baseWhole[0] < baseWhole[1]) whole.push([...baseWhole, 'base'])
+  if (recentWhole[0] < recentWhole[1]) whole.push([...recentWhole, 'recent'])
+  const raw: [number, number][] = []
+  let cursor = from
+  for (const [a, b] of whole) {
+    if (cursor < a) raw.push([cursor, a])
+    cursor = b
+  }
+  if (cursor < now) raw.push([cursor, now])
+  const scope = {
+    ...(filter.origin !== undefined ? { origin: filter.origin } : {}),
+    ...(filter.nodeType !== undefined ? { nodeType: filter.nodeType } : {}),
+    ...(filter.workflow !== undefined ? { workflow: filter.workflow } : {}),
+  }
+  for (const [a, b, side] of whole) {
+    for (const r of await store.workflowRollups({ ...scope, since: iso(a), until: iso(b) })) {
+      const type = r.node_type === '' ? null : r.node_type
+      group(type, null)[side].merge(r.duration_sketch)
+      if (r.workflow !== '') group(type, r.workflow)[side].merge(r.duration_sketch)
+    }
+  }
+  for (const [a, b] of raw) {
+    for (const { run, session } of await loadFacts(store, { ...filter, since: iso(a), until: iso(b) })) {
+      if (run.status !== 'success' || run.duration_ms === null) continue
+      const side = Date.parse(run.timestamp_start) >= split ? 'recent' : 'base'
+      group(run.node_type, null)[side].add(run.duration_ms)
+      const workflow = workflowId(session)
+      if (workflow !== null) group(run.node_type, workflow)[side].add(run.duration_ms)
+    }
+  }
+  return groups
 }
 
 // ---------------------------------------------------------------------------------------------------------

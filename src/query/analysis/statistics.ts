@@ -122,3 +122,36 @@ export function mannWhitneyGreater(
   const z = (u - (n1 * n2) / 2 - 0.5) / Math.sqrt(variance)
   return { u, p_value: 1 - normalCdf(z) }
 }
+
+/**
+ * {@link mannWhitneyGreater} over grouped data: `groups` lists, in ascending value order, how many baseline and
+ * how many recent values share each value (a sketch bucket). Values in one group tie; the statistic, tie and
+ * continuity corrections are the same as over the raw values rounded to their groups.
+ */
+export function mannWhitneyGreaterGrouped(
+  groups: readonly (readonly [baseline: number, recent: number])[],
+): MannWhitneyResult {
+  let n1 = 0
+  let n2 = 0
+  for (const [a, b] of groups) {
+    n1 += a
+    n2 += b
+  }
+  if (n1 === 0 || n2 === 0) return { u: 0, p_value: 1 }
+  let below = 0
+  let rankSum2 = 0
+  let ties = 0
+  for (const [a, b] of groups) {
+    const t = a + b
+    // The tied values take ranks below+1 .. below+t, each the average of those.
+    rankSum2 += b * (below + (t + 1) / 2)
+    ties += t * t * t - t
+    below += t
+  }
+  const u = rankSum2 - (n2 * (n2 + 1)) / 2
+  const n = n1 + n2
+  const variance = ((n1 * n2) / 12) * (n + 1 - ties / (n * (n - 1)))
+  if (variance <= 0) return { u, p_value: 1 }
+  const z = (u - (n1 * n2) / 2 - 0.5) / Math.sqrt(variance)
+  return { u, p_value: 1 - normalCdf(z) }
+}

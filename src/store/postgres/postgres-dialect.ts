@@ -55,7 +55,21 @@ import type {
   StoredCheckpoint,
   StoredEventRow,
 } from '../store.js'
-import { POSTGRES_MIGRATIONS } from './postgres-migrations.js'
+import {
+  ANALYSIS_ROLLUP_TABLES,
+  recomputeAllAnalysisRollups,
+  recomputeTouched,
+  rowToUsageRollup,
+  rowToWorkflowRollup,
+  runPlan,
+  touchedBefore,
+  usageRollupsQuery,
+  workflowRollupsQuery,
+  type AnalysisRollupFilter,
+  type UsageRollupRow,
+  type WorkflowRollupRow,
+} from '../analysis-rollups.js'
+import { ANALYSIS_ROLLUPS_VERSION, POSTGRES_MIGRATIONS } from './postgres-migrations.js'
 import {
   DELETE_ROLLUP_SQL,
   SELECT_BUCKET_RUNS_SQL,
@@ -201,6 +215,10 @@ class PostgresDriver implements StoreDriver {
       signal?.throwIfAborted()
       const outcome = await migrate(pool)
       if (outcome.error) throw outcome.error
+      if (outcome.results.some((r) => r.version === ANALYSIS_ROLLUPS_VERSION && r.status === 'applied')) {
+        // The tables are new: fill them from the rows already stored (nothing to do in a new database).
+        await transaction(pool, (client) => runPlan(recomputeAllAnalysisRollups(), planExecutor(client)))
+      }
     } catch (error) {
       await pool.end().catch(() => {})
       throw error
@@ -270,6 +288,14 @@ class PostgresDriver implements StoreDriver {
 
   async rollups(filter: RollupFilter): Promise<RollupRow[]> {
     return (await this.#all(rollupsQuery(filter))).map(rowToRollup)
+  }
+
+  async workflowRollups(filter: AnalysisRollupFilter): Promise<WorkflowRollupRow[]> {
+    return (await this.#all(workflowRollupsQuery(filter))).map(rowToWorkflowRollup)
+  }
+
+  async usageRollups(filter: AnalysisRollupFilter): Promise<UsageRollupRow[]> {
+    return (await this.#all(usageRollupsQuery(filter))).map(rowToUsageRollup)
   }
 
   async outputsBySha256(sha256: string): Promise<OutputRecord[]> {
@@ -355,8 +381,10 @@ class PostgresDriver implements StoreDriver {
 async function rebuildWith(client: PgClient, origin: string | undefined): Promise<RebuildOutcome> {
   // EXCLUSIVE blocks other writers (appends of any gateway) but not readers, until the rebuild commits;
   // events first, in the order appends take them, so the two cannot deadlock.
-  await client.query('LOCK TABLE events, sessions, node_runs, outputs, node_run_rollups IN EXCLUSIVE MODE')
-  for (const table of [...DERIVED_TABLES, 'node_run_rollups']) {
+  await client.query(
+    `LOCK TABLE events, sessions, node_runs, outputs, node_run_rollups, ${ANALYSIS_ROLLUP_TABLES.join(', ')} IN EXCLUSIVE MODE`,
+  )
+  for (const table of [...DERIVED_TABLES, 'node_run_rollups', ...ANALYSIS_ROLLUP_TABLES]) {
     if (origin === undefined) await client.query(`DELETE FROM ${table}`)
     else await client.query(`DELETE FROM ${table} WHERE origin = $1`, [origin])
   }
@@ -441,8 +469,16 @@ function keyOf(row: object, spec: UpsertSpec): string {
   return JSON.stringify(spec.columns.slice(0, spec.keyCount).map((c) => String(fields[c])))
 }
 
+/** Runs plan steps (`?` placeholders) on the connection. */
+function planExecutor(client: PgClient): (query: SqlQuery) => Promise<SqlRow[]> {
+  return async (query) => (await client.query(numbered(query.sql), query.params)).rows ?? []
+}
+
 /** Applies projected changes with read-merge-write, batched per table; runs inside the caller's transaction. */
 async function applyChanges(client: PgClient, changes: DerivedChanges): Promise<void> {
+  // Analysis rollup buckets of the rows about to be replaced (see analysis-rollups.ts).
+  const exec = planExecutor(client)
+  const analysisTouched = await runPlan(touchedBefore(changes), exec)
   if (changes.sessions.length > 0) {
     const existing = new Map<string, SqlRow>()
     const keys = changes.sessions.map((c) => [c.origin, c.session_id])
@@ -475,6 +511,7 @@ async function applyChanges(client: PgClient, changes: DerivedChanges): Promise<
       else await client.query(numbered(UPSERT_ROLLUP_SQL), rollupParams(computeRollup(key, runs as never)))
     }
   }
+  await runPlan(recomputeTouched(changes, analysisTouched), exec)
   if (changes.outputs.length > 0) {
     const existing = new Map<string, SqlRow>()
     const keys = changes.outputs.map((c) => [

@@ -10,7 +10,11 @@
  */
 import type { Migration } from '../migrations.js'
 
+import { analysisRollupMigration } from '../analysis-rollups.js'
 import { rollupMigration } from '../rollups.js'
+
+/** The migration creating workflow_rollups and usage_rollups; the driver fills them when it is applied. */
+export const ANALYSIS_ROLLUPS_VERSION = 6
 
 export const POSTGRES_MIGRATIONS: readonly Migration[] = [
   {
@@ -159,5 +163,15 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
       // `diff A B` (and `show`) name a session without its origin: the primary key starts with the origin.
       `CREATE INDEX sessions_session_id ON sessions (session_id)`,
     ],
+  },
+  {
+    version: ANALYSIS_ROLLUPS_VERSION,
+    name: 'analysis rollups',
+    // Per workflow and per person (src/store/analysis-rollups.ts), for regressions and usage.
+    statements: analysisRollupMigration({
+      text: 'text COLLATE "C"',
+      int: 'bigint',
+      real: 'double precision',
+    }),
   },
 ]

@@ -73,7 +73,21 @@ import {
   type RollupFilter,
   type RollupRow,
 } from '../rollups.js'
-import { SQLITE_MIGRATIONS } from './sqlite-migrations.js'
+import {
+  ANALYSIS_ROLLUP_TABLES,
+  recomputeAllAnalysisRollups,
+  recomputeTouched,
+  runPlanSync,
+  touchedBefore,
+  usageRollupsQuery,
+  workflowRollupsQuery,
+  type AnalysisRollupFilter,
+  type UsageRollupRow,
+  type WorkflowRollupRow,
+  rowToUsageRollup,
+  rowToWorkflowRollup,
+} from '../analysis-rollups.js'
+import { ANALYSIS_ROLLUPS_VERSION, SQLITE_MIGRATIONS } from './sqlite-migrations.js'
 import { createWorkerSqliteDriver } from './sqlite-worker-driver.js'
 
 /** Options of {@link createSqliteDialect}. */
@@ -93,6 +107,8 @@ export interface SqliteDialectOptions {
 
 /** The subset of a better-sqlite3 statement this driver calls. */
 interface SqliteStatement {
+  /** True when the statement returns rows. */
+  readonly reader: boolean
   run(...params: unknown[]): unknown
   get(...params: unknown[]): unknown
   all(...params: unknown[]): unknown[]
@@ -168,6 +184,11 @@ export class SqliteDriver implements StoreDriver {
       db.pragma(`busy_timeout = ${Math.max(0, Math.trunc(this.#options.busyTimeoutMillis ?? 5000))}`)
       const outcome = migrate(db)
       if (outcome.error) throw outcome.error
+      if (outcome.results.some((r) => r.version === ANALYSIS_ROLLUPS_VERSION && r.status === 'applied')) {
+        // The tables are new: fill them from the rows already stored (nothing to do in a new database).
+        const cache = new Map<string, SqliteStatement>()
+        db.transaction(() => runPlanSync(recomputeAllAnalysisRollups(), planExecutor(db, cache))).immediate()
+      }
     } catch (error) {
       db.close()
       throw error
@@ -192,7 +213,8 @@ export class SqliteDriver implements StoreDriver {
       upsertRollup: db.prepare(UPSERT_ROLLUP_SQL),
       deleteRollup: db.prepare(DELETE_ROLLUP_SQL),
     }
-    const apply = (changes: DerivedChanges): void => applyChanges(statements, changes)
+    const exec = planExecutor(db, new Map())
+    const apply = (changes: DerivedChanges): void => applyChanges(statements, changes, exec)
     const append = db.transaction((events: readonly AuditEvent[]): string[] => {
       for (const event of events) statements.insertEvent.run(...eventParams(event))
       const changes = projectEvents(events)
@@ -200,7 +222,7 @@ export class SqliteDriver implements StoreDriver {
       return changes.problems
     })
     const rebuild = db.transaction((origin: string | undefined): RebuildOutcome => {
-      for (const table of [...DERIVED_TABLES, 'node_run_rollups']) {
+      for (const table of [...DERIVED_TABLES, 'node_run_rollups', ...ANALYSIS_ROLLUP_TABLES]) {
         if (origin === undefined) db.prepare(`DELETE FROM ${table}`).run()
         else db.prepare(`DELETE FROM ${table} WHERE origin = ?`).run(origin)
       }
@@ -296,6 +318,14 @@ export class SqliteDriver implements StoreDriver {
     return this.#all(rollupsQuery(filter)).map(rowToRollup)
   }
 
+  async workflowRollups(filter: AnalysisRollupFilter): Promise<WorkflowRollupRow[]> {
+    return this.#all(workflowRollupsQuery(filter)).map(rowToWorkflowRollup)
+  }
+
+  async usageRollups(filter: AnalysisRollupFilter): Promise<UsageRollupRow[]> {
+    return this.#all(usageRollupsQuery(filter)).map(rowToUsageRollup)
+  }
+
   async outputsBySha256(sha256: string): Promise<OutputRecord[]> {
     const query = {
       sql: `${SELECT_DERIVED_SQL.outputs} WHERE sha256 = ? ${ORDER_DERIVED_SQL.outputs}`,
@@ -383,8 +413,24 @@ async function loadBetterSqlite3(): Promise<SqliteConstructor> {
   return mod.default as unknown as SqliteConstructor
 }
 
+/** Runs plan steps on the database, preparing each distinct statement once. */
+function planExecutor(
+  db: SqliteDatabase,
+  cache: Map<string, SqliteStatement>,
+): (query: SqlQuery) => SqlRow[] {
+  return (query) => {
+    let stmt = cache.get(query.sql)
+    if (!stmt) cache.set(query.sql, (stmt = db.prepare(query.sql)))
+    if (stmt.reader) return stmt.all(...query.params) as SqlRow[]
+    stmt.run(...query.params)
+    return []
+  }
+}
+
 /** Applies projected changes with read-merge-write per row; runs inside the caller's transaction. */
-function applyChanges(s: Statements, changes: DerivedChanges): void {
+function applyChanges(s: Statements, changes: DerivedChanges, exec: (query: SqlQuery) => SqlRow[]): void {
+  // Analysis rollup buckets of the rows about to be replaced (see analysis-rollups.ts).
+  const analysisTouched = runPlanSync(touchedBefore(changes), exec)
   for (const change of changes.sessions) {
     const row = s.selectSession.get(change.origin, change.session_id) as SqlRow | undefined
     const next = applySessionChange(row ? rowToSession(row) : undefined, change)
@@ -411,6 +457,7 @@ function applyChanges(s: Statements, changes: DerivedChanges): void {
     if (runs.length === 0) s.deleteRollup.run(...key)
     else s.upsertRollup.run(...rollupParams(computeRollup(key, runs as never)))
   }
+  runPlanSync(recomputeTouched(changes, analysisTouched), exec)
   for (const change of changes.outputs) {
     const key = [
       change.origin,

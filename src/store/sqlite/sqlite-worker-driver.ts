@@ -110,6 +110,8 @@ export function createWorkerSqliteDriver(options: SqliteDialectOptions): StoreDr
     session: (sessionId, origin) => call('session', sessionId, origin),
     nodeRuns: (filter) => call('nodeRuns', filter),
     rollups: (filter) => call('rollups', filter),
+    workflowRollups: (filter) => call('workflowRollups', filter),
+    usageRollups: (filter) => call('usageRollups', filter),
     outputsBySha256: (sha256) => call('outputsBySha256', sha256),
     derivedRows: (origin) => call('derivedRows', origin),
     rebuildDerived: (origin) => call('rebuildDerived', origin),
