@@ -31,6 +31,8 @@ export interface AuditApiOptions {
     | 'origins'
     | 'derivedRows'
     | 'rollups'
+    | 'workflowRollups'
+    | 'usageRollups'
   >
   /**
    * Subscribes to committed events, for the dashboard's live updates (`/_audit/api/live`); without it that
