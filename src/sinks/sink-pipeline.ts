@@ -175,7 +175,13 @@ export async function createSinkPipeline(
         cursor = await openSinkCursor({
           dir,
           origin: log.origin,
-          head: () => log.lastSeq(),
+          // A sink without a cursor starts at the log's head, unless its spool (from a version without
+          // cursors) still holds undelivered records: then just before the oldest, so that replay covers them.
+          head: async () => {
+            const head = await log.lastSeq()
+            const oldest = await spool.minSeq(log.origin)
+            return oldest === null ? head : Math.min(head, oldest - 1)
+          },
           now: options.now,
         })
         // Everything in a spool left by the last run is past the cursor, and the feeder replays it from the log,

@@ -56,6 +56,8 @@ export interface Spool {
    * next start replays everything past the cursor from the store, so what a crash left here is not needed.
    */
   clear(): Promise<number>
+  /** The lowest `seq` among the spooled records of `origin`, or null when there are none. */
+  minSeq(origin: string): Promise<number | null>
   /** Bytes held now. */
   sizeBytes(): number
   /** Segments held now. */
@@ -216,6 +218,22 @@ export async function openSpool(options: SpoolOptions): Promise<Spool> {
           sizes.delete(name)
         }
         return records
+      })
+    },
+    minSeq(origin) {
+      return serial(async () => {
+        let min: number | null = null
+        for (const name of [...sizes.keys()]) {
+          const text = await readFile(join(dir, name), 'utf8').catch(() => '')
+          for (const line of text.split('\n')) {
+            if (line === '') continue
+            const parsed = parseRecord(line)
+            if (parsed.ok && parsed.value.origin === origin && (min === null || parsed.value.seq < min)) {
+              min = parsed.value.seq
+            }
+          }
+        }
+        return min
       })
     },
     sizeBytes: () => total,

@@ -22,6 +22,7 @@ import {
   type SinkRecord,
 } from '../../src/sinks/sink.js'
 import { createRuntimeStore, type RuntimeStore } from '../../src/store/runtime-store.js'
+import { openSpool } from '../../src/sinks/spool.js'
 import { createSqliteDialect } from '../../src/store/sqlite/sqlite-dialect.js'
 
 const ORIGIN = 'replay-test'
@@ -225,6 +226,19 @@ describe('sinks fed from the log', () => {
     } finally {
       off()
     }
+  })
+
+  it('starts a sink without a cursor before the oldest record its spool still holds', async () => {
+    const events = await store.append(inputs(sessionEvents({ sessionId: 'old' })))
+    await store.append(inputs(sessionEvents({ sessionId: 'later' })))
+    // A spool written before cursors existed: records of the first session, never delivered.
+    const records = toSinkRecords(events[1]!, createSessionMerger())
+    const spool = await openSpool({ dir: join(dir, 'spool', 'webhook') })
+    await spool.write(records)
+    const { p } = await pipeline()
+    await p.forceFlush()
+    const expected = (await fromLog()).filter((rec) => rec.seq >= events[1]!.seq).map((rec) => rec.id)
+    expect(received().map((rec) => rec.id)).toEqual(expected)
   })
 
   it('refuses to start on a cursor file it cannot read, naming the file', async () => {
