@@ -57,6 +57,17 @@ export interface SimOptions {
    * change it). Each field defaults to the recorded install's.
    */
   install?: Partial<SimInstall>
+  /**
+   * Makes a node type slower (or faster) than the recording, as a driver update or a throttled card would:
+   * its recorded timings are multiplied by the factor returned for its class type, asked at every wait.
+   * Default 1 for every type. Used by `comfy-audit demo` to plant a slowdown the analysis should find.
+   */
+  nodeTimeFactor?: (classType: string) => number
+  /**
+   * Called with the recorded milliseconds of every wait a node makes, as it ends: a virtual clock advanced by
+   * it (`now`) gives timestamps that follow the recording exactly, whatever the wall and the machine's load do.
+   */
+  onSlept?: (recordedMillis: number) => void
 }
 
 /** The recorded install (fixtures/comfyui-0.8.0). */
@@ -166,6 +177,8 @@ export async function createSimServer(options: SimOptions): Promise<SimServer> {
     sendBytes: (message, sid) => hub.sendBytes(message, sid),
     supportsPreviewMetadata: (sid) => hub.supportsPreviewMetadata(sid),
     previewMethod,
+    ...(options.nodeTimeFactor !== undefined ? { nodeTimeFactor: options.nodeTimeFactor } : {}),
+    ...(options.onSlept !== undefined ? { onSlept: options.onSlept } : {}),
   })
   let port = 0
   const handler = createRoutes({

@@ -36,6 +36,10 @@ export interface SimEngineOptions {
   /** `--preview-method`: none (default), auto, latent2rgb or taesd. */
   readonly previewMethod?: string
   readonly log: (message: string) => void
+  /** Multiplies a node type's recorded timings (see SimOptions.nodeTimeFactor). */
+  readonly nodeTimeFactor?: (classType: string) => number
+  /** Called with the recorded milliseconds of every wait as it ends (see SimOptions.onSlept). */
+  readonly onSlept?: (recordedMillis: number) => void
 }
 
 interface CacheEntry {
@@ -233,6 +237,7 @@ export class SimEngine {
       const entry = {
         timer: setTimeout(() => {
           this.#timers.delete(entry)
+          this.#o.onSlept?.(ms)
           resolve()
         }, delay),
         reject,
@@ -461,7 +466,7 @@ export class SimEngine {
           gpu: o.gpu,
           state,
           warm: this.#warm,
-          sleep: (ms) => this.#sleep(ms),
+          sleep: (ms) => this.#sleep(ms * (o.nodeTimeFactor?.(ct) ?? 1)),
           previews,
           progress: async (value, total, preview) => {
             if (this.#interrupted) throw new Interrupted()

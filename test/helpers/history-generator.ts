@@ -16,18 +16,9 @@
 import { analyzePrompt } from '../../src/capture/prompt-analysis.js'
 import type { AuditEventInput, JsonObject, JsonValue, ModelRef } from '../../src/audit/types.js'
 import type { RuntimeStore } from '../../src/store/runtime-store.js'
+import { seededRandom } from '../../src/demo/seeded-random.js'
 
-/** A seeded pseudo-random generator (mulberry32): same seed, same sequence. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+export { seededRandom } from '../../src/demo/seeded-random.js'
 
 /** Options of {@link generateHistory}. */
 export interface HistoryOptions {

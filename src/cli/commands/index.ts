@@ -1,5 +1,6 @@
 import type { Command } from 'commander'
 import { registerAnalysisCommands } from './analysis-commands.js'
+import { registerDemoCommand } from './demo.js'
 import { registerLedgerCommands } from './ledger-commands.js'
 import { registerQueryCommands } from './query-commands.js'
 import { registerServeCommand } from './serve.js'
@@ -18,4 +19,5 @@ export function registerCommands(program: Command): void {
   registerLedgerCommands(program)
   registerUsersCommands(program)
   registerAnalysisCommands(program)
+  registerDemoCommand(program)
 }
