@@ -19,17 +19,80 @@ const zCidr = z.string().refine((s) => IPV4_CIDR.test(s) || (s.includes(':') && 
   message: 'expected an address or CIDR, e.g. 10.0.0.5 or 10.0.0.0/8 or ::1',
 })
 
-const zRegexSource = z.string().refine(
-  (s) => {
-    try {
-      new RegExp(s, 'giu')
-      return true
-    } catch {
-      return false
+/**
+ * Why a pattern could take exponential time on a backtracking engine, or null: a repeated group that itself
+ * holds an unbounded repetition (`(a+)+`, `(\w+\s?)*`, `((ab)*c)+`). A heuristic: it proves no pattern linear
+ * (overlapping alternatives such as `(a|ab)*` pass), and the redaction time budget still bounds the rest
+ * (issue 9 class 5).
+ */
+export function nestedQuantifier(source: string): string | null {
+  const groups: { unbounded: boolean }[] = []
+  let i = 0
+  const quantifierAt = (j: number): { unbounded: boolean; length: number } | null => {
+    const c = source[j]
+    if (c === '+' || c === '*') return { unbounded: true, length: 1 }
+    if (c === '?') return { unbounded: false, length: 1 }
+    if (c === '{') {
+      const m = /^\{(\d+)(,(\d*))?\}/.exec(source.slice(j, j + 24))
+      if (m)
+        return { unbounded: m[2] !== undefined && (m[3] === '' || Number(m[3]) > 1), length: m[0].length }
     }
-  },
-  { message: 'expected a valid regular expression' },
-)
+    return null
+  }
+  while (i < source.length) {
+    const c = source[i]
+    if (c === '\\') {
+      i += 2
+    } else if (c === '[') {
+      i++
+      while (i < source.length && source[i] !== ']') i += source[i] === '\\' ? 2 : 1
+      i++
+    } else if (c === '(') {
+      groups.push({ unbounded: false })
+      i++
+      continue
+    } else if (c === ')') {
+      const group = groups.pop()
+      i++
+      const q = quantifierAt(i)
+      if (group?.unbounded && q?.unbounded)
+        return `a repeated group holding a repetition, before position ${i}`
+      if (group && groups.length > 0 && (group.unbounded || q?.unbounded)) groups.at(-1)!.unbounded = true
+      if (q) i += q.length
+      continue
+    } else {
+      i++
+    }
+    const q = quantifierAt(i)
+    if (q) {
+      if (q.unbounded && groups.length > 0) groups.at(-1)!.unbounded = true
+      i += q.length
+    }
+  }
+  return null
+}
+
+const zRegexSource = z
+  .string()
+  .refine(
+    (s) => {
+      try {
+        new RegExp(s, 'giu')
+        return true
+      } catch {
+        return false
+      }
+    },
+    { message: 'expected a valid regular expression' },
+  )
+  .superRefine((s, ctx) => {
+    const why = nestedQuantifier(s)
+    if (why !== null)
+      ctx.addIssue({
+        code: 'custom',
+        message: `${JSON.stringify(s)} can take exponential time (${why}): every value passes through it; write it without nested repetition`,
+      })
+  })
 
 /** `auth`: authentication mode, sessions, trusted proxies, what artists see. */
 export const zAuthConfig = z
