@@ -1,4 +1,5 @@
 import { createWriteStream } from 'node:fs'
+import { watchErrors, write } from '../output.js'
 import type { Writable } from 'node:stream'
 import type { Command } from 'commander'
 import { SESSION_STATUSES, type SessionStatus } from '../../audit/types.js'
@@ -52,8 +53,31 @@ function addStoreOptions(cmd: Command): Command {
     .option('--config <file>', 'config file (JSON)')
 }
 
-async function write(stream: Writable, text: string): Promise<void> {
-  if (!stream.write(text)) await new Promise<void>((resolve) => stream.once('drain', () => resolve()))
+/** A write error as the one line a CLI user gets: which output, what happened, how far it got. */
+function outputError(error: unknown, output: string, rows: number): CliError {
+  const e = error as NodeJS.ErrnoException
+  if (e.code === 'EPIPE' || e.code === 'ERR_STREAM_DESTROYED') {
+    return new CliError(
+      `export: ${output} was closed by its reader (EPIPE); stopped after ${rows} rows, the export is incomplete`,
+    )
+  }
+  // Node's message is "CODE: description, syscall 'path'": keep the code and the description.
+  const what = e.code ? e.message.split(',')[0]! : String(e.message ?? error)
+  return new CliError(`export: cannot write ${output} (${what})${rows > 0 ? ` after ${rows} rows` : ''}`)
+}
+
+/** Opens `-o FILE` for writing; a CliError naming the path when it cannot be created. */
+async function openOutputFile(path: string): Promise<Writable> {
+  const stream = createWriteStream(path)
+  try {
+    await new Promise<void>((resolve, reject) => {
+      stream.once('open', () => resolve())
+      stream.once('error', reject)
+    })
+  } catch (error) {
+    throw outputError(error, path, 0)
+  }
+  return stream
 }
 
 /** `export --format sqlite`: every table of the store (or a time window of sessions) in one new SQLite file. */
@@ -167,7 +191,15 @@ export function registerQueryCommands(program: Command): void {
     const since = timeOption('since', opts.since as string | undefined)
     const until = timeOption('until', opts.until as string | undefined)
     const store = await openCliStore(opts)
-    const out: Writable = opts.output ? createWriteStream(String(opts.output)) : process.stdout
+    let out: Writable
+    try {
+      out = opts.output ? await openOutputFile(String(opts.output)) : process.stdout
+    } catch (error) {
+      await store.close()
+      throw error
+    }
+    const outputName = opts.output ? String(opts.output) : 'standard output'
+    const outputState = watchErrors(out)
     let rows = 0
     try {
       const fields = table === 'sessions' ? SESSION_EXPORT_FIELDS : NODE_RUN_EXPORT_FIELDS
@@ -186,12 +218,20 @@ export function registerQueryCommands(program: Command): void {
       } else {
         for (const r of await store.nodeRuns({ since, until })) await emit(nodeRunExportRow(r))
       }
-    } finally {
-      await store.close()
       if (out !== process.stdout)
         await new Promise<void>((resolve, reject) =>
           out.end((err?: Error | null) => (err ? reject(err) : resolve())),
         )
+    } catch (error) {
+      if (error instanceof CliError) throw error
+      const code = (error as NodeJS.ErrnoException).code
+      // A failing store read is reported as itself; only output errors are about the output.
+      if (outputState.error === error || code === 'EPIPE' || code === 'ERR_STREAM_DESTROYED')
+        throw outputError(error, outputName, Math.max(0, rows - 1))
+      throw error
+    } finally {
+      await store.close()
+      if (out !== process.stdout && !out.writableFinished) out.destroy()
     }
     if (opts.output) process.stderr.write(`exported ${rows} ${table} rows to ${String(opts.output)}\n`)
   })
