@@ -287,6 +287,17 @@ describe.skipIf(missing !== undefined)('issue 13: the dashboard in Chromium', ()
         .poll(durations, { timeout: DEADLINE })
         .toEqual((await durations()).slice().sort((a, b) => a - b))
 
+      // A model by its AutoV2 hash, typed: the three text-to-image runs.
+      const autov2 = (await audit.store.session(ids.a1))!.models[0]!.autov2!
+      await page.fill('[data-filter=model]', autov2)
+      await page.press('[data-filter=model]', 'Enter')
+      await page.waitForURL(new RegExp(`model=${autov2}`))
+      await expect
+        .poll(async () => (await rowIds(page)).sort(), { timeout: DEADLINE })
+        .toEqual([ids.a1, ids.a2, ids.bob].sort())
+      await page.click('[data-test=clear]')
+      await expect.poll(() => rowIds(page), { timeout: DEADLINE }).toHaveLength(4)
+
       // Live: a run started elsewhere appears without a reload.
       await page.waitForSelector('[data-test=live].on')
       const before = (await rowIds(page)).length

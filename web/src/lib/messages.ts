@@ -78,6 +78,7 @@ const en = {
     compareSelected: 'Compare selected',
     select: 'Select for comparison',
     empty: 'No runs match these filters.',
+    modelHint: 'name, SHA-256 or AutoV2',
   },
   run: {
     title: 'Run',
@@ -279,6 +280,7 @@ const zhCN: Messages = {
     compareSelected: '对比所选',
     select: '选中以对比',
     empty: '没有符合筛选条件的运行。',
+    modelHint: '名称、SHA-256 或 AutoV2',
   },
   run: {
     title: '运行详情',
