@@ -285,7 +285,14 @@ export function eventsPageQuery(
   }
   if (filter.since !== undefined) add('time >= ?', filter.since)
   if (filter.until !== undefined) add('time < ?', filter.until)
-  if (after) add('(origin, seq) > (?, ?)', after.origin, after.seq)
+  if (after) {
+    // With the origin fixed, `seq > ?` is a range on the primary key (origin, seq): each page is one seek.
+    // The row value next to `origin = ?` would only seek on the origin (SQLite's planner takes the equality
+    // and filters the row value row by row), so every page rescanned the log from seq 0 and paging through a
+    // log was quadratic. Across origins the row value alone is a range on the key in both dialects.
+    if (filter.origin !== undefined) add('seq > ?', after.seq)
+    else add('(origin, seq) > (?, ?)', after.origin, after.seq)
+  }
   return {
     sql:
       `SELECT ${EVENT_READ_COLUMNS.join(', ')} FROM events` +
