@@ -426,7 +426,8 @@ export function createAccessGuard(options: AccessGuardOptions): RequestGuard {
       const accept = header(req, 'accept') ?? ''
       if (who.status === 401 && (method === 'GET' || method === 'HEAD') && accept.includes('text/html')) {
         res.writeHead(303, {
-          location: `/_audit/login?next=${encodeURIComponent(req.url ?? '/')}`,
+          // A token in the URL is no credential here: it must not travel on into the login page or history.
+          location: `/_audit/login?next=${encodeURIComponent(withoutTokenParam(req.url ?? '/'))}`,
           'cache-control': 'no-store',
         })
         res.end()

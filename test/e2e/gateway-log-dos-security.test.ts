@@ -149,6 +149,15 @@ describe('issue 9 class 4: secrets in the log', () => {
       { headers: { authorization: `Bearer ${s.tokens.alice}` } },
     )
     expect(res.status).toBe(200)
+    // A browser sent to the login page does not carry the token on into its `next`.
+    const page = await fetch(`${s.audit.url}/history?token=${s.tokens.admin}&max_items=1`, {
+      headers: { accept: 'text/html' },
+      redirect: 'manual',
+    })
+    expect(page.status).toBe(303)
+    expect(page.headers.get('location')).toBe(
+      `/_audit/login?next=${encodeURIComponent('/history?max_items=1')}`,
+    )
     // Unauthenticated with the token in the URL only: refused, and the refusal logged without it.
     const refused = await fetch(`${s.audit.url}/_audit/api/sessions?token=${s.tokens.admin}`)
     expect(refused.status).toBe(401)
