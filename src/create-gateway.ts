@@ -469,6 +469,7 @@ async function startLocked(
     logger,
     upstreamTimeoutMs: config.comfyui.timeoutMillis,
     claimPromptId: (id) => capture.claimPromptId(id),
+    onRefused: (r) => refusals.refused({ ...r, user: null, role: null }),
     state: {
       load: async () => {
         const v = await store.getState(CLIENT_IDS_STATE_KEY)

@@ -37,6 +37,18 @@ export type { Admission, RequestGuard } from './request-guard.js'
 export type { ClientIdState } from './socket-hub.js'
 export type { ReconnectOptions } from './upstream-socket.js'
 
+/** A request the gateway refused by itself (see {@link GatewayOptions.onRefused}). */
+export interface GatewayRefusal {
+  readonly status: number
+  readonly reason: string
+  readonly method: string
+  /** The path as sent (before any `?`, at most 256 characters): for a bad target it is the evidence. */
+  readonly path: string
+  readonly transport: 'http' | 'websocket'
+  readonly client_address: string | null
+  readonly user_agent: string | null
+}
+
 /** Options of {@link createGateway}. */
 export interface GatewayOptions {
   /** ComfyUI's base URL (`http://127.0.0.1:8188`); a path prefix is kept. */
@@ -67,6 +79,12 @@ export interface GatewayOptions {
    * wait on a store (the proxy path does not wait for disk).
    */
   readonly claimPromptId?: (promptId: string) => boolean
+  /**
+   * Told of the requests the gateway itself refuses before (or without) the guard: a request target that
+   * cannot be canonicalised (400), a WebSocket whose Origin does not match its loopback Host (403). The guard
+   * reports its own refusals. Must not throw.
+   */
+  readonly onRefused?: (refusal: GatewayRefusal) => void
   /** Epoch ms clock (default `Date.now`). */
   readonly now?: () => number
   /** [0, 1) randomness for reconnect jitter (default `Math.random`). */
@@ -764,6 +782,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     // One reading of the target for everything below, and the one forwarded (issue 9 class 1).
     const target = canonicalTarget(req.url)
     if (!target.ok) {
+      refused(req, 'http', 400, `bad request target: ${target.reason}`)
       sendJson(res, 400, errorBody('invalid_request_target', 'Bad request target', target.reason), {
         Connection: 'close',
       })
@@ -946,9 +965,37 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     upReq.end()
   }
 
+  const refused = (
+    req: IncomingMessage,
+    transport: GatewayRefusal['transport'],
+    status: number,
+    reason: string,
+  ): void => {
+    if (!options.onRefused) return
+    const raw = req.url ?? '/'
+    const q = raw.indexOf('?')
+    const ua = req.headers['user-agent']
+    try {
+      options.onRefused({
+        status,
+        reason,
+        method: (req.method ?? 'GET').toUpperCase(),
+        path: (q < 0 ? raw : raw.slice(0, q)).slice(0, 256),
+        transport,
+        client_address: req.socket.remoteAddress ?? null,
+        user_agent: typeof ua === 'string' ? ua : null,
+      })
+    } catch (err) {
+      logger.warn('gateway: refusal not recorded', { error: String(err) })
+    }
+  }
+
   const handleUpgrade = async (req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> => {
     const target = canonicalTarget(req.url)
-    if (!target.ok) return rejectUpgrade(socket, 400, 'Bad Request')
+    if (!target.ok) {
+      refused(req, 'websocket', 400, `bad request target: ${target.reason}`)
+      return rejectUpgrade(socket, 400, 'Bad Request')
+    }
     req.url = target.url
     const pathname = target.path
     if (isAuditPath(pathname)) return rejectUpgrade(socket, 404, 'Not Found')
@@ -964,6 +1011,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         host,
         origin: stripUrlCredentials(origin),
       })
+      refused(req, 'websocket', 403, 'cross-site WebSocket refused (Origin does not match Host)')
       return rejectUpgrade(socket, 403, 'Forbidden')
     }
     // A direct client cannot connect while ComfyUI is down either; it will retry.

@@ -183,6 +183,18 @@ describe('refusals are audited (issue 10 item 6)', () => {
       ).status,
     ).toBe(403)
 
+    // A target the gateway cannot read one way only (an encoded dot segment) is refused before any guard.
+    const badTarget = await new Promise<number>((resolve, reject) => {
+      const u = new URL(audit.url)
+      http
+        .get({ host: u.hostname, port: u.port, path: '/view/%2e%2e/secret?token=abc' }, (res) => {
+          res.resume()
+          resolve(res.statusCode ?? 0)
+        })
+        .on('error', reject)
+    })
+    expect(badTarget).toBe(400)
+
     const events = await refusalEvents(audit)
     const rows = events.map((e) => e.payload)
     expect(rows).toEqual([
@@ -214,6 +226,12 @@ describe('refusals are audited (issue 10 item 6)', () => {
         path: '/interrupt',
         user: null,
         reason: 'cross-site request refused',
+      }),
+      expect.objectContaining({
+        status: 400,
+        path: '/view/%2e%2e/secret',
+        user: null,
+        reason: expect.stringMatching(/^bad request target/),
       }),
     ])
     expect(events.every((e) => e.kind === 'access.refused' && e.session_id === null)).toBe(true)
