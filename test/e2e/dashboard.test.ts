@@ -347,6 +347,10 @@ describe.skipIf(missing !== undefined)('issue 13: the dashboard in Chromium', ()
         .split(',')
         .map(Number)
       expect(lengths[0]).toBe(runs.length)
+      // The GPU memory line: one point per node run that sampled memory.
+      const sampled = runs.filter((r) => r.gpu_memory_used !== null).length
+      expect(sampled).toBeGreaterThan(0)
+      expect(lengths[1]).toBe(sampled)
       const listed = await page.$$eval('[data-test=node-list] button', (b) =>
         b.map((x) => [x.getAttribute('data-node'), x.querySelector('[data-test=duration]')?.textContent]),
       )
