@@ -25,6 +25,7 @@ import {
   sessionParams,
 } from '../store/sql-common.js'
 import type { NodeRunRow } from '../store/store.js'
+import { encodeStoredParams } from '../store/stored-text.js'
 import { createSqliteDialect } from '../store/sqlite/sqlite-dialect.js'
 
 /** What the export reads: any runtime store. */
@@ -106,11 +107,16 @@ export async function exportToSqlite(
     // One self-contained file: no WAL beside it.
     db.pragma('journal_mode = DELETE')
     db.pragma('synchronous = OFF')
-    const insertSession = db.prepare(UPSERT_SESSION_SQL)
-    const insertNodeRun = db.prepare(UPSERT_NODE_RUN_SQL)
-    const insertOutput = db.prepare(UPSERT_OUTPUT_SQL)
-    const insertEvent = db.prepare(INSERT_RAW_EVENT_SQL)
-    const insertCheckpoint = db.prepare(INSERT_CHECKPOINT_SQL)
+    // Strings are stored the way the store's own driver stores them (lone surrogates kept, see stored-text.ts).
+    const prepare = (sql: string): SqliteStatement => {
+      const statement = db.prepare(sql)
+      return { run: (...params) => statement.run(...encodeStoredParams(params)) }
+    }
+    const insertSession = prepare(UPSERT_SESSION_SQL)
+    const insertNodeRun = prepare(UPSERT_NODE_RUN_SQL)
+    const insertOutput = prepare(UPSERT_OUTPUT_SQL)
+    const insertEvent = prepare(INSERT_RAW_EVENT_SQL)
+    const insertCheckpoint = prepare(INSERT_CHECKPOINT_SQL)
 
     const rows = await store.derivedRows()
     const sessions: SessionRecord[] = windowed

@@ -587,6 +587,52 @@ export function describeStoreContract(
       expect(reread.map(eventLeafHex)).toEqual(raw.map((r) => r.leaf_hash))
     })
 
+    it('keeps lone surrogates in every text column and key: leaves and derived rows match the log (issue 10 item 12)', async () => {
+      const store = await newStore()
+      // A lone high and a lone low surrogate, the escape unit itself, and a private-use character that
+      // must not be taken for an escape.
+      const odd = (tag: string): string => `${tag}\ud800x\udc80\ufffe\ue001`
+      const sessionId = odd('s')
+      const events = sessionLifecycle(sessionId, odd('alice'), 0)
+      events.push(
+        input('node.finished', sessionId, {
+          node_run: asJson(
+            nodeRun(sessionId, odd('7'), {
+              node_type: odd('Custom'),
+              status: 'error',
+              error_message: odd('bad file '),
+              exception_type: odd('OSError'),
+              display_node: odd('7'),
+            }),
+          ),
+        }),
+      )
+      const stored = await store.append(events)
+      // A second id that differs only in which lone surrogate it holds stays a different session.
+      await store.append([input('prompt.submitted', 's\udbffx\udc80\ufffe\ue001', { session: { status: 'queued' } })])
+      const raw = await collect(store.rawEvents({ sessionId }))
+      expect(raw.map((r) => r.session_id)).toEqual(stored.map(() => sessionId))
+      expect(raw.map((r) => r.leaf_hash)).toEqual(stored.map(eventLeafHex))
+      expect((await collect(store.events({ sessionId }))).map(eventLeafHex)).toEqual(stored.map(eventLeafHex))
+      const session = await store.session(sessionId)
+      expect(session?.submitter?.user).toBe(odd('alice'))
+      expect((await store.sessions({ user: odd('alice') })).map((s) => s.session_id)).toEqual([sessionId])
+      expect(await store.sessionIds()).toEqual(expect.arrayContaining([sessionId, 's\udbffx\udc80\ufffe\ue001']))
+      const runs = await store.nodeRuns({ sessionId })
+      expect(runs.find((r) => r.node_id === odd('7'))).toMatchObject({
+        node_type: odd('Custom'),
+        error_message: odd('bad file '),
+        exception_type: odd('OSError'),
+        display_node: odd('7'),
+      })
+      const [output] = await store.outputsBySha256(sessionId.padEnd(64, '0').slice(0, 64))
+      expect(output?.filename).toBe(`${sessionId}_00001_.png`)
+      const replayed = replayDerived(await collect(store.events()))
+      expect({ sessions: replayed.sessions, nodeRuns: replayed.nodeRuns, outputs: replayed.outputs }).toEqual(
+        await store.derivedRows(),
+      )
+    })
+
     it('stores checkpoints once per (origin, size), listed by size', async () => {
       const store = await newStore()
       const cp = (size: number, origin = 'comfy-audit/a') => ({

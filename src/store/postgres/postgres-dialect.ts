@@ -2,6 +2,7 @@
  * PostgreSQL store dialect (node-postgres): one database shared by many gateways, each its own log origin.
  * `pg` is imported lazily in `init()`, so SQLite users never load it.
  */
+import { decodeStoredRows, encodeStoredParams } from '../stored-text.js'
 import { reportError } from '../../audit/report-error.js'
 import type { AuditEvent, JsonValue, OutputRecord, SessionRecord } from '../../audit/types.js'
 import { pendingMigrations, type MigrationOutcome, type MigrationResult } from '../migrations.js'
@@ -170,6 +171,33 @@ function errorText(error: unknown): string {
   return String(error)
 }
 
+/** The pool with every string parameter and result column of every query going through stored-text.ts. */
+function textSafePool(pool: PgPool): PgPool {
+  return {
+    connect: async () => textSafeClient(await pool.connect()),
+    query: async (text, values) =>
+      textSafeResult(await pool.query(text, values && encodeStoredParams(values))),
+    end: () => pool.end(),
+    on: (event, listener) => pool.on(event, listener),
+  }
+}
+
+function textSafeClient(client: PgClient): PgClient {
+  return {
+    query: async (text, values) =>
+      textSafeResult(await client.query(text, values && encodeStoredParams(values))),
+    release: (error) => client.release(error),
+    on: (event, listener) => client.on(event, listener),
+    off: (event, listener) => client.off(event, listener),
+  }
+}
+
+function textSafeResult(result: PgResult): PgResult {
+  // Only `rows` is decoded; node-postgres answers a multi-statement text with an array, which we never send.
+  decodeStoredRows(result.rows)
+  return result
+}
+
 /** Rewrites the shared `?` placeholders to PostgreSQL's `$1, $2, …` (our SQL has no `?` literals). */
 function numbered(sql: string): string {
   let n = 0
@@ -188,11 +216,13 @@ class PostgresDriver implements StoreDriver {
     signal?.throwIfAborted()
     const mod = await import('pg')
     const Pool = mod.default.Pool as unknown as PgPoolConstructor
-    const pool = new Pool({
-      connectionString: this.#options.url,
-      max: this.#options.maxConnections ?? 4,
-      connectionTimeoutMillis: this.#options.connectTimeoutMillis ?? 10_000,
-    })
+    const pool = textSafePool(
+      new Pool({
+        connectionString: this.#options.url,
+        max: this.#options.maxConnections ?? 4,
+        connectionTimeoutMillis: this.#options.connectTimeoutMillis ?? 10_000,
+      }),
+    )
     // Without a listener an idle connection's error (server restart) would crash the process.
     pool.on('error', (error) =>
       (this.#options.onError ?? reportError)(error, 'postgres store: idle connection'),

@@ -88,6 +88,7 @@ import {
   rowToWorkflowRollup,
 } from '../analysis-rollups.js'
 import { ANALYSIS_ROLLUPS_VERSION, SQLITE_MIGRATIONS } from './sqlite-migrations.js'
+import { decodeStoredRow, decodeStoredRows, encodeStoredParams } from '../stored-text.js'
 import { createWorkerSqliteDriver } from './sqlite-worker-driver.js'
 
 /** Options of {@link createSqliteDialect}. */
@@ -177,7 +178,7 @@ export class SqliteDriver implements StoreDriver {
     if (path !== ':memory:' && !path.startsWith('file:')) mkdirSync(dirname(path), { recursive: true })
     const Database = await loadBetterSqlite3()
     signal?.throwIfAborted()
-    const db = new Database(path)
+    const db = textSafe(new Database(path))
     try {
       db.pragma('journal_mode = WAL')
       db.pragma(`synchronous = ${this.#options.synchronous === 'normal' ? 'NORMAL' : 'FULL'}`)
@@ -400,6 +401,26 @@ export class SqliteDriver implements StoreDriver {
     if (!this.#db) throw notOpen()
     // Whole pages, not iterate(): a cursor left open between awaits would block every other statement.
     return this.#db.prepare(query.sql).all(...query.params) as SqlRow[]
+  }
+}
+
+/** The database with every string parameter and result column going through stored-text.ts. */
+function textSafe(db: SqliteDatabase): SqliteDatabase {
+  return {
+    prepare: (sql) => textSafeStatement(db.prepare(sql)),
+    exec: (sql) => db.exec(sql),
+    pragma: (source, options) => db.pragma(source, options),
+    transaction: (fn) => db.transaction(fn),
+    close: () => db.close(),
+  }
+}
+
+function textSafeStatement(statement: SqliteStatement): SqliteStatement {
+  return {
+    run: (...params) => statement.run(...encodeStoredParams(params)),
+    get: (...params) =>
+      decodeStoredRow(statement.get(...encodeStoredParams(params)) as SqlRow | undefined),
+    all: (...params) => decodeStoredRows(statement.all(...encodeStoredParams(params)) as SqlRow[]),
   }
 }
 
