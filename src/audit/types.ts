@@ -52,6 +52,13 @@ export const AUDIT_EVENT_KINDS = [
 ] as const
 export type AuditEventKind = (typeof AUDIT_EVENT_KINDS)[number]
 
+/**
+ * Version of the record format: the fields of every exported and shipped session, node-run, action and output
+ * record (`schema_version` in each), described by the JSON Schemas under `schemas/`. It changes only when a
+ * field is removed, renamed or changes meaning; new optional fields keep it.
+ */
+export const RECORD_SCHEMA_VERSION = 1
+
 /** A JSON value as comfy-audit stores it: integers beyond 2^53 are `bigint`, NaN/Infinity are numbers. */
 export type JsonValue = null | boolean | number | bigint | string | JsonValue[] | { [key: string]: JsonValue }
 export type JsonObject = { [key: string]: JsonValue }

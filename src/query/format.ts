@@ -1,5 +1,10 @@
 import { stringifyJson } from '../audit/json.js'
-import type { JsonValue, NodeRunRecord, SessionRecord } from '../audit/types.js'
+import {
+  RECORD_SCHEMA_VERSION,
+  type JsonValue,
+  type NodeRunRecord,
+  type SessionRecord,
+} from '../audit/types.js'
 
 /** Columns of `export --table sessions`, in order. */
 export const SESSION_EXPORT_FIELDS = [
@@ -27,6 +32,7 @@ export const SESSION_EXPORT_FIELDS = [
   'flags',
   'extra_data',
   'environment',
+  'schema_version',
 ] as const
 
 /** Columns of `export --table node_runs`: the seed's field names first, then the extras. */
@@ -50,6 +56,7 @@ export const NODE_RUN_EXPORT_FIELDS = [
   'parent_node_id',
   'progress',
   'previews',
+  'schema_version',
 ] as const
 
 /** One session as an export row (flat fields, nested values kept as JSON values). */
@@ -79,13 +86,15 @@ export function sessionExportRow(s: SessionRecord): Record<string, JsonValue> {
     flags: s.flags,
     extra_data: s.extra_data,
     environment: s.environment as unknown as JsonValue,
+    schema_version: RECORD_SCHEMA_VERSION,
   }
 }
 
 /** One node run as an export row, under exactly the seed's field names. */
 export function nodeRunExportRow(r: NodeRunRecord): Record<string, JsonValue> {
   const row: Record<string, JsonValue> = {}
-  for (const field of NODE_RUN_EXPORT_FIELDS) row[field] = (r[field] ?? null) as JsonValue
+  for (const field of NODE_RUN_EXPORT_FIELDS)
+    row[field] = field === 'schema_version' ? RECORD_SCHEMA_VERSION : ((r[field] ?? null) as JsonValue)
   return row
 }
 

@@ -4,7 +4,12 @@
  */
 import { createServer, type IncomingHttpHeaders } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import type { AuditEvent, JsonObject, NodeRunRecord } from '../audit/types.js'
+import {
+  RECORD_SCHEMA_VERSION,
+  type AuditEvent,
+  type JsonObject,
+  type NodeRunRecord,
+} from '../audit/types.js'
 import { createSessionMerger, toSinkRecords, type SinkRecord } from './sink.js'
 
 /** A node run with every field set (override what the test cares about). */
@@ -107,6 +112,7 @@ export function manyRecords(count: number, origin = 'comfy-audit/test'): SinkRec
       seq,
       kind: 'node.finished',
       time: '2026-11-26T04:34:02.623Z',
+      schema_version: RECORD_SCHEMA_VERSION,
       record_type: 'node_run',
     })
   }

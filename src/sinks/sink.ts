@@ -6,15 +6,16 @@
  * `createRetryingTransport()`, and a batch the transport gives up on goes back to the processor, which keeps it.
  */
 import { parseJson, stringifyJson } from '../audit/json.js'
-import type {
-  AuditEvent,
-  AuditEventKind,
-  JsonObject,
-  JsonValue,
-  NodeRunRecord,
-  SessionRecord,
-  SessionStatus,
-  Submitter,
+import {
+  RECORD_SCHEMA_VERSION,
+  type AuditEvent,
+  type AuditEventKind,
+  type JsonObject,
+  type JsonValue,
+  type NodeRunRecord,
+  type SessionRecord,
+  type SessionStatus,
+  type Submitter,
 } from '../audit/types.js'
 
 /**
@@ -86,6 +87,8 @@ export interface SinkRecordBase {
   readonly kind: AuditEventKind
   /** When the event happened (ISO 8601 UTC, ms). */
   readonly time: string
+  /** Version of the record format ({@link RECORD_SCHEMA_VERSION}; schemas under `schemas/`). */
+  readonly schema_version: number
 }
 
 /** One node execution (or cache hit): the NodeRunRecord with exactly the seed's field names. */
@@ -200,6 +203,7 @@ export function toSinkRecords(event: AuditEvent, sessions?: SessionMerger): Sink
     seq: event.seq,
     kind: event.kind,
     time: event.time,
+    schema_version: RECORD_SCHEMA_VERSION,
   })
   const payload = event.payload
   const nodeRun = payload.node_run

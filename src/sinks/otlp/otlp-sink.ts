@@ -102,6 +102,7 @@ export function toOtlpSpan(record: SinkRecord): JsonObject | null {
     ['comfyui.origin', record.origin],
     ['comfyui.seq', record.seq],
     ['comfyui.event_kind', record.kind],
+    ['comfyui.schema_version', record.schema_version],
   ]
   const error = recordError(record)
   const events: JsonObject[] = []
