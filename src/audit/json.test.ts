@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { canonicalJson, parseJson, sha256Hex, stringifyJson } from './json.js'
+import { canonicalJson, copyJson, keepSpellings, parseJson, sha256Hex, stringifyJson } from './json.js'
 import type { JsonValue } from './types.js'
 
 const fixture = (name: string): string =>
@@ -334,5 +334,91 @@ describe('sha256Hex', () => {
     expect(sha256Hex('')).toBe('e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855')
     expect(sha256Hex('abc')).toBe('ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad')
     expect(sha256Hex(Buffer.from('é', 'utf8'))).toBe(sha256Hex('é'))
+  })
+})
+
+describe('number spellings (issue 10 item 12)', () => {
+  const prompt =
+    '{"3":{"inputs":{"cfg":1.0,"denoise":1.00,"steps":20,"scale":1e5,"shift":-0.0,"zero":-0,"lr":2.50E-3,"plain":0.7,"list":[1.0,2,3.50]}}}'
+
+  it('writes back 1.0, 1.00, 1e5, -0.0 and 2.50E-3 as they were read, while the values stay plain numbers', () => {
+    const value = parsed(prompt) as { '3': { inputs: Record<string, JsonValue> } }
+    const inputs = value['3'].inputs
+    expect(inputs.cfg).toBe(1)
+    expect(inputs.scale).toBe(100000)
+    expect(Object.is(inputs.shift, -0)).toBe(true)
+    expect(inputs.list).toEqual([1, 2, 3.5])
+    expect(stringifyJson(value)).toBe(prompt)
+    expect(stringifyJson(value, { tagged: true })).toBe(prompt)
+    expect(stringifyJson(value, { strict: true })).toBe(prompt)
+  })
+
+  it('hashes by value: the canonical form is the same whatever the spelling', () => {
+    expect(canonicalJson(parsed('{"cfg":1.0,"a":[1e5]}'))).toBe(
+      canonicalJson(parsed('{"cfg":1,"a":[100000]}')),
+    )
+    expect(canonicalJson(parsed('{"cfg":1.0}'))).toBe('{"cfg":1}')
+  })
+
+  it('writes a value changed after reading in its own form', () => {
+    const value = parsed('{"cfg":1.0,"keep":2.0}') as Record<string, JsonValue>
+    value.cfg = 3
+    expect(stringifyJson(value)).toBe('{"cfg":3,"keep":2.0}')
+  })
+
+  it('keeps spellings through copyJson, and through keepSpellings on a spread', () => {
+    const value = parsed('{"a":{"cfg":1.0,"secret":"x"},"b":[1.0]}')
+    const copy = copyJson(value, (v, path) => (path.at(-1) === 'secret' ? '[redacted]' : undefined))
+    expect(stringifyJson(copy)).toBe('{"a":{"cfg":1.0,"secret":"[redacted]"},"b":[1.0]}')
+    const source = parsed('{"cfg":1.0}') as Record<string, JsonValue>
+    expect(stringifyJson(keepSpellings(source, { ...source }))).toBe('{"cfg":1.0}')
+    expect(stringifyJson({ ...source })).toBe('{"cfg":1}')
+  })
+
+  it('still reads ids with hex digits and plain floats on the fast path, with the same values', () => {
+    const text = '{"type":"progress","data":{"prompt_id":"3e4f-1e10","value":0.5,"max":20,"ids":["1.0"]}}'
+    expect(parsed(text)).toEqual(JSON.parse(text))
+    expect(stringifyJson(parsed(text))).toBe(text)
+  })
+})
+
+describe('tagged JSON: standard JSON that reads back exactly (issue 10 item 12)', () => {
+  it('writes NaN and the infinities as {"$float": …} and reads them back', () => {
+    const value: JsonValue = { a: Number.NaN, b: [Infinity, -Infinity], seed: 2n ** 64n - 1n, f: 0.25 }
+    const text = stringifyJson(value, { tagged: true })
+    expect(text).toBe(
+      '{"a":{"$float":"NaN"},"b":[{"$float":"Infinity"},{"$float":"-Infinity"}],"seed":18446744073709551615,"f":0.25}',
+    )
+    expect(() => JSON.parse(text)).not.toThrow()
+    const back = parseJson(text, { tagged: true })
+    expect(back.ok && back.value).toEqual(value)
+  })
+
+  it('escapes data that looks like a tag, so it never reads back as a number', () => {
+    const value: JsonValue = {
+      looks: { $float: 'NaN' },
+      escape: { $escape: { $float: 'Infinity' } },
+      inner: [{ $float: 'x' }],
+      two: { $float: 'NaN', other: 1 },
+    }
+    const text = stringifyJson(value, { tagged: true })
+    const back = parseJson(text, { tagged: true })
+    expect(back.ok && back.value).toEqual(value)
+    expect(canonicalJson((back.ok && back.value) as JsonValue)).toBe(canonicalJson(value))
+  })
+
+  it('reads the bare NaN/Infinity tokens written before tags existed', () => {
+    const back = parseJson('{"a":NaN,"b":-Infinity}', { tagged: true })
+    expect(back.ok && Number.isNaN((back.value as Record<string, number>).a)).toBe(true)
+  })
+
+  it('round-trips any JSON value exactly', () => {
+    fc.assert(
+      fc.property(fc.jsonValue(), (v) => {
+        const value = v as JsonValue
+        const back = parseJson(stringifyJson(value, { tagged: true }), { tagged: true })
+        expect(back.ok && canonicalJson(back.value)).toBe(canonicalJson(value))
+      }),
+    )
   })
 })

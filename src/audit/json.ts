@@ -6,6 +6,13 @@
  * keeps integers beyond `Number.MAX_SAFE_INTEGER` as `bigint`, and produces the RFC 8785 canonical form the
  * ledger hashes.
  *
+ * Number spelling: Python keeps `1.0` a float and writes it back as `1.0`; a JS number cannot tell `1.0` from
+ * `1`. The parser remembers, per object or array, the token of every number whose text differs from the one
+ * JS would write (`1.0`, `1.00`, `1e5`, `-0.0`), in a side table keyed by the container, and the writers use
+ * it as long as the value is unchanged. Values stay plain numbers for every reader; copies made by
+ * {@link copyJson} keep the spellings, other copies fall back to JS's form. The canonical form the ledger
+ * hashes is by value (RFC 8785), so spelling never changes a leaf hash.
+ *
  * Known limit: the result is a plain JS object, so integer-like keys (`"3"`, `"10"`) enumerate in ascending
  * numeric order before other keys, not in document order (JS object semantics). `canonicalJson` sorts keys
  * anyway, so hashes do not depend on it.
@@ -20,12 +27,21 @@ export type ParseResult<T> = { ok: true; value: T } | { ok: false; reason: strin
 export interface ParseJsonOptions {
   /** Deepest nesting of arrays and objects accepted (default 512); deeper input is refused, not crashed on. */
   readonly maxDepth?: number
+  /** Decode the tags that `stringifyJson(value, { tagged: true })` writes (bare NaN/Infinity are read too). */
+  readonly tagged?: boolean
 }
 
 /** Options of {@link stringifyJson}. */
 export interface StringifyJsonOptions {
   /** Write NaN/Infinity/-Infinity as the strings `"NaN"`, `"Infinity"`, `"-Infinity"` (valid RFC 8259 JSON). */
   readonly strict?: boolean
+  /**
+   * Standard JSON that reads back exactly (the stored and exported record format): NaN/Infinity/-Infinity as
+   * `{"$float": "NaN"}` (`"Infinity"`, `"-Infinity"`), and an object whose only key is `$float` or `$escape`
+   * wrapped as `{"$escape": {...}}` so that it is not taken for one. Read back with `parseJson(text, { tagged: true })`.
+   * Takes precedence over `strict`.
+   */
+  readonly tagged?: boolean
   /** Use `", "` and `": "` separators like Python's `json.dumps` defaults. */
   readonly python?: boolean
   /** Escape every non-ASCII UTF-16 unit as `\uXXXX` like Python's `ensure_ascii=True`. */
@@ -37,6 +53,61 @@ const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER)
 const MIN_SAFE = -MAX_SAFE
 
 const utf8 = new TextDecoder('utf-8', { fatal: true })
+
+/**
+ * Number tokens as the parser read them, where JS would write the value differently (`1.0`, `1e5`, `-0.0`):
+ * container -> key (an array's index as a string) -> token. Weak, so it lives exactly as long as the data.
+ */
+const SPELLINGS = new WeakMap<object, Map<string, string>>()
+
+/** The token to write for `value` under `key` of `container`, when it was read with another spelling. */
+function spellingOf(container: object, key: string, value: number): string | undefined {
+  const token = SPELLINGS.get(container)?.get(key)
+  // A value changed since it was read (redaction, truncation) is written in its own form.
+  return token !== undefined && Object.is(Number(token), value) ? token : undefined
+}
+
+function setSpelling(container: object, key: string, token: string): void {
+  let spellings = SPELLINGS.get(container)
+  if (!spellings) SPELLINGS.set(container, (spellings = new Map()))
+  spellings.set(key, token)
+}
+
+/**
+ * Deep copy of a JSON value that keeps number spellings (see the module comment); `map` may replace any value
+ * (return `undefined` to keep copying it as is), e.g. to redact or truncate.
+ */
+export function copyJson(
+  value: JsonValue,
+  map?: (value: JsonValue, path: readonly string[]) => JsonValue | undefined,
+  path: string[] = [],
+): JsonValue {
+  const replaced = map?.(value, path)
+  if (replaced !== undefined) return replaced
+  if (typeof value !== 'object' || value === null) return value
+  const spellings = SPELLINGS.get(value)
+  if (Array.isArray(value)) {
+    const out = value.map((v, i) => copyJson(v, map, [...path, String(i)]))
+    if (spellings) SPELLINGS.set(out, new Map(spellings))
+    return out
+  }
+  const out: { [key: string]: JsonValue } = {}
+  for (const key of Object.keys(value)) {
+    const v = copyJson(value[key] as JsonValue, map, [...path, key])
+    if (key === '__proto__')
+      Object.defineProperty(out, key, { value: v, enumerable: true, writable: true, configurable: true })
+    else out[key] = v
+  }
+  if (spellings) SPELLINGS.set(out, new Map(spellings))
+  return out
+}
+
+/** Carries the number spellings of `from`'s members over to `to` (a shallow copy of it, e.g. a spread). */
+export function keepSpellings<T extends object>(from: object, to: T): T {
+  const spellings = SPELLINGS.get(from)
+  if (spellings) SPELLINGS.set(to, new Map(spellings))
+  return to
+}
 
 class JsonSyntaxError extends Error {
   readonly position: number
@@ -73,6 +144,8 @@ class Parser {
   readonly #s: string
   readonly #maxDepth: number
   #i = 0
+  /** Token of the number just read, when JS would spell its value otherwise; the container takes it. */
+  #spelling: string | undefined
 
   constructor(text: string, maxDepth: number) {
     this.#s = text
@@ -175,7 +248,11 @@ class Parser {
     this.#i = i
     const text = s.slice(start, i)
     // 15 digits (plus sign) always fit exactly in a double; longer integers may need a bigint.
-    if (!integer || i - start <= 15) return Number(text)
+    if (!integer || i - start <= 15) {
+      const value = Number(text)
+      if (numberToken(value, false) !== text) this.#spelling = text
+      return value
+    }
     const big = BigInt(text)
     return big > MAX_SAFE || big < MIN_SAFE ? big : Number(big)
   }
@@ -273,6 +350,10 @@ class Parser {
     }
     for (;;) {
       out.push(this.#value(depth))
+      if (this.#spelling !== undefined) {
+        setSpelling(out, String(out.length - 1), this.#spelling)
+        this.#spelling = undefined
+      }
       this.#skipWs()
       const c = s.charCodeAt(this.#i)
       if (c === C_COMMA) {
@@ -307,6 +388,10 @@ class Parser {
       this.#i++
       this.#skipWs()
       const value = this.#value(depth)
+      if (this.#spelling !== undefined) {
+        setSpelling(out, key, this.#spelling)
+        this.#spelling = undefined
+      }
       if (key === '__proto__') {
         // Assignment would call the prototype setter; define an own data property like JSON.parse does.
         Object.defineProperty(out, key, { value, enumerable: true, writable: true, configurable: true })
@@ -366,15 +451,19 @@ export function parseJson(text: string | Buffer, opts?: ParseJsonOptions): Parse
   // NaN/Infinity), the engine's parser gives the same value as ours, several times faster. It keeps the last
   // of duplicate keys and defines `__proto__` as an own property, as ours does. Anything else (deep nesting,
   // syntax errors, a BOM) falls through to the full parser, which also words the error.
+  const done = (value: JsonValue): ParseResult<JsonValue> => ({
+    ok: true,
+    value: opts?.tagged && source.includes('"$') ? untag(value) : value,
+  })
   if (!MAY_LOSE_INFORMATION.test(source) && nestingWithin(source, opts?.maxDepth ?? DEFAULT_MAX_DEPTH)) {
     try {
-      return { ok: true, value: JSON.parse(source) as JsonValue }
+      return done(JSON.parse(source) as JsonValue)
     } catch {
       // fall through
     }
   }
   try {
-    return { ok: true, value: new Parser(source, opts?.maxDepth ?? DEFAULT_MAX_DEPTH).parseDocument() }
+    return done(new Parser(source, opts?.maxDepth ?? DEFAULT_MAX_DEPTH).parseDocument())
   } catch (error) {
     if (error instanceof JsonSyntaxError)
       return { ok: false, reason: error.message, position: error.position }
@@ -400,14 +489,64 @@ function nestingWithin(text: string, max: number): boolean {
   return true
 }
 
-/** Tokens JSON.parse would read differently from Python: long digit runs (big integers) and NaN/Infinity. */
-const MAY_LOSE_INFORMATION = /\d{16}|NaN|Infinity/
+/**
+ * Tokens JSON.parse would read differently from Python: long digit runs (big integers), NaN/Infinity, and
+ * numbers JS would spell otherwise (`1.0`, `2.50`, `1e5`, `-0`). The number patterns look for a token after
+ * `:`, `,` or `[`, so hex digits inside ids (`"3e4f…"`) keep the fast path; text inside strings that looks like
+ * one only costs the slower parser.
+ */
+const MAY_LOSE_INFORMATION =
+  /\d{16}|NaN|Infinity|[:,[]\s*-?\d+(?:\.\d*0(?!\d)|(?:\.\d+)?[eE])|[:,[]\s*-0(?![.\deE\d])/
+
+const FLOAT_TAG = '$float'
+const ESCAPE_TAG = '$escape'
+
+/** Whether `{ [key]: … }` alone would read as a tag, so that the tagged writer must escape it. */
+function looksLikeTag(value: { [key: string]: JsonValue }): boolean {
+  let count = 0
+  let tagKey = false
+  for (const key in value) {
+    if (++count > 1) return false
+    tagKey = key === FLOAT_TAG || key === ESCAPE_TAG
+  }
+  return tagKey
+}
+
+/** Replaces, in place, the tags the tagged writer produced by the values they stand for. */
+function untag(value: JsonValue): JsonValue {
+  if (typeof value !== 'object' || value === null) return value
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) value[i] = untag(value[i] as JsonValue)
+    return value
+  }
+  const keys = Object.keys(value)
+  if (keys.length === 1) {
+    const inner = value[keys[0] as string] as JsonValue
+    if (keys[0] === FLOAT_TAG) {
+      if (inner === 'NaN') return Number.NaN
+      if (inner === 'Infinity') return Number.POSITIVE_INFINITY
+      if (inner === '-Infinity') return Number.NEGATIVE_INFINITY
+    } else if (
+      keys[0] === ESCAPE_TAG &&
+      typeof inner === 'object' &&
+      inner !== null &&
+      !Array.isArray(inner)
+    ) {
+      // The escaped object is data: its members are decoded, the object itself is not a tag.
+      for (const key of Object.keys(inner)) inner[key] = untag(inner[key] as JsonValue)
+      return inner
+    }
+  }
+  for (const key of keys) value[key] = untag(value[key] as JsonValue)
+  return value
+}
 
 /**
  * True when JSON.stringify writes `value` exactly as {@link stringifyJson} does (compact, non-ASCII kept):
- * no bigint, no NaN/Infinity, no -0, no integral double beyond 2^53, and plain data only.
+ * no bigint, no NaN/Infinity, no -0, no integral double beyond 2^53, no remembered number spelling, no object
+ * the tagged writer must escape, and plain data only.
  */
-function nativeSafe(value: JsonValue, depth: number): boolean {
+function nativeSafe(value: JsonValue, depth: number, tagged: boolean): boolean {
   switch (typeof value) {
     case 'string':
     case 'boolean':
@@ -418,16 +557,18 @@ function nativeSafe(value: JsonValue, depth: number): boolean {
         : Number.isFinite(value) && !Number.isInteger(value)
     case 'object': {
       if (value === null) return true
-      if (depth > 256) return false
+      if (depth > 256 || SPELLINGS.has(value)) return false
       if (Array.isArray(value)) {
-        for (let i = 0; i < value.length; i++) if (!nativeSafe(value[i] as JsonValue, depth + 1)) return false
+        for (let i = 0; i < value.length; i++)
+          if (!nativeSafe(value[i] as JsonValue, depth + 1, tagged)) return false
         return true
       }
       if (Object.getPrototypeOf(value) !== Object.prototype && Object.getPrototypeOf(value) !== null)
         return false
+      if (tagged && looksLikeTag(value)) return false
       for (const key in value) {
         if (!Object.prototype.hasOwnProperty.call(value, key)) return false
-        if (!nativeSafe(value[key] as JsonValue, depth + 1)) return false
+        if (!nativeSafe(value[key] as JsonValue, depth + 1, tagged)) return false
       }
       return true
     }
@@ -470,16 +611,22 @@ function numberToken(n: number, strict: boolean): string {
  */
 export function stringifyJson(value: JsonValue, opts?: StringifyJsonOptions): string {
   // Fast path: plain data is written by the engine's serializer, byte for byte what the writer below produces.
-  if (!opts?.python && !opts?.ascii && nativeSafe(value, 0)) return JSON.stringify(value)
+  if (!opts?.python && !opts?.ascii && nativeSafe(value, 0, opts?.tagged ?? false))
+    return JSON.stringify(value)
+  const tagged = opts?.tagged ?? false
   const strict = opts?.strict ?? false
   const ascii = opts?.ascii ?? false
   const comma = opts?.python ? ', ' : ','
   const colon = opts?.python ? ': ' : ':'
+  const member = (container: object, key: string, v: JsonValue): string =>
+    (typeof v === 'number' && spellingOf(container, key, v)) || write(v)
   const write = (v: JsonValue): string => {
     switch (typeof v) {
       case 'string':
         return quote(v, ascii)
       case 'number':
+        if (tagged && !Number.isFinite(v))
+          return `{${quote(FLOAT_TAG, false)}${colon}${numberToken(v, true)}}`
         return numberToken(v, strict)
       case 'bigint':
         return v.toString()
@@ -487,10 +634,12 @@ export function stringifyJson(value: JsonValue, opts?: StringifyJsonOptions): st
         return v ? 'true' : 'false'
       case 'object': {
         if (v === null) return 'null'
-        if (Array.isArray(v)) return '[' + v.map(write).join(comma) + ']'
+        if (Array.isArray(v)) return '[' + v.map((x, i) => member(v, String(i), x)).join(comma) + ']'
         const parts: string[] = []
-        for (const key of Object.keys(v)) parts.push(quote(key, ascii) + colon + write(v[key] as JsonValue))
-        return '{' + parts.join(comma) + '}'
+        for (const key of Object.keys(v))
+          parts.push(quote(key, ascii) + colon + member(v, key, v[key] as JsonValue))
+        const text = '{' + parts.join(comma) + '}'
+        return tagged && looksLikeTag(v) ? `{${quote(ESCAPE_TAG, false)}${colon}${text}}` : text
       }
       default:
         throw new TypeError(`stringifyJson: not a JSON value: ${typeof v}`)

@@ -1,3 +1,4 @@
+import { keepSpellings } from '../audit/json.js'
 import type { JsonObject, JsonValue } from '../audit/types.js'
 
 /**
@@ -23,12 +24,17 @@ export function toJsonValue(value: unknown): JsonValue {
       return value
     case 'object': {
       if (value === null) return null
-      if (Array.isArray(value)) return value.map((v) => toJsonValue(v === undefined ? null : v))
+      // keepSpellings: a number read as `1.0` is still written `1.0` (see audit/json.ts).
+      if (Array.isArray(value))
+        return keepSpellings(
+          value,
+          value.map((v) => toJsonValue(v === undefined ? null : v)),
+        )
       const out: JsonObject = {}
       for (const [key, v] of Object.entries(value)) {
         if (v !== undefined) out[key] = toJsonValue(v)
       }
-      return out
+      return keepSpellings(value, out)
     }
     default:
       throw new TypeError(`toJsonValue: not a JSON value: ${typeof value}`)

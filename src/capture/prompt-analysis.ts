@@ -2,7 +2,7 @@
  * What capture derives from a submitted prompt body: the redacted graph, UI workflow and extra_data, their
  * hashes, seeds, referenced models, and per-node inputs. Shared by live capture and reconciliation.
  */
-import { canonicalJson, parseJson, sha256Hex } from '../audit/json.js'
+import { canonicalJson, keepSpellings, parseJson, sha256Hex } from '../audit/json.js'
 import type { JsonObject, JsonValue, ModelRef } from '../audit/types.js'
 import { redactKeyedValues } from './keyed-text-scan.js'
 import { checkWith, isJsonObject, zPromptGraph, type PromptGraph, type PromptNode } from './schemas.js'
@@ -24,13 +24,14 @@ export const DEFAULT_MAX_INPUT_STRING_LENGTH = 2048
 
 /** Deep copy with the values of {@link SENSITIVE_KEYS} replaced by {@link REDACTED}, wherever they sit. */
 export function stripSensitive(value: JsonValue): JsonValue {
-  if (Array.isArray(value)) return value.map(stripSensitive)
+  // keepSpellings: a number read as `1.0` is still written `1.0` (see audit/json.ts).
+  if (Array.isArray(value)) return keepSpellings(value, value.map(stripSensitive))
   if (isJsonObject(value)) {
     const out: JsonObject = {}
     for (const [key, v] of Object.entries(value)) {
       out[key] = SENSITIVE_KEYS.includes(key) ? REDACTED : stripSensitive(v)
     }
-    return out
+    return keepSpellings(value, out)
   }
   return value
 }
@@ -50,11 +51,15 @@ export function truncateLongStrings(value: JsonValue, maxLength: number): JsonVa
       ? { truncated: true, length: value.length, sha256: sha256Hex(value) }
       : value
   }
-  if (Array.isArray(value)) return value.map((v) => truncateLongStrings(v, maxLength))
+  if (Array.isArray(value))
+    return keepSpellings(
+      value,
+      value.map((v) => truncateLongStrings(v, maxLength)),
+    )
   if (isJsonObject(value)) {
     const out: JsonObject = {}
     for (const [key, v] of Object.entries(value)) out[key] = truncateLongStrings(v, maxLength)
-    return out
+    return keepSpellings(value, out)
   }
   return value
 }
@@ -79,7 +84,7 @@ export function nodeInputs(node: PromptNode | undefined, maxStringLength: number
       ? { node: value[0], output: value[1] }
       : truncateLongStrings(value, maxStringLength)
   }
-  return out
+  return keepSpellings(node.inputs, out)
 }
 
 const SEED_INPUTS = new Set(['seed', 'noise_seed'])
@@ -170,7 +175,9 @@ export function analyzePrompt(
     workflow = cleanExtra.extra_pnginfo.workflow ?? null
   }
   const checked = cleanPrompt === null ? null : checkWith(zPromptGraph, cleanPrompt)
-  const graph = checked?.ok ? checked.value : null
+  // The checked prompt itself, not the schema's copy of it: same content (loose objects, values passed by
+  // reference), and node inputs keep the number spellings read with them (`cfg: 1.0`, see audit/json.ts).
+  const graph = checked?.ok ? (cleanPrompt as PromptGraph) : null
   return {
     prompt: cleanPrompt,
     graph,

@@ -15,7 +15,7 @@
  * so each redaction also has a time budget (`redaction.timeBudgetMillis`); past it the value being redacted is
  * replaced whole by {@link REDACTED_OVER_BUDGET}: redaction fails safe, never by storing the value unredacted.
  */
-import { sha256Hex } from '../audit/json.js'
+import { keepSpellings, sha256Hex } from '../audit/json.js'
 import type { JsonObject, JsonValue } from '../audit/types.js'
 import { redactKeyedValues } from '../capture/keyed-text-scan.js'
 import { CREDENTIAL_QUERY_PARAMS, redactUserInfo, stripUrlCredentials } from '../capture/url-credentials.js'
@@ -363,7 +363,8 @@ export function createRedactor(config: RedactionConfig, options: RedactorOptions
       }
       return clean
     }
-    if (Array.isArray(value)) return value.map(walk)
+    // keepSpellings: a number read as `1.0` is still written `1.0` (see audit/json.ts).
+    if (Array.isArray(value)) return keepSpellings(value, value.map(walk))
     if (value !== null && typeof value === 'object') {
       const out: JsonObject = {}
       for (const [key, v] of Object.entries(value)) {
@@ -372,7 +373,7 @@ export function createRedactor(config: RedactionConfig, options: RedactorOptions
         // A key is text too (an e-mail address or a token can be a key); short keys are cheap to check.
         out[key.length > 0 ? cleanText(key) : key] = secret ? REDACTED : walk(v)
       }
-      return out
+      return keepSpellings(value, out)
     }
     return value
   }
