@@ -1,12 +1,16 @@
 /**
  * Column lists of the derived tables, shared by every dialect so both store the same fields under the
  * records' own names, and the conversions between a record field and its column value.
- * JSON fields are stored as lossless JSON text (bigints and NaN survive), SQL NULL for `null`.
+ * JSON fields are stored as standard JSON text that reads back exactly, SQL NULL for `null`: integers of any
+ * size as plain digits, numbers as ComfyUI spelled them (`1.0`), NaN/Infinity/-Infinity as `{"$float": "NaN"}`
+ * (and an object that would read as such a tag wrapped in `{"$escape": …}`), so any SQLite's `json_extract`
+ * and PostgreSQL's `::json` read every column. Rows written before this form (bare `NaN` tokens) are still
+ * read; `comfy-audit rebuild` rewrites them.
  */
 import { parseJson, stringifyJson } from '../audit/json.js'
 import type { JsonValue } from '../audit/types.js'
 
-/** How a field is stored: `text` and `number` as native columns, `json` as lossless JSON text. */
+/** How a field is stored: `text` and `number` as native columns, `json` as standard JSON text. */
 export type ColumnKind = 'text' | 'number' | 'json'
 
 /** A value as the database drivers take and return it. */
@@ -91,7 +95,7 @@ export const OUTPUT_COLUMNS = [
 /** Turns a record field into its column value. */
 export function encodeColumn(kind: ColumnKind, value: JsonValue | undefined): ColumnValue {
   if (value === null || value === undefined) return null
-  if (kind === 'json') return stringifyJson(value)
+  if (kind === 'json') return stringifyJson(value, { tagged: true })
   if (kind === 'number') return typeof value === 'number' ? value : Number(value)
   return typeof value === 'string' ? value : String(value)
 }
@@ -103,7 +107,7 @@ export function encodeColumn(kind: ColumnKind, value: JsonValue | undefined): Co
 export function decodeColumn(kind: ColumnKind, value: unknown, where: string): JsonValue {
   if (value === null || value === undefined) return null
   if (kind === 'json') {
-    const parsed = parseJson(String(value))
+    const parsed = parseJson(String(value), { tagged: true })
     if (!parsed.ok) throw new Error(`stored JSON at ${where} does not parse: ${parsed.reason}`)
     return parsed.value
   }

@@ -117,6 +117,21 @@ export const ORDER_DERIVED_SQL = {
   outputs: `ORDER BY ${OUTPUT_KEY_COLUMNS.join(', ')}`,
 } as const
 
+/** The query of {@link StoreDriver.session}: without `origin`, the first match in origin order. */
+export function sessionQuery(sessionId: string, origin?: string): SqlQuery {
+  return origin === undefined
+    ? { sql: 'SELECT * FROM sessions WHERE session_id = ? ORDER BY origin LIMIT 1', params: [sessionId] }
+    : { sql: SELECT_SESSION_SQL, params: [origin, sessionId] }
+}
+
+/** The query of one derived table's rows as stored (all origins, or one), in key order. */
+export function derivedTableQuery(table: (typeof DERIVED_TABLES)[number], origin?: string): SqlQuery {
+  return {
+    sql: `${SELECT_DERIVED_SQL[table]}${origin === undefined ? '' : ' WHERE origin = ?'} ${ORDER_DERIVED_SQL[table]}`,
+    params: origin === undefined ? [] : [origin],
+  }
+}
+
 /** Parameters of INSERT_EVENT_SQL; the payload as lossless JSON text, and the event's leaf hash. */
 export function eventParams(event: AuditEvent): ColumnValue[] {
   return [
@@ -414,14 +429,14 @@ export function nodeRunsQuery(filter: NodeRunFilter): SqlQuery {
   }
 }
 
-/** Rows of the state table carry lossless JSON text. */
+/** Rows of the state table carry standard JSON text that reads back exactly (see derived-columns.ts). */
 export function encodeState(value: JsonValue): string {
-  return stringifyJson(value)
+  return stringifyJson(value, { tagged: true })
 }
 
-/** Parses a stored state value; throws naming the key when it does not parse. */
+/** Parses a stored state value (either form, see derived-columns.ts); throws naming the key when it does not parse. */
 export function decodeState(key: string, text: unknown): JsonValue {
-  const parsed = parseJson(String(text))
+  const parsed = parseJson(String(text), { tagged: true })
   if (!parsed.ok) throw new Error(`stored state ${key} does not parse: ${parsed.reason}`)
   return parsed.value
 }

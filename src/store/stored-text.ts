@@ -43,9 +43,7 @@ export function encodeStoredText(text: string): string {
 export function decodeStoredText(text: string): string {
   if (!text.includes(ESCAPE)) return text
   return text.replace(ESCAPED, (_, unit: string) =>
-    unit === ESCAPE
-      ? ESCAPE
-      : String.fromCharCode(unit.charCodeAt(0) - PRIVATE_BASE + SURROGATE_BASE),
+    unit === ESCAPE ? ESCAPE : String.fromCharCode(unit.charCodeAt(0) - PRIVATE_BASE + SURROGATE_BASE),
   )
 }
 

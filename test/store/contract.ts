@@ -11,6 +11,7 @@ import type {
   NodeRunRecord,
   SessionRecord,
 } from '../../src/audit/types.js'
+import { parseJson, stringifyJson } from '../../src/audit/json.js'
 import { eventLeafHex } from '../../src/ledger/event-leaf.js'
 import { emptySession, replayDerived } from '../../src/store/project.js'
 import {
@@ -609,7 +610,9 @@ export function describeStoreContract(
       )
       const stored = await store.append(events)
       // A second id that differs only in which lone surrogate it holds stays a different session.
-      await store.append([input('prompt.submitted', 's\udbffx\udc80\ufffe\ue001', { session: { status: 'queued' } })])
+      await store.append([
+        input('prompt.submitted', 's\udbffx\udc80\ufffe\ue001', { session: { status: 'queued' } }),
+      ])
       const raw = await collect(store.rawEvents({ sessionId }))
       expect(raw.map((r) => r.session_id)).toEqual(stored.map(() => sessionId))
       expect(raw.map((r) => r.leaf_hash)).toEqual(stored.map(eventLeafHex))
@@ -617,7 +620,9 @@ export function describeStoreContract(
       const session = await store.session(sessionId)
       expect(session?.submitter?.user).toBe(odd('alice'))
       expect((await store.sessions({ user: odd('alice') })).map((s) => s.session_id)).toEqual([sessionId])
-      expect(await store.sessionIds()).toEqual(expect.arrayContaining([sessionId, 's\udbffx\udc80\ufffe\ue001']))
+      expect(await store.sessionIds()).toEqual(
+        expect.arrayContaining([sessionId, 's\udbffx\udc80\ufffe\ue001']),
+      )
       const runs = await store.nodeRuns({ sessionId })
       expect(runs.find((r) => r.node_id === odd('7'))).toMatchObject({
         node_type: odd('Custom'),
@@ -631,6 +636,32 @@ export function describeStoreContract(
       expect({ sessions: replayed.sessions, nodeRuns: replayed.nodeRuns, outputs: replayed.outputs }).toEqual(
         await store.derivedRows(),
       )
+    })
+
+    it('keeps numbers as ComfyUI spelled them (1.0, 1.00, 1e5, -0.0) in payloads and derived rows (issue 10 item 12)', async () => {
+      const store = await newStore()
+      const inputs =
+        '{"cfg":1.0,"denoise":1.00,"scale":1e5,"shift":-0.0,"seed":18446744073709551615,"nan":NaN}'
+      const parsed = parseJson(
+        `{"session":{"status":"queued","prompt":{"3":{"class_type":"KSampler","inputs":${inputs}}}},` +
+          `"node_run":${stringifyJson(asJson(nodeRun('s1', '3', { inputs: {} })))}}`,
+      )
+      if (!parsed.ok) throw new Error(parsed.reason)
+      const payload = parsed.value as JsonObject
+      const run = payload.node_run as JsonObject
+      const prompt = (payload.session as JsonObject).prompt as JsonObject
+      run.inputs = (prompt['3'] as JsonObject).inputs as JsonObject
+      await store.append([input('node.finished', 's1', payload)])
+      const [raw] = await collect(store.rawEvents())
+      expect(raw?.payload).toContain(inputs)
+      const session = await store.session('s1')
+      const [stored] = await store.nodeRuns({ sessionId: 's1' })
+      const tagged = inputs.replace('NaN', '{"$float":"NaN"}')
+      expect(stringifyJson(session?.prompt ?? null, { tagged: true })).toContain(tagged)
+      expect(stringifyJson(stored?.inputs ?? null, { tagged: true })).toBe(tagged)
+      expect(Number.isNaN((stored?.inputs as JsonObject).nan)).toBe(true)
+      const derived = await store.derivedRows()
+      expect(stringifyJson(derived.nodeRuns[0]?.inputs ?? null, { tagged: true })).toBe(tagged)
     })
 
     it('stores checkpoints once per (origin, size), listed by size', async () => {

@@ -4,10 +4,12 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import type { AuditEventInput } from '../../src/audit/types.js'
+import { parseJson } from '../../src/audit/json.js'
+import type { AuditEventInput, JsonObject } from '../../src/audit/types.js'
+import { NODE_RUN_COLUMNS, SESSION_COLUMNS } from '../../src/store/derived-columns.js'
 import { createRuntimeStore } from '../../src/store/runtime-store.js'
 import { createSqliteDialect } from '../../src/store/sqlite/sqlite-dialect.js'
-import { at, describeStoreContract, input } from './contract.js'
+import { at, describeStoreContract, input, nodeRun } from './contract.js'
 
 let dir = ''
 let counter = 0
@@ -72,6 +74,77 @@ describe('sqlite dialect', () => {
     const second = createRuntimeStore(createSqliteDialect({ path }), { origin: 'gw/a' })
     await expect(second.init()).rejects.toThrow(/schema version 99 is newer/)
     await second.close()
+  })
+
+  it("stores sessions and node-run JSON columns as standard JSON that SQLite's json_extract reads (issue 10 item 12)", async () => {
+    const path = join(dir, 'json-extract', 'audit.db')
+    const store = createRuntimeStore(createSqliteDialect({ path, thread: 'worker' }), { origin: 'gw/a' })
+    const parsed = parseJson(
+      '{"session":{"status":"queued","extra_data":{"v":NaN,"inf":-Infinity,"cfg":1.0,"tag":{"$float":"NaN"}},' +
+        '"prompt":{"3":{"class_type":"KSampler","inputs":{"cfg":1.0,"seed":18446744073709551615}}}}}',
+    )
+    if (!parsed.ok) throw new Error(parsed.reason)
+    await store.append([
+      input('prompt.submitted', 's1', parsed.value as JsonObject),
+      input('node.finished', 's1', {
+        node_run: nodeRun('s1', '3', {
+          inputs: { cfg: NaN, steps: 20 },
+          outputs: { images: [{ filename: 'a.png', subfolder: '', type: 'output' }] },
+          traceback: ['line\n'],
+        }) as unknown as JsonObject,
+      }),
+    ])
+    const session = await store.session('s1')
+    await store.close()
+    const db = new Database(path, { readonly: true })
+    try {
+      const jsonColumns = (table: string, names: readonly (readonly [string, string])[]): string[] =>
+        names.filter(([, kind]) => kind === 'json').map(([name]) => `${table}.${name}`)
+      for (const column of [
+        ...jsonColumns('sessions', SESSION_COLUMNS),
+        ...jsonColumns('node_runs', NODE_RUN_COLUMNS),
+      ]) {
+        const [table, name] = column.split('.') as [string, string]
+        // json_valid is strict RFC 8259 even where json_extract also takes JSON5 (bare NaN): older SQLite builds
+        // refuse anything json_valid refuses.
+        const row = db
+          .prepare(
+            `SELECT count(*) AS n, sum(json_valid(${name})) AS valid FROM ${table} WHERE ${name} IS NOT NULL`,
+          )
+          .get() as { n: number; valid: number | null }
+        expect({ column, valid: row.valid ?? 0 }).toEqual({ column, valid: row.n })
+      }
+      expect(
+        db
+          .prepare(
+            `SELECT json_extract(extra_data, '$.v."$float"') AS v, json_extract(extra_data, '$.cfg') AS cfg,
+                    json_extract(prompt, '$."3".inputs.cfg') AS prompt_cfg FROM sessions`,
+          )
+          .get(),
+      ).toEqual({ v: 'NaN', cfg: 1, prompt_cfg: 1 })
+      expect(db.prepare(`SELECT extra_data FROM sessions`).get() as { extra_data: string }).toEqual({
+        extra_data:
+          '{"v":{"$float":"NaN"},"inf":{"$float":"-Infinity"},"cfg":1.0,"tag":{"$escape":{"$float":"NaN"}}}',
+      })
+      expect(
+        db
+          .prepare(
+            `SELECT json_extract(inputs, '$.cfg."$float"') AS cfg, json_extract(inputs, '$.steps') AS steps FROM node_runs`,
+          )
+          .get(),
+      ).toEqual({ cfg: 'NaN', steps: 20 })
+    } finally {
+      db.close()
+    }
+    // The read path gives back NaN where ComfyUI sent NaN, and the escaped object as the data it was.
+    const extra = session?.extra_data as JsonObject
+    expect(Number.isNaN(extra.v)).toBe(true)
+    expect(extra.inf).toBe(-Infinity)
+    expect(extra.tag).toEqual({ $float: 'NaN' })
+    const reopened = createRuntimeStore(createSqliteDialect({ path }), { origin: 'gw/a' })
+    const [run] = await reopened.nodeRuns({ sessionId: 's1' })
+    expect(Number.isNaN((run?.inputs as JsonObject).cfg)).toBe(true)
+    await reopened.close()
   })
 
   it('reports events per second for 20k events through the runtime store (not asserted)', async () => {

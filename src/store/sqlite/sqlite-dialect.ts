@@ -27,6 +27,7 @@ import {
   UPSERT_SESSION_SQL,
   checkpointParams,
   decodeState,
+  derivedTableQuery,
   encodeState,
   eventParams,
   eventsPageQuery,
@@ -40,6 +41,7 @@ import {
   rowToSession,
   rowToStoredEvent,
   sessionParams,
+  sessionQuery,
   sessionsQuery,
   storedToEvent,
   type SqlQuery,
@@ -303,11 +305,7 @@ export class SqliteDriver implements StoreDriver {
   }
 
   async session(sessionId: string, origin?: string): Promise<SessionRecord | undefined> {
-    const query: SqlQuery =
-      origin === undefined
-        ? { sql: 'SELECT * FROM sessions WHERE session_id = ? ORDER BY origin LIMIT 1', params: [sessionId] }
-        : { sql: SELECT_SESSION_SQL, params: [origin, sessionId] }
-    const row = this.#all(query)[0]
+    const row = this.#all(sessionQuery(sessionId, origin))[0]
     return row ? rowToSession(row) : undefined
   }
 
@@ -337,10 +335,7 @@ export class SqliteDriver implements StoreDriver {
 
   async derivedRows(origin?: string): Promise<DerivedRows> {
     const read = (table: (typeof DERIVED_TABLES)[number]): SqlRow[] =>
-      this.#all({
-        sql: `${SELECT_DERIVED_SQL[table]}${origin === undefined ? '' : ' WHERE origin = ?'} ${ORDER_DERIVED_SQL[table]}`,
-        params: origin === undefined ? [] : [origin],
-      })
+      this.#all(derivedTableQuery(table, origin))
     return {
       sessions: read('sessions').map(rowToSession),
       nodeRuns: read('node_runs').map(rowToNodeRun),
@@ -418,8 +413,7 @@ function textSafe(db: SqliteDatabase): SqliteDatabase {
 function textSafeStatement(statement: SqliteStatement): SqliteStatement {
   return {
     run: (...params) => statement.run(...encodeStoredParams(params)),
-    get: (...params) =>
-      decodeStoredRow(statement.get(...encodeStoredParams(params)) as SqlRow | undefined),
+    get: (...params) => decodeStoredRow(statement.get(...encodeStoredParams(params)) as SqlRow | undefined),
     all: (...params) => decodeStoredRows(statement.all(...encodeStoredParams(params)) as SqlRow[]),
   }
 }

@@ -7,8 +7,22 @@
 import { createRequire } from 'node:module'
 import { pathToFileURL } from 'node:url'
 import { Worker } from 'node:worker_threads'
+import { parseJson, stringifyJson } from '../../audit/json.js'
 import type { AuditEvent } from '../../audit/types.js'
-import { pagedEvents, storedToEvent, type SqlQuery, type SqlRow } from '../sql-common.js'
+import {
+  DERIVED_TABLES,
+  nodeRunsQuery,
+  pagedEvents,
+  rowToNodeRun,
+  rowToOutput,
+  rowToSession,
+  sessionQuery,
+  sessionsQuery,
+  derivedTableQuery,
+  storedToEvent,
+  type SqlQuery,
+  type SqlRow,
+} from '../sql-common.js'
 import type { EventFilter, StoreDriver, StoredEventRow } from '../store.js'
 import type { SqliteDialectOptions } from './sqlite-dialect.js'
 
@@ -27,6 +41,34 @@ export type WorkerReply =
       readonly ok: false
       readonly error: { message: string; name: string; code?: string }
     }
+
+/**
+ * An event as posted to the worker: the payload as JSON text. A structured clone would copy the values but
+ * not the number spellings the JSON module keeps beside them (`cfg: 1.0`, see audit/json.ts); text carries both.
+ */
+export interface PostedEvent extends Omit<AuditEvent, 'payload'> {
+  readonly payload: string
+}
+
+/** The events to post to the worker. */
+export function postedEvents(events: readonly AuditEvent[]): PostedEvent[] {
+  return events.map((event) => ({ ...event, payload: stringifyJson(event.payload) }))
+}
+
+/** The events the main thread posted, read back on the worker. */
+export function receivedEvents(posted: readonly PostedEvent[]): AuditEvent[] {
+  return posted.map((event) => {
+    const parsed = parseJson(event.payload)
+    if (
+      !parsed.ok ||
+      typeof parsed.value !== 'object' ||
+      parsed.value === null ||
+      Array.isArray(parsed.value)
+    )
+      throw new Error(`SQLite worker: posted payload of ${event.origin}#${event.seq} does not read back`)
+    return { ...event, payload: parsed.value }
+  })
+}
 
 /** Starts the worker: the compiled `.js` in production; from TypeScript sources (tests, tsx) through tsx's loader. */
 function startWorker(options: SqliteDialectOptions): Worker {
@@ -98,7 +140,7 @@ export function createWorkerSqliteDriver(options: SqliteDialectOptions): StoreDr
       signal?.throwIfAborted()
       await call('init')
     },
-    append: (events) => call('append', events),
+    append: (events) => call('append', postedEvents(events)),
     lastSeq: (origin) => call('lastSeq', origin),
     origins: () => call('origins'),
     sessionIds: (origin) => call('sessionIds', origin),
@@ -106,14 +148,28 @@ export function createWorkerSqliteDriver(options: SqliteDialectOptions): StoreDr
       for await (const row of rawEvents(filter)) yield storedToEvent(row)
     },
     rawEvents,
-    sessions: (filter) => call('sessions', filter),
-    session: (sessionId, origin) => call('session', sessionId, origin),
-    nodeRuns: (filter) => call('nodeRuns', filter),
+    // Records are read as rows and decoded here, not cloned from the worker's decoding: JSON columns keep
+    // the number spellings they were stored with (see PostedEvent).
+    sessions: async (filter) => (await call<SqlRow[]>('queryRows', sessionsQuery(filter))).map(rowToSession),
+    session: async (sessionId, origin) => {
+      const [row] = await call<SqlRow[]>('queryRows', sessionQuery(sessionId, origin))
+      return row ? rowToSession(row) : undefined
+    },
+    nodeRuns: async (filter) => (await call<SqlRow[]>('queryRows', nodeRunsQuery(filter))).map(rowToNodeRun),
     rollups: (filter) => call('rollups', filter),
     workflowRollups: (filter) => call('workflowRollups', filter),
     usageRollups: (filter) => call('usageRollups', filter),
     outputsBySha256: (sha256) => call('outputsBySha256', sha256),
-    derivedRows: (origin) => call('derivedRows', origin),
+    derivedRows: async (origin) => {
+      const [sessions, nodeRuns, outputs] = await Promise.all(
+        DERIVED_TABLES.map((table) => call<SqlRow[]>('queryRows', derivedTableQuery(table, origin))),
+      )
+      return {
+        sessions: (sessions ?? []).map(rowToSession),
+        nodeRuns: (nodeRuns ?? []).map(rowToNodeRun),
+        outputs: (outputs ?? []).map(rowToOutput),
+      }
+    },
     rebuildDerived: (origin) => call('rebuildDerived', origin),
     addCheckpoint: (checkpoint) => call('addCheckpoint', checkpoint),
     checkpoints: (origin) => call('checkpoints', origin),

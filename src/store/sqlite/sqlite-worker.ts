@@ -1,7 +1,12 @@
 /** Worker-thread side of the SQLite driver: owns the database and answers calls in order. */
 import { parentPort, workerData } from 'node:worker_threads'
 import { SqliteDriver, type SqliteDialectOptions } from './sqlite-dialect.js'
-import type { WorkerCall, WorkerReply } from './sqlite-worker-driver.js'
+import {
+  receivedEvents,
+  type PostedEvent,
+  type WorkerCall,
+  type WorkerReply,
+} from './sqlite-worker-driver.js'
 
 const driver = new SqliteDriver(workerData as SqliteDialectOptions)
 const methods = driver as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>
@@ -16,7 +21,9 @@ parentPort!.on('message', (message: WorkerCall) => {
       if (typeof fn !== 'function' || message.method === 'events' || message.method === 'rawEvents') {
         throw new Error(`SQLite worker: unknown method ${message.method}`)
       }
-      reply = { id: message.id, ok: true, value: await fn.apply(driver, message.args) }
+      const args =
+        message.method === 'append' ? [receivedEvents(message.args[0] as PostedEvent[])] : message.args
+      reply = { id: message.id, ok: true, value: await fn.apply(driver, args) }
     } catch (error) {
       const e = error instanceof Error ? error : new Error(String(error))
       reply = {
