@@ -3,6 +3,7 @@ import {
   RECORD_SCHEMA_VERSION,
   type JsonValue,
   type NodeRunRecord,
+  type OutputRecord,
   type SessionRecord,
 } from '../audit/types.js'
 
@@ -58,6 +59,30 @@ export const NODE_RUN_EXPORT_FIELDS = [
   'previews',
   'schema_version',
 ] as const
+
+/** Columns of `export --table outputs`, in order: the output record's fields. */
+export const OUTPUT_EXPORT_FIELDS = [
+  'origin',
+  'session_id',
+  'node_id',
+  'type',
+  'subfolder',
+  'filename',
+  'sha256',
+  'bytes',
+  'width',
+  'height',
+  'time',
+  'schema_version',
+] as const
+
+/** One output file as an export row. */
+export function outputExportRow(o: OutputRecord): Record<string, JsonValue> {
+  const row: Record<string, JsonValue> = {}
+  for (const field of OUTPUT_EXPORT_FIELDS)
+    row[field] = field === 'schema_version' ? RECORD_SCHEMA_VERSION : (o[field] ?? null)
+  return row
+}
 
 /** One session as an export row (flat fields, nested values kept as JSON values). */
 export function sessionExportRow(s: SessionRecord): Record<string, JsonValue> {

@@ -6,6 +6,7 @@ import { SESSION_STATUSES, type SessionStatus } from '../../audit/types.js'
 import { parseTimeSpec } from '../../config/duration.js'
 import {
   NODE_RUN_EXPORT_FIELDS,
+  OUTPUT_EXPORT_FIELDS,
   SESSION_EXPORT_FIELDS,
   csvHeader,
   csvRow,
@@ -13,6 +14,7 @@ import {
   formatSessionsTable,
   jsonLine,
   nodeRunExportRow,
+  outputExportRow,
   sessionExportRow,
 } from '../../query/format.js'
 import { CliError, openCliStore, type CliStoreOptions } from '../open-store.js'
@@ -173,7 +175,7 @@ export function registerQueryCommands(program: Command): void {
         'jsonl, csv or sqlite (sessions, node runs, outputs and events; needs -o)',
         'jsonl',
       )
-      .option('--table <table>', 'node_runs or sessions', 'node_runs')
+      .option('--table <table>', 'node_runs, sessions or outputs', 'node_runs')
       .option('--since <time>', 'from this time (90d, 12h, 2026-11-01)')
       .option('--until <time>', 'up to this time')
       .option('-o, --output <file>', 'write to a file instead of stdout'),
@@ -185,8 +187,8 @@ export function registerQueryCommands(program: Command): void {
       throw new CliError(
         `--format: expected jsonl or csv (or sqlite with -o FILE), got ${JSON.stringify(format)}`,
       )
-    if (table !== 'node_runs' && table !== 'sessions') {
-      throw new CliError(`--table: expected node_runs or sessions, got ${JSON.stringify(table)}`)
+    if (table !== 'node_runs' && table !== 'sessions' && table !== 'outputs') {
+      throw new CliError(`--table: expected node_runs, sessions or outputs, got ${JSON.stringify(table)}`)
     }
     const since = timeOption('since', opts.since as string | undefined)
     const until = timeOption('until', opts.until as string | undefined)
@@ -202,7 +204,12 @@ export function registerQueryCommands(program: Command): void {
     const outputState = watchErrors(out)
     let rows = 0
     try {
-      const fields = table === 'sessions' ? SESSION_EXPORT_FIELDS : NODE_RUN_EXPORT_FIELDS
+      const fields =
+        table === 'sessions'
+          ? SESSION_EXPORT_FIELDS
+          : table === 'outputs'
+            ? OUTPUT_EXPORT_FIELDS
+            : NODE_RUN_EXPORT_FIELDS
       if (format === 'csv') await write(out, csvHeader(fields))
       const emit = async (row: Parameters<typeof jsonLine>[0]): Promise<void> => {
         rows++
@@ -215,6 +222,12 @@ export function registerQueryCommands(program: Command): void {
           for (const s of page) await emit(sessionExportRow(s))
           if (page.length < pageSize) break
         }
+      } else if (table === 'outputs') {
+        // By the time each file was first seen, like the other tables' own times.
+        const inWindow = (time: string): boolean =>
+          (since === undefined || time >= since) && (until === undefined || time < until)
+        for (const o of (await store.derivedRows()).outputs)
+          if (inWindow(o.time)) await emit(outputExportRow(o))
       } else {
         for (const r of await store.nodeRuns({ since, until })) await emit(nodeRunExportRow(r))
       }
