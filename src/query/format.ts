@@ -123,9 +123,12 @@ export function nodeRunExportRow(r: NodeRunRecord): Record<string, JsonValue> {
   return row
 }
 
-/** A JSON line; NaN/Infinity become strings so every line is strict JSON, big integers keep their digits. */
+/**
+ * A JSON line in the record format: standard JSON, big integers keep their digits, numbers keep ComfyUI's
+ * spelling, NaN/Infinity as `{"$float": "NaN"}` (read back with `parseJson(line, { tagged: true })`).
+ */
 export function jsonLine(row: Record<string, JsonValue>): string {
-  return stringifyJson(row, { strict: true }) + '\n'
+  return stringifyJson(row, { tagged: true }) + '\n'
 }
 
 function csvCell(value: JsonValue): string {
@@ -134,7 +137,7 @@ function csvCell(value: JsonValue): string {
     typeof value === 'string'
       ? value
       : typeof value === 'object'
-        ? stringifyJson(value, { strict: true })
+        ? stringifyJson(value, { tagged: true })
         : String(value)
   return /[",\r\n]/.test(text) || /^\s|\s$/.test(text) ? `"${text.replace(/"/g, '""')}"` : text
 }

@@ -312,16 +312,17 @@ export function recordToJson(record: SinkRecord): JsonObject {
 }
 
 /**
- * One record as one line of strict JSON (no newline): integers beyond 2^53 as plain digits, NaN/Infinity
- * as strings, so any JSON reader accepts it and seeds keep every digit.
+ * One record as one line of standard JSON (no newline), the record format of the JSON Schemas: integers beyond
+ * 2^53 as plain digits, numbers as ComfyUI spelled them, NaN/Infinity as `{"$float": "NaN"}`, so any JSON
+ * reader accepts it, seeds keep every digit and {@link parseRecord} reads back exactly what was sent.
  */
 export function serializeRecord(record: SinkRecord): string {
-  return stringifyJson(recordToJson(record), { strict: true })
+  return stringifyJson(recordToJson(record), { tagged: true })
 }
 
 /** Reads back a line written by {@link serializeRecord}; a value that is not a record is refused. */
 export function parseRecord(line: string): { ok: true; value: SinkRecord } | { ok: false; reason: string } {
-  const parsed = parseJson(line)
+  const parsed = parseJson(line, { tagged: true })
   if (!parsed.ok) return parsed
   const v = parsed.value
   if (

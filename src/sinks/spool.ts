@@ -124,7 +124,7 @@ export async function openSpool(options: SpoolOptions): Promise<Spool> {
     return result
   }
 
-  const encode = (record: SinkRecord): string => stringifyJson(recordToJson(record)) + '\n'
+  const encode = (record: SinkRecord): string => stringifyJson(recordToJson(record), { tagged: true }) + '\n'
 
   return {
     dir,

@@ -73,7 +73,7 @@ export function createWebhookSink(config: WebhookSinkConfig, options: HttpSinkOp
     name: 'webhook',
     async export(batch, signal): Promise<ExportResult> {
       if (batch.length === 0) return { status: 'success' }
-      const body = stringifyJson({ records: batch.map(recordToJson) }, { strict: true })
+      const body = stringifyJson({ records: batch.map(recordToJson) }, { tagged: true })
       const result = await transport.send(body, signal)
       return result.status === 'success' ? { status: 'success' } : result
     },
