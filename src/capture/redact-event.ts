@@ -5,6 +5,7 @@
  * name); doing it here, on the finished payload, covers every field there is and every field added later,
  * and the store, the ledger and every sink then hold the same redacted bytes.
  */
+import { keepSpellings } from '../audit/json.js'
 import type { AuditEventInput, JsonObject, JsonValue } from '../audit/types.js'
 
 /** Text rules of the redaction policy (secret-looking substrings, e-mail addresses, home-directory paths). */
@@ -29,15 +30,20 @@ export function redactString(value: string, text: TextRedactor): string {
   return text(value)
 }
 
+// keepSpellings on every copy: a number ComfyUI sent as `1.0` is still written `1.0` (see audit/json.ts).
 function redactValue(value: JsonValue, text: TextRedactor): JsonValue {
   if (typeof value === 'string') return redactString(value, text)
-  if (Array.isArray(value)) return value.map((v) => redactValue(v, text))
+  if (Array.isArray(value))
+    return keepSpellings(
+      value,
+      value.map((v) => redactValue(v, text)),
+    )
   if (!isPlainObject(value)) return value
   const out: JsonObject = {}
   for (const [key, v] of Object.entries(value)) {
     out[key] = PERSON_MEMBERS.has(key) && typeof v === 'string' ? v : redactValue(v, text)
   }
-  return out
+  return keepSpellings(value, out)
 }
 
 /**
@@ -56,12 +62,12 @@ export function redactPayload(payload: JsonObject, text: TextRedactor): JsonObje
       for (const [k, v] of Object.entries(value)) {
         session[k] = ANALYZED_SESSION_MEMBERS.has(k) ? v : redactValue(v, text)
       }
-      out[key] = session
+      out[key] = keepSpellings(value, session)
     } else {
       out[key] = PERSON_MEMBERS.has(key) && typeof value === 'string' ? value : redactValue(value, text)
     }
   }
-  return out
+  return keepSpellings(payload, out)
 }
 
 /** The event with its payload redacted by {@link redactPayload}. */

@@ -253,14 +253,16 @@ describe('issue 10 item 12: a versioned record format', () => {
       ),
     )
     expectValidSinkRecords(loki, 'loki line')
-    const es = receivers.elasticsearch.requests.flatMap((r) =>
-      r.body
-        .split('\n')
-        .filter((l) => l.length > 0)
-        .map(parseTagged)
-        .filter((doc) => !('create' in doc))
-        .map((doc) => doc.comfyui as JsonObject),
-    )
+    const es = receivers.elasticsearch.requests
+      .filter((r) => r.url.includes('_bulk'))
+      .flatMap((r) =>
+        r.body
+          .split('\n')
+          .filter((l) => l.length > 0)
+          .map(parseTagged)
+          .filter((doc) => !('create' in doc))
+          .map((doc) => doc.comfyui as JsonObject),
+      )
     expectValidSinkRecords(es, 'elasticsearch document')
     type Span = { attributes: { key: string; value: { intValue?: string } }[] }
     const spans = receivers.otlp.requests.flatMap((r) =>
