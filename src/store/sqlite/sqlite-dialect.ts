@@ -412,6 +412,7 @@ function textSafe(db: SqliteDatabase): SqliteDatabase {
 
 function textSafeStatement(statement: SqliteStatement): SqliteStatement {
   return {
+    reader: statement.reader,
     run: (...params) => statement.run(...encodeStoredParams(params)),
     get: (...params) => decodeStoredRow(statement.get(...encodeStoredParams(params)) as SqlRow | undefined),
     all: (...params) => decodeStoredRows(statement.all(...encodeStoredParams(params)) as SqlRow[]),
