@@ -572,7 +572,7 @@ export function createCapture(options: CaptureOptions): Capture {
     s.phase = 'running'
     s.startedAtMs = timeMs
     const environment = await getEnvironment()
-    // One log event per distinct environment (each session carries its own copy in its start patch).
+    // One log event each time the environment changes (each session carries its own copy in its start patch).
     const envJson = environment ? canonicalJson(toJsonObject(environment)) : null
     if (environment && envJson !== envEmittedJson) {
       envEmittedJson = envJson

@@ -127,7 +127,7 @@ describe('the environment per session (issue 10 item 13)', () => {
     })
     expect(await envOf(after)).toMatchObject({ comfyui_version: '0.8.1', pytorch_version: '2.12.0+cu130' })
 
-    // One log event per distinct environment.
+    // One log event each time the environment changed.
     const snapshots: string[] = []
     for await (const e of audit.store.events({ kinds: ['environment.snapshot'] })) {
       snapshots.push(String((e.payload.environment as JsonObject).comfyui_version))
