@@ -21,6 +21,7 @@ import {
   gpuSampleFromSystemStats,
   systemStatsIdentity,
 } from './capture/environment.js'
+import { createSubmissionSeal, promptDigest, sealSecretFromSigner } from './capture/submission-seal.js'
 import { zObjectInfo, zSystemStats, type SystemStats } from './capture/schemas.js'
 import { dialectFor } from './cli/open-store.js'
 import { parseHostPort, sinkName, type Config } from './config/config.js'
@@ -276,6 +277,13 @@ async function startLocked(
     store.append(events).catch((err: unknown) => reportError(err, 'store append'))
   }
 
+  // Who submitted each prompt travels, sealed, inside the prompt to ComfyUI: a crash between the 200 and the
+  // commit of prompt.submitted then loses nothing that ComfyUI's queue and history do not give back.
+  const submissionSeal = createSubmissionSeal({
+    origin: store.origin,
+    secret: sealSecretFromSigner(key.signer),
+  })
+
   let objectInfoCache: ReturnType<typeof zObjectInfo.safeParse> | null = null
   // What of /system_stats lasts as long as one ComfyUI process: a reading that differs means it restarted, so
   // the environment (and the custom node packs of /object_info) must be taken again.
@@ -290,6 +298,7 @@ async function startLocked(
     capture.refreshEnvironment()
   }
   const capture = createCapture({
+    submissionSeal,
     origin: store.origin,
     now: options.now,
     emit,
@@ -402,6 +411,11 @@ async function startLocked(
   // Capture owns the index of known prompt ids; before the first request it learns every id the log ever
   // held (pruned and erased ones too), so a reused id is refused and no bypass resurrects an old record.
   capture.loadKnownPromptIds(await store.sessionIds())
+  capture.loadLostSessionIds(
+    (await store.sessions({ origin: store.origin, status: ['lost'], limit: 10_000 })).map(
+      (s) => s.session_id,
+    ),
+  )
   const gateway: Gateway = await createGateway({
     upstreamUrl: upstream,
     host,
@@ -470,6 +484,13 @@ async function startLocked(
     upstreamTimeoutMs: config.comfyui.timeoutMillis,
     claimPromptId: (id) => capture.claimPromptId(id),
     onRefused: (r) => refusals.refused({ ...r, user: null, role: null }),
+    sealSubmission: (e) =>
+      submissionSeal.seal(e.promptId, {
+        submitter: e.submitter,
+        upstream_client_id: e.upstreamClientId,
+        submitted_at_ms: e.timeMs,
+        prompt_digest: promptDigest(e.prompt),
+      }),
     state: {
       load: async () => {
         const v = await store.getState(CLIENT_IDS_STATE_KEY)
@@ -495,6 +516,9 @@ async function startLocked(
 
   // Take back the sessions a previous process left open, so their remaining frames attach to them.
   const open = await store.sessions({ origin: store.origin, status: ['queued', 'running'], limit: 10_000 })
+  // The process that forwarded these is gone, and with it any answer ComfyUI had still to give: one that
+  // ComfyUI neither queued nor finished never will be (issue 10 item 3: such prompts stayed queued for ever).
+  const inheritedIds = new Set(open.map((s) => s.session_id))
   if (open.length > 0) {
     const resumed: ResumedSession[] = []
     for (const session of open) {
@@ -528,7 +552,7 @@ async function startLocked(
     const mayBeLost = new Set(
       capture
         .openSessions()
-        .filter((o) => o.accepted)
+        .filter((o) => o.accepted || inheritedIds.has(o.session_id))
         .map((o) => o.session_id),
     )
     const queue = await fetchJson(`${upstream}/queue`, 10_000)

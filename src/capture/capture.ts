@@ -28,6 +28,7 @@ import { parseMultipart } from './multipart.js'
 import { redactEvent, redactString, type TextRedactor } from './redact-event.js'
 import {
   DEFAULT_MAX_INPUT_STRING_LENGTH,
+  analyzePrompt,
   analyzePromptBody,
   nodeInputs,
   outputFiles,
@@ -36,8 +37,10 @@ import {
   type PromptBodyAnalysis,
   type Redactor,
 } from './prompt-analysis.js'
+import { SUBMISSION_SEAL_KEY, promptDigest, withoutSeal, type SubmissionSeal } from './submission-seal.js'
 import {
   bypassSessions,
+  historyOutcome,
   reconcileSessions,
   storedError,
   type OpenNodeRun,
@@ -59,7 +62,9 @@ import {
   zWsMessage,
   type ExecutionErrorData,
   type History,
+  type HistoryEntry,
   type PromptGraph,
+  type PromptTuple,
   type Queue,
   type WsMessage,
 } from './schemas.js'
@@ -118,6 +123,12 @@ export interface CaptureOptions {
   readonly pendingFrameTtlMs?: number
   /** How long a transition waits for the environment snapshot, ms (default 5000). */
   readonly environmentTimeoutMs?: number
+  /**
+   * Opens the gateway's sealed attributions (`extra_data.comfy_audit`, submission-seal.ts). With it,
+   * reconciliation rebuilds the `prompt.submitted` of a prompt ComfyUI holds but the log lacks (a crash
+   * between the 200 and the commit), marked `recovered`, instead of calling it a bypass.
+   */
+  readonly submissionSeal?: Pick<SubmissionSeal, 'open'>
 }
 
 /** An output file as the log records it (redacted) and as ComfyUI named it. */
@@ -141,7 +152,10 @@ export interface CaptureReconcileInput {
    * accepted after that is missing from the snapshot without being lost.
    */
   readonly sessionIds?: ReadonlySet<string>
-  /** Only these may be closed as lost (the ones ComfyUI had accepted before `queue` was read); default all. */
+  /**
+   * Only these may be closed as lost (the ones ComfyUI had accepted before `queue` was read, and ones taken
+   * over from a dead process that never recorded an answer); default: the accepted ones.
+   */
   readonly mayBeLost?: ReadonlySet<string>
   /**
    * Record history entries whose prompt id capture does not know (see {@link Capture.isPromptIdKnown}) as
@@ -179,6 +193,11 @@ export interface Capture extends CaptureTap {
    * retention-removed and erased ones too, see `RuntimeStore.sessionIds`).
    */
   loadKnownPromptIds(ids: Iterable<string>): void
+  /**
+   * Session ids the log holds as `lost` (at start): if ComfyUI's history later shows one of them finished,
+   * reconciliation records a `session.corrected`, never a silent change.
+   */
+  loadLostSessionIds(ids: Iterable<string>): void
   /**
    * Whether a prompt id is known: held by the log, or submitted to this capture (even if not yet processed
    * or committed), reserved by {@link claimPromptId}, or recorded as a bypass. Synchronous: the proxy path and
@@ -321,6 +340,8 @@ export function createCapture(options: CaptureOptions): Capture {
   // ~100 bytes an id: a million sessions cost ~100 MB, the price of never taking a record over.
   const knownIds = new Set<string>()
   const pending = new Map<string, PendingFrames>()
+  // Closed as lost and not corrected since: the ones a later history entry corrects.
+  const lostIds = new Set<string>()
   let chain: Promise<void> = Promise.resolve()
   let closed = false
   let timer: NodeJS.Timeout | null = null
@@ -478,6 +499,7 @@ export function createCapture(options: CaptureOptions): Capture {
   const retire = (s: SessionState, status: string): void => {
     s.phase = 'closed'
     s.finalStatus = status
+    if (status === 'lost') lostIds.add(s.id)
     if (status !== 'cancelled') {
       // Only a late answer can still concern it: drop what only a running session needs.
       s.graph = null
@@ -781,6 +803,7 @@ export function createCapture(options: CaptureOptions): Capture {
               ? 'error'
               : 'interrupted'
         old.finalStatus = status
+        lostIds.delete(promptId)
         push(out, 'session.corrected', timeMs, promptId, {
           session: {
             status,
@@ -1001,7 +1024,8 @@ export function createCapture(options: CaptureOptions): Capture {
       workflow: analysis.ok ? analysis.workflow : null,
       prompt_sha256: analysis.ok ? analysis.prompt_sha256 : null,
       workflow_sha256: analysis.ok ? analysis.workflow_sha256 : null,
-      extra_data: analysis.ok ? analysis.extra_data : null,
+      // The seal is the gateway's copy of what this event says; the event itself is the record.
+      extra_data: analysis.ok ? withoutSeal(analysis.extra_data) : null,
       validation: null,
       queued_at: isoTime(e.timeMs),
       started_at: null,
@@ -1228,7 +1252,137 @@ export function createCapture(options: CaptureOptions): Capture {
       ended: s.ended,
     }))
 
-  const handleReconcile = (out: AuditEventInput[], input: CaptureReconcileInput): void => {
+  /**
+   * Rebuilds the `prompt.submitted` (and `prompt.accepted`) of a prompt ComfyUI holds whose id the log does
+   * not know, from the gateway's own seal in its `extra_data`: the previous process forwarded it and died
+   * before the event was committed. Recorded as recovered, with what it rests on. Returns why not otherwise.
+   */
+  const recoverSubmission = async (
+    out: AuditEventInput[],
+    tuple: PromptTuple,
+    source: 'queue_running' | 'queue_pending' | 'history',
+    timeMs: number,
+  ): Promise<{ ok: true } | { ok: false; reason: string | null }> => {
+    if (!options.submissionSeal) return { ok: false, reason: null }
+    const [number, promptId, prompt, extra] = tuple
+    const opened = options.submissionSeal.open(
+      isJsonObject(extra) ? extra[SUBMISSION_SEAL_KEY] : undefined,
+      promptId,
+    )
+    if (!opened.ok) return { ok: false, reason: opened.kind === 'invalid' ? opened.reason : null }
+    const claim = opened.claim
+    const digest = promptDigest(prompt)
+    if (claim.prompt_digest !== digest) {
+      // The id was queued again, directly, with another graph: the seal speaks for the first one only.
+      return {
+        ok: false,
+        reason: `sealed for another graph (sealed ${claim.prompt_digest}, found ${digest})`,
+      }
+    }
+    const analysis = analyzePrompt(prompt, withoutSeal(extra ?? null) ?? undefined, options.redact)
+    const s = newSession(promptId)
+    s.upstreamClientId = claim.upstream_client_id
+    s.queuedAtMs = claim.submitted_at_ms
+    s.graph = analysis.graph
+    s.answered = true
+    s.httpStatus = 200
+    s.number = number
+    knownIds.add(promptId)
+    sessions.set(promptId, s)
+    const createTime = isJsonObject(extra) && typeof extra.create_time === 'number' ? extra.create_time : null
+    const evidence: JsonObject = {
+      source: source === 'history' ? 'comfyui_history' : 'comfyui_queue',
+      queue_position: source === 'history' ? null : source,
+      seal: "opened and authenticated with this gateway's key",
+      prompt_digest_matches: true,
+      comfyui_number: number,
+      comfyui_create_time: createTime,
+      recovered_at: isoTime(timeMs),
+      why: 'the gateway stopped after forwarding the prompt and before its prompt.submitted was committed',
+    }
+    const patch: SessionPatch = {
+      status: 'queued',
+      http_status: null,
+      number: null,
+      client_id: claim.upstream_client_id,
+      prompt: analysis.prompt,
+      workflow: analysis.workflow,
+      prompt_sha256: analysis.prompt_sha256,
+      workflow_sha256: analysis.workflow_sha256,
+      extra_data: analysis.extra_data,
+      validation: null,
+      queued_at: isoTime(claim.submitted_at_ms),
+      started_at: null,
+      ended_at: null,
+      duration_ms: null,
+      environment: null,
+      models: analysis.models,
+      seeds: analysis.seeds,
+      outputs: [],
+      error: null,
+      status_reason: "prompt.submitted rebuilt from the gateway's seal in ComfyUI's copy of the prompt",
+      flags: ['recovered'],
+    }
+    push(out, 'prompt.submitted', claim.submitted_at_ms, promptId, {
+      session: { ...toJsonObject(patch), submitter: submitterJson(claim.submitter, null) },
+      downstream_client_id: claim.submitter.client_id,
+      recovered: true,
+      evidence,
+    })
+    // ComfyUI queues a prompt only when it answers 200 (protocol §2.1): that it holds it is the answer.
+    const accepted: SessionPatch = { http_status: 200, number, validation: null }
+    push(out, 'prompt.accepted', createTime ?? timeMs, promptId, {
+      session: toJsonObject(accepted),
+      node_errors: {},
+      recovered: true,
+      evidence: { source: evidence.source, comfyui_number: number },
+    })
+    const early = pending.get(promptId)
+    if (early) {
+      pending.delete(promptId)
+      for (const f of early.frames) {
+        const current = sessions.get(promptId)
+        if (!current) break
+        await dispatch(out, current, f.msg, f.timeMs)
+      }
+    }
+    return { ok: true }
+  }
+
+  /** A session closed as lost that ComfyUI's history shows finished: a new event says so. */
+  const correctFromHistory = (
+    out: AuditEventInput[],
+    id: string,
+    entry: HistoryEntry,
+    timeMs: number,
+  ): void => {
+    const outcome = historyOutcome(entry)
+    const endedAt = outcome.ended_ms === null ? null : isoTime(outcome.ended_ms)
+    lostIds.delete(id)
+    const old = recent.get(id)
+    if (old) old.finalStatus = outcome.status
+    push(out, 'session.corrected', timeMs, id, {
+      session: toJsonObject({
+        status: outcome.status,
+        ended_at: endedAt,
+        error: outcome.error ? storedError(outcome.error, options.redact, maxLen) : null,
+        outputs: outcome.outputs,
+        status_reason: `closed as lost by reconciliation, then ComfyUI's history showed it ended: ${outcome.status}`,
+      }),
+      outputs: toJsonValue(outcome.outputs),
+      from: 'lost',
+      to: outcome.status,
+      source: 'history',
+      evidence: {
+        comfyui_number: outcome.number,
+        started_at: outcome.started_ms === null ? null : isoTime(outcome.started_ms),
+        ended_at: endedAt,
+        decided_at: isoTime(timeMs),
+      },
+    })
+  }
+
+  const handleReconcile = async (out: AuditEventInput[], input: CaptureReconcileInput): Promise<void> => {
     const timeMs = now()
     let history: History = {}
     if (isJsonObject(input.history)) {
@@ -1247,11 +1401,36 @@ export function createCapture(options: CaptureOptions): Capture {
       if (checked.ok) queue = checked.value
       else onError(new Error(`capture: /queue answer not understood: ${checked.reason}`))
     }
+    const known = (id: string): boolean =>
+      knownIds.has(id) || sessions.has(id) || recent.has(id) || (input.isKnown?.(id) ?? false)
+    // Prompts of this gateway whose prompt.submitted a crash lost: rebuilt before anything else about them.
+    const recovered = new Set<string>()
+    const sealRejected = new Map<string, string>()
+    const candidates: [PromptTuple, 'queue_running' | 'queue_pending' | 'history'][] = [
+      ...(queue?.queue_running ?? []).map((t) => [t, 'queue_running'] as [PromptTuple, 'queue_running']),
+      ...(queue?.queue_pending ?? []).map((t) => [t, 'queue_pending'] as [PromptTuple, 'queue_pending']),
+      ...Object.values(history).map((e) => [e.prompt, 'history'] as [PromptTuple, 'history']),
+    ]
+    for (const [tuple, source] of candidates) {
+      const id = tuple[1]
+      if (recovered.has(id) || known(id)) continue
+      const result = await recoverSubmission(out, tuple, source, timeMs)
+      if (result.ok) recovered.add(id)
+      else if (result.reason !== null) sealRejected.set(id, result.reason)
+    }
+    // Lost, yet ComfyUI's history shows it ended (it was queued or running after all).
+    for (const [id, entry] of Object.entries(history)) {
+      if (lostIds.has(id) && !sessions.has(id)) correctFromHistory(out, id, entry, timeMs)
+    }
     const result = reconcileSessions({
       open: (input.sessionIds
-        ? openSessions().filter((o) => input.sessionIds!.has(o.session_id))
+        ? openSessions().filter((o) => input.sessionIds!.has(o.session_id) || recovered.has(o.session_id))
         : openSessions()
-      ).map((o) => (input.mayBeLost && !input.mayBeLost.has(o.session_id) ? { ...o, accepted: false } : o)),
+      ).map((o) => {
+        if (!input.mayBeLost) return o
+        const may = input.mayBeLost.has(o.session_id)
+        return { ...o, accepted: may, ...(may && !o.accepted ? { orphaned: true } : {}) }
+      }),
       history,
       queue,
       timeMs,
@@ -1264,7 +1443,21 @@ export function createCapture(options: CaptureOptions): Capture {
       if (!s) continue
       for (const n of s.nodes.values()) if (n.status === 'cached' && !n.emitted) emitNode(out, s, n, timeMs)
     }
-    out.push(...result.events)
+    for (const e of result.events) {
+      // A recovered session keeps saying so when history closes it.
+      const session = e.payload.session
+      if (
+        e.kind === 'session.reconciled' &&
+        e.session_id !== null &&
+        recovered.has(e.session_id) &&
+        isJsonObject(session)
+      )
+        out.push({
+          ...e,
+          payload: { ...e.payload, session: { ...session, flags: ['recovered', 'reconciled'] } },
+        })
+      else out.push(e)
+    }
     const lost = new Set(result.events.filter((e) => e.kind === 'session.lost').map((e) => e.session_id))
     for (const id of result.closed) {
       const s = sessions.get(id)
@@ -1272,13 +1465,13 @@ export function createCapture(options: CaptureOptions): Capture {
       if (s) retire(s, lost.has(id) ? 'lost' : 'reconciled')
     }
     if (input.detectBypass || input.isKnown) {
-      const extra = input.isKnown ?? (() => false)
       const bypass = bypassSessions({
         history,
-        isKnown: (id) => knownIds.has(id) || sessions.has(id) || recent.has(id) || extra(id),
+        isKnown: known,
         timeMs,
         redact: options.redact,
         maxInputStringLength: maxLen,
+        sealRejected: (id) => sealRejected.get(id) ?? null,
       })
       for (const e of bypass) if (e.session_id !== null) knownIds.add(e.session_id)
       out.push(...bypass)
@@ -1330,6 +1523,9 @@ export function createCapture(options: CaptureOptions): Capture {
     },
     loadKnownPromptIds(ids) {
       for (const id of ids) knownIds.add(id)
+    },
+    loadLostSessionIds(ids) {
+      for (const id of ids) lostIds.add(id)
     },
     isPromptIdKnown: (id) => knownIds.has(id) || sessions.has(id) || recent.has(id),
     claimPromptId(id) {

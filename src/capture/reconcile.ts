@@ -45,6 +45,11 @@ export interface OpenSession {
   readonly recorded_nodes: readonly string[]
   /** The end marker (`executing` with `node: null`) arrived without a final status. */
   readonly ended: boolean
+  /**
+   * Taken over from a gateway process that died before ComfyUI's answer was recorded: no answer can come any
+   * more, so it may be called lost although not `accepted` by what the log holds.
+   */
+  readonly orphaned?: boolean
 }
 
 /** Final state of a prompt as ComfyUI's history tells it. */
@@ -306,9 +311,11 @@ export function reconcileSessions(input: ReconcileInput): ReconcileResult {
       continue
     }
     if (!session.accepted || input.queue === null || queued.has(session.session_id)) continue
-    const reason = input.comfyRestarted
-      ? 'ComfyUI restarted: the prompt is neither queued nor in history'
-      : 'ComfyUI no longer knows the prompt: neither queued nor in history'
+    const reason = session.orphaned
+      ? 'the gateway stopped before ComfyUI answered, and ComfyUI has the prompt neither queued nor in history'
+      : input.comfyRestarted
+        ? 'ComfyUI restarted: the prompt is neither queued nor in history'
+        : 'ComfyUI no longer knows the prompt: neither queued nor in history'
     for (const run of session.running_nodes) {
       events.push({
         kind: 'node.finished',
@@ -331,7 +338,8 @@ export function reconcileSessions(input: ReconcileInput): ReconcileResult {
           history_entries: Object.keys(input.history).length,
           in_queue: false,
           in_history: false,
-          accepted: true,
+          accepted: session.orphaned !== true,
+          ...(session.orphaned ? { orphaned: true } : {}),
           comfy_restarted: input.comfyRestarted === true,
           decided_at: time,
         },
@@ -348,6 +356,11 @@ export interface BypassInput extends ReconcileOptions {
   /** Whether a prompt id already has a session (in this gateway's store, open or closed). */
   readonly isKnown: (promptId: string) => boolean
   readonly timeMs: number
+  /**
+   * Why the entry's `extra_data.comfy_audit` seal did not open (a forged, copied or re-queued seal), or null:
+   * such a run claims to come from the gateway and did not; it is flagged `seal_rejected` too.
+   */
+  readonly sealRejected?: (promptId: string) => string | null
 }
 
 /**
@@ -365,6 +378,7 @@ export function bypassSessions(input: BypassInput): AuditEventInput[] {
     const extra = entry.prompt[3]
     const createTime = isJsonObject(extra) && typeof extra.create_time === 'number' ? extra.create_time : null
     const clientId = isJsonObject(extra) && typeof extra.client_id === 'string' ? extra.client_id : null
+    const rejected = input.sealRejected?.(promptId) ?? null
     for (const run of gapNodeRuns(promptId, outcome, analysis.graph, null, input)) {
       events.push({
         kind: 'node.finished',
@@ -402,10 +416,14 @@ export function bypassSessions(input: BypassInput): AuditEventInput[] {
           seeds: analysis.seeds,
           outputs: outcome.outputs,
           error: outcome.error ? storedError(outcome.error, input.redact, maxLength) : null,
-          status_reason: 'seen in ComfyUI history without having passed the gateway',
-          flags: ['bypass'],
+          status_reason:
+            rejected === null
+              ? 'seen in ComfyUI history without having passed the gateway'
+              : `seen in ComfyUI history without having passed the gateway; its gateway seal was rejected: ${rejected}`,
+          flags: rejected === null ? ['bypass'] : ['bypass', 'seal_rejected'],
         }),
         outputs: toJsonValue(outcome.outputs),
+        ...(rejected === null ? {} : { seal_rejected: rejected }),
       },
     })
   }

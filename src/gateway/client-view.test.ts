@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
 import { parseJson } from '../audit/json.js'
+import { SUBMISSION_SEAL_KEY } from '../capture/submission-seal.js'
 import { namespacedClientId, noClientId } from './client-ids.js'
 import {
   clientViewRoute,
@@ -150,6 +151,36 @@ describe('client ids in recorded answers', () => {
       expect(rewrite(rewriters[route], behind)).toBe(e.text)
     },
   )
+
+  it.each(
+    candidates
+      .filter((e) => clientViewRoute('GET', e.path.split('?')[0]!) !== 'jobs')
+      .map((e) => [e.scenario, e.path, e] as const),
+  )('takes the gateway seal out of %s GET %s (issue 10 item 2)', (_s, _p, e) => {
+    const route = clientViewRoute('GET', e.path.split('?')[0]!)!
+    // ComfyUI writes create_time last in extra_data; the seal sits before it.
+    const behind = namespaced(e.text).replace(
+      /"create_time": (\d+)\}/g,
+      `"${SUBMISSION_SEAL_KEY}": {"v": 1, "origin": "o", "seal": "AAAA"}, "create_time": $1}`,
+    )
+    expect(rewrite(rewriters[route], behind)).toBe(e.text)
+  })
+
+  it('takes out the seal and the injected id together, wherever they sit', () => {
+    const seal = `"${SUBMISSION_SEAL_KEY}": {"v": 1, "origin": "o", "seal": "AAAA"}`
+    const cases: [string, string][] = [
+      [`{${seal}, "client_id": "${NOCLIENT}", "create_time": 1}`, '{"create_time": 1}'],
+      [`{"a": 1, "client_id": "${NOCLIENT}", ${seal}}`, '{"a": 1}'],
+      [`{${seal}}`, '{}'],
+      [`{"client_id": "foreign", ${seal}}`, '{"client_id": "foreign"}'],
+      [`{${seal}, "client_id": ${JSON.stringify(namespacedClientId(USER, 'tab'))}}`, '{"client_id": "tab"}'],
+    ]
+    for (const [extra, shown] of cases) {
+      expect(
+        rewrite(rewriteQueueAnswer, `{"queue_running": [[0, "p", {}, ${extra}, []]], "queue_pending": []}`),
+      ).toBe(`{"queue_running": [[0, "p", {}, ${shown}, []]], "queue_pending": []}`)
+    }
+  })
 
   it('leaves ids the gateway did not make alone', () => {
     const text = answer('/history/fixed-3189cedb6bec')

@@ -10,6 +10,7 @@
  */
 import { parseJson, stringifyJson } from '../audit/json.js'
 import type { JsonObject, JsonValue } from '../audit/types.js'
+import { SUBMISSION_SEAL_KEY } from '../capture/submission-seal.js'
 import { parseClientId } from './client-ids.js'
 import {
   applyEdits,
@@ -87,20 +88,26 @@ const UNTOUCHED: RestoredId = { noclient: false, edits: [] }
 function restoreClientId(text: string, extraData: JsonSpan | undefined): RestoredId {
   const members = objectAt(text, extraData)
   if (members === null) return UNTOUCHED
+  // The gateway's sealed attribution is its own business: a direct client would never see it.
+  const isSeal = (x: JsonMember): boolean => x.key === SUBMISSION_SEAL_KEY
   const m = member(members, 'client_id')
-  if (m === undefined || text.charCodeAt(m.valueStart) !== QUOTE) return UNTOUCHED
+  if (m === undefined || text.charCodeAt(m.valueStart) !== QUOTE)
+    return { noclient: false, edits: removeMembers(members, isSeal) }
   const upstreamId = JSON.parse(text.slice(m.valueStart, m.valueEnd)) as string
   const parsed = parseClientId(upstreamId)
-  if (parsed.kind === 'foreign') return UNTOUCHED
+  if (parsed.kind === 'foreign') return { noclient: false, edits: removeMembers(members, isSeal) }
   if (parsed.kind === 'noclient')
-    return { noclient: true, edits: removeMembers(members, (x) => x.key === 'client_id') }
+    return { noclient: true, edits: removeMembers(members, (x) => x.key === 'client_id' || isSeal(x)) }
   // The namespace prefix is ASCII that Python writes unescaped, so cutting it out leaves the client's id
   // escaped exactly as Python escaped it.
   const prefix = upstreamId.slice(0, upstreamId.length - parsed.downstreamId.length)
   const quoted = text.startsWith(prefix, m.valueStart + 1)
     ? '"' + text.slice(m.valueStart + 1 + prefix.length, m.valueEnd)
     : stringifyJson(parsed.downstreamId, { ascii: true })
-  return { noclient: false, edits: [{ start: m.valueStart, end: m.valueEnd, text: quoted }] }
+  return {
+    noclient: false,
+    edits: [{ start: m.valueStart, end: m.valueEnd, text: quoted }, ...removeMembers(members, isSeal)],
+  }
 }
 
 /** The node ids in the `execution_cached` message(s) of a history `status` (or a job's `execution_status`). */

@@ -9,7 +9,7 @@ import type { AddressInfo, Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { WebSocketServer } from 'ws'
 import { silentLogger, type Logger } from '../audit/report-error.js'
-import type { Submitter } from '../audit/types.js'
+import type { JsonValue, Submitter } from '../audit/types.js'
 import type { CaptureTap } from '../capture/tap.js'
 import { generateSocketId, namespacedClientId, noClientId } from './client-ids.js'
 import {
@@ -85,6 +85,18 @@ export interface GatewayOptions {
    * reports its own refusals. Must not throw.
    */
   readonly onRefused?: (refusal: GatewayRefusal) => void
+  /**
+   * The gateway's sealed attribution of a prompt (JSON text, see capture/submission-seal.ts), forwarded as
+   * `extra_data.comfy_audit` so a crash before `prompt.submitted` is committed loses nothing ComfyUI keeps.
+   * Synchronous and CPU-only: the proxy path never waits for disk. Absent: prompts go unsealed.
+   */
+  readonly sealSubmission?: (e: {
+    promptId: string
+    submitter: Submitter
+    upstreamClientId: string
+    prompt: JsonValue | undefined
+    timeMs: number
+  }) => string | null
   /** Epoch ms clock (default `Date.now`). */
   readonly now?: () => number
   /** [0, 1) randomness for reconnect jitter (default `Math.random`). */
@@ -668,9 +680,26 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       return
     }
     const user = submitter0.user
+    // One time for the seal and the session's queued_at, so a rebuilt prompt.submitted equals the original.
+    const submittedAt = now()
+    const upstreamOf = (cid: string | null): string =>
+      cid === null ? noClientId(user) : namespacedClientId(user, cid)
+    const sealSubmission = options.sealSubmission
     const prepared = preparePrompt(body, {
-      upstreamClientId: (cid) => (cid === null ? noClientId(user) : namespacedClientId(user, cid)),
+      upstreamClientId: upstreamOf,
       newPromptId,
+      ...(sealSubmission
+        ? {
+            seal: ({ promptId: id, clientId, prompt }) =>
+              sealSubmission({
+                promptId: id,
+                submitter: { ...submitter0, client_id: clientId },
+                upstreamClientId: upstreamOf(clientId),
+                prompt,
+                timeMs: submittedAt,
+              }),
+          }
+        : {}),
     })
     const { promptId, upstreamClientId } = prepared
     if (prepared.refused !== undefined) {
@@ -746,7 +775,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       if (!ready && hub.healthy)
         logger.warn('gateway: forwarding a prompt before its upstream socket is ready', { promptId })
     }
-    safeTap('promptSubmitted', () => tap.promptSubmitted({ ...submitted, timeMs: now() }))
+    safeTap('promptSubmitted', () => tap.promptSubmitted({ ...submitted, timeMs: submittedAt }))
     const result = await forward(req, res, { body: prepared.forwardedBody, collectResponseBytes: Infinity })
     if (prepared.parsed)
       hub.promptAnswered(upstreamClientId, promptId, result.error !== undefined ? 0 : result.status)

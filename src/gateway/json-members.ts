@@ -148,7 +148,8 @@ export function removeMembers(members: readonly JsonMember[], drop: (m: JsonMemb
 
 /** Applies non-overlapping edits. */
 export function applyEdits(text: string, edits: readonly TextEdit[]): string {
-  const sorted = [...edits].sort((a, b) => a.start - b.start)
+  // An insertion goes before a removal that starts at the same place (its end is smaller).
+  const sorted = [...edits].sort((a, b) => a.start - b.start || a.end - b.end)
   let out = ''
   let at = 0
   for (const e of sorted) {

@@ -98,4 +98,61 @@ describe('rewriteStringMember', () => {
     const body = Buffer.from('{"clientId": 5}')
     expect(rewriteStringMember(body, 'clientId', (v) => v + '!')).toBe(body)
   })
+
+  describe('the gateway seal in extra_data (issue 10 item 2)', () => {
+    const seal = () => '{"v": 1, "seal": "S"}'
+    const prepSealed = (text: string) => {
+      const r = preparePrompt(Buffer.from(text, 'utf8'), { ...opts, seal })
+      return { ...r, forwarded: r.forwardedBody.toString('utf8') }
+    }
+
+    it('adds extra_data with the seal when the client sent none', () => {
+      const r = prepSealed('{"prompt": {"1": {}}, "client_id": "c", "prompt_id": "p"}')
+      expect(r.forwarded).toBe(
+        '{"extra_data": {"comfy_audit": {"v": 1, "seal": "S"}}, "prompt": {"1": {}}, "client_id": "u-111111111111~c", "prompt_id": "p"}',
+      )
+      expect(r.clientSealRemoved).toBeUndefined()
+    })
+
+    it('puts the seal first in the client extra_data, every other byte kept', () => {
+      const r = prepSealed('{"prompt": {}, "extra_data": {"extra_pnginfo": {"workflow": {"id": 1.0}}}}')
+      expect(r.forwarded).toBe(
+        '{"client_id": "g-000000000000~noclient", "prompt_id": "generated-id", "prompt": {}, "extra_data": {"comfy_audit": {"v": 1, "seal": "S"}, "extra_pnginfo": {"workflow": {"id": 1.0}}}}',
+      )
+      expect(prepSealed('{"prompt": {}, "extra_data": {}}').forwarded).toContain(
+        '"extra_data": {"comfy_audit": {"v": 1, "seal": "S"}}',
+      )
+    })
+
+    it.each([
+      ['{"comfy_audit": {"forged": true}}', '{"comfy_audit": {"v": 1, "seal": "S"}}'],
+      ['{"comfy_audit": 1, "a": 2}', '{"comfy_audit": {"v": 1, "seal": "S"}, "a": 2}'],
+      ['{"a": 2, "comfy_audit": 1}', '{"comfy_audit": {"v": 1, "seal": "S"}, "a": 2}'],
+      ['{"a": 2,"comfy_audit":1 , "b": 3}', '{"comfy_audit": {"v": 1, "seal": "S"}, "a": 2,"b": 3}'],
+    ])('replaces a seal the client sent itself: %s', (extra, forwarded) => {
+      const r = prepSealed(`{"prompt": {}, "prompt_id": "p", "client_id": "c", "extra_data": ${extra}}`)
+      expect(r.forwarded).toBe(
+        `{"prompt": {}, "prompt_id": "p", "client_id": "u-111111111111~c", "extra_data": ${forwarded}}`,
+      )
+      expect(r.clientSealRemoved).toBe(true)
+    })
+
+    it('seals the prompt id and graph that are forwarded', () => {
+      const seen: unknown[] = []
+      preparePrompt(Buffer.from('{"prompt": {"1": {"x": 18446744073709551615}}, "client_id": "c"}'), {
+        ...opts,
+        seal: (info) => {
+          seen.push(info)
+          return null
+        },
+      })
+      expect(seen).toEqual([
+        { promptId: 'generated-id', clientId: 'c', prompt: { '1': { x: 18446744073709551615n } } },
+      ])
+    })
+
+    it('leaves a non-object extra_data alone (ComfyUI refuses it; nothing runs to seal)', () => {
+      expect(prepSealed('{"prompt": {}, "extra_data": "x"}').forwarded).not.toContain('comfy_audit')
+    })
+  })
 })

@@ -1,7 +1,8 @@
 import { parseJson } from '../audit/json.js'
 import { parseStrictJson } from './strict-json.js'
 import type { JsonObject, JsonValue } from '../audit/types.js'
-import { applyEdits, objectMembers, skipSpace, type TextEdit } from './json-members.js'
+import { applyEdits, objectMembers, removeMembers, skipSpace, type TextEdit } from './json-members.js'
+import { SUBMISSION_SEAL_KEY } from '../capture/submission-seal.js'
 
 /** A POST /prompt body made ready for ComfyUI. */
 export interface PreparedPrompt {
@@ -22,6 +23,8 @@ export interface PreparedPrompt {
    * forwards nothing, since ComfyUI might read it differently (or not at all).
    */
   readonly refused?: string
+  /** The client sent its own `extra_data.comfy_audit`; it was taken out (only the gateway may seal). */
+  readonly clientSealRemoved?: boolean
 }
 
 /** Deepest nesting of a POST /prompt body the gateway accepts (Python's own recursion limit is about 1000). */
@@ -33,6 +36,15 @@ export interface PreparePromptOptions {
   readonly upstreamClientId: (clientId: string | null) => string
   /** Makes a prompt id (`crypto.randomUUID()` in production, the form ComfyUI itself uses). */
   readonly newPromptId: () => string
+  /**
+   * The JSON text of the gateway's sealed attribution (submission-seal.ts) for this prompt, set as
+   * `extra_data.comfy_audit`; null or absent: none.
+   */
+  readonly seal?: (info: {
+    promptId: string
+    clientId: string | null
+    prompt: JsonValue | undefined
+  }) => string | null
 }
 
 function isObject(v: JsonValue | undefined): v is JsonObject {
@@ -82,15 +94,24 @@ export function preparePrompt(body: Buffer, opts: PreparePromptOptions): Prepare
   const edits: TextEdit[] = []
   const inserted: string[] = []
   let hasTopClient = false
+  let extraDataOpen: number | null = null
+  let extraDataEmpty = false
+  let clientSealRemoved = false
   for (const m of members) {
     if (m.key === 'client_id') {
       hasTopClient = true
       edits.push({ start: m.valueStart, end: m.valueEnd, text: quotedUpstream })
     } else if (m.key === 'extra_data' && text.charCodeAt(m.valueStart) === 0x7b) {
-      for (const inner of objectMembers(text, m.valueStart)) {
-        if (inner.key === 'client_id')
-          edits.push({ start: inner.valueStart, end: inner.valueEnd, text: quotedUpstream })
+      const inner = objectMembers(text, m.valueStart)
+      extraDataOpen = m.valueStart
+      for (const x of inner) {
+        if (x.key === 'client_id') edits.push({ start: x.valueStart, end: x.valueEnd, text: quotedUpstream })
       }
+      // Only the gateway seals: a client's copy could claim someone else's submission.
+      const sealEdits = removeMembers(inner, (x) => x.key === SUBMISSION_SEAL_KEY)
+      clientSealRemoved = sealEdits.length > 0
+      edits.push(...sealEdits)
+      extraDataEmpty = inner.every((x) => x.key === SUBMISSION_SEAL_KEY)
     }
   }
   if (!hasTopClient) inserted.push(`"client_id": ${quotedUpstream}`)
@@ -109,6 +130,20 @@ export function preparePrompt(body: Buffer, opts: PreparePromptOptions): Prepare
     }
     if (!present) inserted.push(`"prompt_id": ${quotedId}`)
   }
+  const sealText = opts.seal?.({ promptId, clientId, prompt: value['prompt'] }) ?? null
+  if (sealText !== null) {
+    const sealMember = `${JSON.stringify(SUBMISSION_SEAL_KEY)}: ${sealText}`
+    if (extraDataOpen !== null) {
+      edits.push({
+        start: extraDataOpen + 1,
+        end: extraDataOpen + 1,
+        text: sealMember + (extraDataEmpty ? '' : ', '),
+      })
+    } else if (!('extra_data' in value)) {
+      inserted.push(`"extra_data": {${sealMember}}`)
+    }
+    // An extra_data that is not an object makes ComfyUI fail (it sets client_id in it): nothing runs to seal.
+  }
   if (inserted.length > 0) {
     const glue = members.length > 0 ? ', ' : ''
     edits.push({ start: open + 1, end: open + 1, text: inserted.join(', ') + glue })
@@ -120,6 +155,7 @@ export function preparePrompt(body: Buffer, opts: PreparePromptOptions): Prepare
     upstreamClientId,
     forwardedBody: Buffer.from(applyEdits(text, edits), 'utf8'),
     parsed: true,
+    ...(clientSealRemoved ? { clientSealRemoved } : {}),
   }
 }
 
