@@ -61,14 +61,21 @@ describe('issue 10 item 3: no false lost', () => {
         return ((await res.json()) as { prompt_id: string }).prompt_id
       }),
     )
-    const deadline = Date.now() + 60_000
+    // About 20 s on an idle machine; a loaded one may take many times that.
+    const deadline = Date.now() + 240_000
     for (;;) {
       const open = (await audit.store.sessions({ limit: 1000 })).filter((s) =>
         ['queued', 'running'].includes(s.status),
       )
       if (open.length === 0) break
-      if (Date.now() > deadline) throw new Error(`${open.length} sessions still open`)
-      await new Promise((r) => setImmediate(r))
+      if (Date.now() > deadline)
+        throw new Error(
+          `${open.length} sessions still open: ${open
+            .slice(0, 5)
+            .map((s) => `${s.session_id} ${s.status}`)
+            .join(', ')}`,
+        )
+      await new Promise((r) => setTimeout(r, 20))
     }
     done = true
     expect(await sweeper).toBeGreaterThan(1)
@@ -78,5 +85,5 @@ describe('issue 10 item 3: no false lost', () => {
     const lost = sessions.filter((s) => s.status === 'lost').map((s) => `${s.session_id}: ${s.status_reason}`)
     expect(lost).toEqual([])
     expect(sessions.filter((s) => ids.includes(s.session_id) && s.status === 'success')).toHaveLength(300)
-  }, 120_000)
+  }, 360_000)
 })
