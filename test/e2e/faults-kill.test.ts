@@ -283,6 +283,6 @@ describe('fault suite: SIGKILL', () => {
       key: (await loadOrCreateSigningKey(data, ORIGIN)).verifierKey,
     })
     expect(verify.exitCode, verify.output).toBe(0)
-    // 21 starts of a child process (tsx) dominate; generous for a loaded two-core machine.
+    // 21 starts of a child process (tsx) dominate the run: the limit is generous for a loaded two-core machine.
   }, 600_000)
 })
