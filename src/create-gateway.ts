@@ -86,6 +86,8 @@ export interface AuditGatewayOptions {
 }
 
 const CLIENT_IDS_STATE_KEY = 'gateway.client_ids'
+/** Largest POST /prompt body whose graph the submission seal digests (1 MiB). */
+const MAX_DIGESTED_PROMPT_BYTES = 1 << 20
 
 async function fetchJson(url: string, timeoutMillis: number): Promise<JsonValue | null> {
   try {
@@ -489,7 +491,9 @@ async function startLocked(
         submitter: e.submitter,
         upstream_client_id: e.upstreamClientId,
         submitted_at_ms: e.timeMs,
-        prompt_digest: promptDigest(e.prompt),
+        // Digesting costs about as much CPU as the parse the proxy already did; past this size (far beyond any
+        // real graph; workflows travel in extra_data) the seal binds the prompt id only, and says so.
+        prompt_digest: e.bodyBytes <= MAX_DIGESTED_PROMPT_BYTES ? promptDigest(e.prompt) : null,
       }),
     state: {
       load: async () => {

@@ -1272,7 +1272,8 @@ export function createCapture(options: CaptureOptions): Capture {
     if (!opened.ok) return { ok: false, reason: opened.kind === 'invalid' ? opened.reason : null }
     const claim = opened.claim
     const digest = promptDigest(prompt)
-    if (claim.prompt_digest !== digest) {
+    // A null digest: the graph was too large to digest on the proxy path; the seal binds the prompt id only.
+    if (claim.prompt_digest !== null && claim.prompt_digest !== digest) {
       // The id was queued again, directly, with another graph: the seal speaks for the first one only.
       return {
         ok: false,
@@ -1294,7 +1295,7 @@ export function createCapture(options: CaptureOptions): Capture {
       source: source === 'history' ? 'comfyui_history' : 'comfyui_queue',
       queue_position: source === 'history' ? null : source,
       seal: "opened and authenticated with this gateway's key",
-      prompt_digest_matches: true,
+      prompt_digest_matches: claim.prompt_digest === null ? null : true,
       comfyui_number: number,
       comfyui_create_time: createTime,
       recovered_at: isoTime(timeMs),

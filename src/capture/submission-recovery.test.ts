@@ -44,13 +44,13 @@ function newSeal(origin = 'studio'): SubmissionSeal {
 }
 
 /** The recorded history entry as ComfyUI would hold it had `seal` forwarded it (for `id`). */
-function sealedEntry(seal: SubmissionSeal, id = ID, sealFor = id, submitter = ALICE): JsonObject {
+function sealedEntry(seal: SubmissionSeal, id = ID, sealFor = id, digested = true): JsonObject {
   const tuple = ENTRY.prompt as JsonValue[]
   const sealText = seal.seal(sealFor, {
-    submitter,
+    submitter: ALICE,
     upstream_client_id: 'u-000000000000~tab-1',
     submitted_at_ms: 1_795_665_000_000,
-    prompt_digest: promptDigest(tuple[2]),
+    prompt_digest: digested ? promptDigest(tuple[2]) : null,
   })
   const parsed = parseJson(sealText)
   if (!parsed.ok) throw new Error(parsed.reason)
@@ -209,6 +209,20 @@ describe('issue 10 item 2: prompt.submitted rebuilt from what ComfyUI holds', ()
     await capture.flush()
     expect(events.some((x) => x.kind === 'prompt.submitted')).toBe(false)
     expect(events.find((x) => x.kind === 'session.bypass')?.payload.seal_rejected).toMatch(/another graph/)
+  })
+
+  it('recovers a prompt sealed without a digest (too large to digest), saying the graph is not bound', async () => {
+    const seal = newSeal()
+    const { capture, events } = harness(seal)
+    capture.reconcile({
+      history: { [ID]: sealedEntry(seal, ID, ID, false) },
+      queue: EMPTY_QUEUE,
+      detectBypass: true,
+    })
+    await capture.flush()
+    const submitted = events.find((e) => e.kind === 'prompt.submitted')
+    expect(submitted?.payload).toMatchObject({ recovered: true, evidence: { prompt_digest_matches: null } })
+    expect(row(events, ID)).toMatchObject({ status: 'success', submitter: { user: 'alice' } })
   })
 
   it('leaves alone a seal of another origin and prompts it already knows', async () => {

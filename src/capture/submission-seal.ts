@@ -35,7 +35,10 @@ export interface SubmissionClaim {
   readonly upstream_client_id: string
   /** When the gateway received the prompt (epoch ms): the session's `queued_at`. */
   readonly submitted_at_ms: number
-  /** SHA-256 of the canonical JSON of the `prompt` member as forwarded (see {@link promptDigest}). */
+  /**
+   * SHA-256 of the canonical JSON of the `prompt` member as forwarded (see {@link promptDigest}); null when
+   * the gateway did not digest it (a body too large to digest on the proxy path).
+   */
   readonly prompt_digest: string | null
 }
 

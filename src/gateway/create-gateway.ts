@@ -95,6 +95,8 @@ export interface GatewayOptions {
     submitter: Submitter
     upstreamClientId: string
     prompt: JsonValue | undefined
+    /** Size of the request body (a large graph may go undigested: see the composition root). */
+    bodyBytes: number
     timeMs: number
   }) => string | null
   /** Epoch ms clock (default `Date.now`). */
@@ -696,6 +698,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
                 submitter: { ...submitter0, client_id: clientId },
                 upstreamClientId: upstreamOf(clientId),
                 prompt,
+                bodyBytes: body.length,
                 timeMs: submittedAt,
               }),
           }

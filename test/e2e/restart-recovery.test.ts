@@ -315,4 +315,41 @@ describe('issue 10 item 2 across a crash: prompt.submitted rebuilt from ComfyUI'
     expect(history).toContain('"done"')
     expect(history).not.toContain('comfy_audit')
   }, 300_000)
+
+  it("forwards its own seal, never a client's, and the seal names who really submitted", async () => {
+    const sim = await newSim()
+    const data = mkdtempSync(join(tmpdir(), 'restart-'))
+    const audit = await start(sim, data)
+    const forged = { v: 1, origin: ORIGIN, seal: 'Zm9yZ2Vk' }
+    const res = await fetch(`${audit.url}/prompt`, {
+      method: 'POST',
+      body: JSON.stringify({ prompt: QUICK, client_id: 'tab-s', extra_data: { comfy_audit: forged } }),
+    })
+    expect(res.status).toBe(200)
+    const id = ((await res.json()) as { prompt_id: string }).prompt_id
+    await until('ComfyUI to finish it', () => comfyHas(sim, id, 'history'))
+    // What ComfyUI holds (read directly, as recovery does): the gateway's seal, which opens for this prompt.
+    const entry = (
+      (await (await fetch(`${sim.url}/history/${id}`)).json()) as Record<string, { prompt: unknown[] }>
+    )[id]!
+    const extra = entry.prompt[3] as { comfy_audit: unknown }
+    expect(extra.comfy_audit).not.toEqual(forged)
+    const key = await loadOrCreateSigningKey(data, ORIGIN)
+    const opened = createSubmissionSeal({ origin: ORIGIN, secret: sealSecretFromSigner(key.signer) }).open(
+      extra.comfy_audit as never,
+      id,
+    )
+    await until('the session closed', async () => (await statusOf(audit, id)) === 'success')
+    const session = await audit.store.session(id)
+    expect(opened).toMatchObject({
+      ok: true,
+      claim: {
+        submitter: { user: session!.submitter!.user, client_id: 'tab-s' },
+        upstream_client_id: session!.client_id,
+        submitted_at_ms: Date.parse(session!.queued_at!),
+        prompt_digest: promptDigest(QUICK as never),
+      },
+    })
+    expect(JSON.stringify(session!.extra_data)).not.toContain('comfy_audit')
+  }, 300_000)
 })
