@@ -1,9 +1,12 @@
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { parseJson } from '../../src/audit/json.js'
+import type { JsonObject } from '../../src/audit/types.js'
+import { NODE_RUN_COLUMNS, SESSION_COLUMNS } from '../../src/store/derived-columns.js'
 import { createPostgresDialect } from '../../src/store/postgres/postgres-dialect.js'
 import { createRuntimeStore } from '../../src/store/runtime-store.js'
 import { startPostgres, type PostgresCluster } from '../helpers/postgres.js'
-import { describeStoreContract, input } from './contract.js'
+import { describeStoreContract, input, nodeRun } from './contract.js'
 
 let cluster: PostgresCluster | undefined
 beforeAll(async () => {
@@ -49,6 +52,43 @@ describe('postgres dialect', () => {
       await client.end()
     }
     await Promise.all(stores.map((s) => s.close()))
+  })
+
+  it('stores sessions and node-run JSON columns as standard JSON that ::json reads (issue 10 item 12)', async () => {
+    const url = await server().createDatabase()
+    const store = createRuntimeStore(createPostgresDialect({ url }), { origin: 'gw/a' })
+    const parsed = parseJson('{"session":{"status":"queued","extra_data":{"v":NaN,"cfg":1.0}}}')
+    if (!parsed.ok) throw new Error(parsed.reason)
+    await store.append([
+      input('prompt.submitted', 's1', parsed.value as JsonObject),
+      input('node.finished', 's1', {
+        node_run: nodeRun('s1', '3', { inputs: { cfg: -Infinity, steps: 20 } }) as unknown as JsonObject,
+      }),
+    ])
+    const client = new pg.Client({ connectionString: url })
+    await client.connect()
+    try {
+      // A cast that fails on any row fails the whole query: every stored JSON column must be standard JSON.
+      const json = (table: string, columns: readonly (readonly [string, string])[]): string =>
+        columns
+          .filter(([, kind]) => kind === 'json')
+          .map(([name]) => `${name}::json IS NOT NULL OR ${name} IS NULL`)
+          .join(' AND ')
+      await client.query(`SELECT ${json('sessions', SESSION_COLUMNS)} FROM sessions`)
+      await client.query(`SELECT ${json('node_runs', NODE_RUN_COLUMNS)} FROM node_runs`)
+      const { rows } = await client.query(
+        `SELECT s.extra_data::json->'v'->>'$float' AS v, s.extra_data::json->>'cfg' AS cfg,
+                n.inputs::json->'cfg'->>'$float' AS inf FROM sessions s JOIN node_runs n USING (origin, session_id)`,
+      )
+      expect(rows).toEqual([{ v: 'NaN', cfg: '1.0', inf: '-Infinity' }])
+    } finally {
+      await client.end()
+    }
+    const session = await store.session('s1')
+    expect(Number.isNaN((session?.extra_data as JsonObject).v)).toBe(true)
+    const [run] = await store.nodeRuns({ sessionId: 's1' })
+    expect((run?.inputs as JsonObject).cfg).toBe(-Infinity)
+    await store.close()
   })
 
   it('stores payloads as the exact JSON text it was given', async () => {
