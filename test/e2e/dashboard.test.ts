@@ -367,6 +367,12 @@ describe.skipIf(missing !== undefined)('issue 13: the dashboard in Chromium', ()
           .map(Number)
           .sort((a, b) => a - b),
       ).toEqual(runs.map((r) => r.duration_ms ?? 0).sort((a, b) => a - b))
+      // Keyboard: Tab reaches the node list, Enter opens a node in the inspector.
+      await page.focus('[data-node="4"]')
+      await page.keyboard.press('Tab')
+      await page.keyboard.press('Enter')
+      await expect.poll(() => page.getAttribute('[data-node="5"]', 'aria-pressed')).toBe('true')
+      expect(await page.textContent('[data-test=inspector]')).toContain('#5 EmptyLatentImage')
       // The inspector: inputs link to their source nodes, outputs show through /view.
       await page.click('[data-node="9"]')
       await page.waitForSelector('[data-test=inspector] img')
