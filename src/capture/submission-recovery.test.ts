@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
 import type { AuditEventInput, JsonObject, JsonValue, Submitter } from '../audit/types.js'
-import { parseJson } from '../audit/json.js'
+import { parseJson, stringifyJson } from '../audit/json.js'
 import { createCapture } from './capture.js'
 import { isJsonObject } from './schemas.js'
 import {
@@ -117,6 +117,10 @@ describe('submission seal', () => {
     expect(promptDigest({ a: { x: 1.0, y: 'z' } })).toBe(promptDigest({ a: { y: 'z', x: 1 } }))
     expect(promptDigest({ a: 1 })).not.toBe(promptDigest({ a: 2 }))
     expect(withoutSeal({ [SUBMISSION_SEAL_KEY]: 1, b: 2 })).toEqual({ b: 2 })
+    const read = parseJson('{"comfy_audit": 1, "cfg": 1.0, "scale": 1e5}')
+    if (!read.ok) throw new Error(read.reason)
+    // Number spellings survive, as everywhere in the record (issue 10 item 12).
+    expect(stringifyJson(withoutSeal(read.value)!)).toBe('{"cfg":1.0,"scale":1e5}')
   })
 })
 

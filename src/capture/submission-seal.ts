@@ -16,7 +16,7 @@
  * - Not in `extra_pnginfo`: that is written into every output PNG (protocol §7.4).
  */
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto'
-import { canonicalJson, sha256Hex } from '../audit/json.js'
+import { canonicalJson, keepSpellings, sha256Hex } from '../audit/json.js'
 import type { JsonObject, JsonValue, Submitter } from '../audit/types.js'
 import { isJsonObject } from './schemas.js'
 
@@ -163,5 +163,6 @@ export function withoutSeal(extraData: JsonValue | null): JsonValue | null {
   if (!isJsonObject(extraData) || !(SUBMISSION_SEAL_KEY in extraData)) return extraData
   const out: JsonObject = {}
   for (const [k, v] of Object.entries(extraData)) if (k !== SUBMISSION_SEAL_KEY) out[k] = v
-  return out
+  // `1.0` stays `1.0` in the stored extra_data (number spellings, see audit/json.ts).
+  return keepSpellings(extraData, out)
 }
