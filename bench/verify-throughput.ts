@@ -37,6 +37,8 @@ export interface VerifyThroughputResult {
   readonly verify_ms: number
   readonly events_per_second: number
   readonly verify_ok: boolean
+  /** Highest RSS sampled during verify minus the RSS before it, MiB. */
+  readonly verify_rss_growth_mb: number
   /** Paging alone: milliseconds of the first and of the last full page, and of the whole pass. */
   readonly paging: {
     readonly page_size: number
@@ -78,9 +80,17 @@ export async function measureVerifyThroughput(
     const pagingMs = performance.now() - pagingStart
 
     const key = generateKey(ORIGIN).verifierKey
+    // RSS sampled while verify runs (it awaits every page, so the timer gets its turns).
+    const rssBefore = process.memoryUsage().rss
+    let rssMax = rssBefore
+    const sampler = setInterval(() => {
+      rssMax = Math.max(rssMax, process.memoryUsage().rss)
+    }, 20)
     const v0 = performance.now()
     const report = await verifyLedger({ store, verifierKey: key, origin: ORIGIN })
     const verifyMs = performance.now() - v0
+    clearInterval(sampler)
+    rssMax = Math.max(rssMax, process.memoryUsage().rss)
     const events = report.origins.reduce((n, o) => n + o.events, 0)
     if (events !== history.events)
       throw new Error(`verify saw ${events} events, ${history.events} were written`)
@@ -92,6 +102,7 @@ export async function measureVerifyThroughput(
       verify_ms: round(verifyMs, 0),
       events_per_second: Math.round(events / (verifyMs / 1000)),
       verify_ok: report.ok,
+      verify_rss_growth_mb: round((rssMax - rssBefore) / 2 ** 20, 1),
       paging: {
         page_size: EVENT_PAGE_SIZE,
         pages: pageTimes.length,

@@ -7,7 +7,7 @@
 import { canonicalJson } from '../audit/json.js'
 import type { AuditEvent, JsonValue } from '../audit/types.js'
 import { firstAnalysisRollupDifference, replayAnalysisRollups } from '../store/analysis-rollups.js'
-import { replayDerived } from '../store/project.js'
+import { createDerivedReplay } from '../store/project.js'
 import { firstRollupDifference, replayRollups, type RollupRow } from '../store/rollups.js'
 import type { RuntimeStore } from '../store/runtime-store.js'
 import type { DerivedRows, StoredCheckpoint, StoredEventRow } from '../store/store.js'
@@ -60,18 +60,31 @@ export interface LedgerReport {
   readonly problems: readonly LedgerProblem[]
 }
 
+/** How far {@link verifyLedger} got: events read so far (all origins) of those the store held at the start. */
+export interface VerifyProgress {
+  readonly origin: string
+  readonly events: number
+  /** Events the logs held when verify started (their last seq + 1), or null when the store cannot say. */
+  readonly expected: number | null
+  /** True on the call at the end of an origin's log. */
+  readonly originDone: boolean
+}
+
 /** Options of {@link verifyLedger}. */
 export interface VerifyLedgerOptions {
   readonly store: Pick<
     RuntimeStore,
     'origins' | 'rawEvents' | 'checkpoints' | 'derivedRows' | 'rollups' | 'workflowRollups' | 'usageRollups'
-  >
+  > &
+    Partial<Pick<RuntimeStore, 'lastSeq'>>
   /** Verifier key (C2SP format) per origin, or one for all. */
   readonly verifierKey: string | ((origin: string) => string | undefined)
   /** Only this origin (default: every origin in the store). */
   readonly origin?: string
   /** Checkpoints published off the machine (see publish.ts), checked like the stored ones. */
   readonly published?: readonly StoredCheckpoint[]
+  /** Called every {@link VERIFY_PROGRESS_EVERY} events and at the end of each origin. */
+  readonly onProgress?: (progress: VerifyProgress) => void
 }
 
 interface Row {
@@ -83,106 +96,185 @@ interface Row {
 }
 
 const SHIFT_WINDOW = 1000
+/** Events between two progress calls. */
+export const VERIFY_PROGRESS_EVERY = 1000
+/** Events folded into the derived replay at a time (the replay holds rows, not events). */
+const REPLAY_CHUNK = 1000
 
 /** Recomputes and checks everything; see the module comment. */
 export async function verifyLedger(options: VerifyLedgerOptions): Promise<LedgerReport> {
   const origins = options.origin !== undefined ? [options.origin] : await options.store.origins()
   const reports: OriginReport[] = []
   const problems: LedgerProblem[] = []
+  let expected: number | null = null
+  if (options.onProgress && options.store.lastSeq) {
+    expected = 0
+    for (const origin of origins) expected += (await options.store.lastSeq(origin)) + 1
+  }
+  let done = 0
   for (const origin of origins) {
     const key = typeof options.verifierKey === 'string' ? options.verifierKey : options.verifierKey(origin)
-    const result = await verifyOrigin(options, origin, key)
+    const result = await verifyOrigin(options, origin, key, (events, originDone) =>
+      options.onProgress?.({ origin, events: done + events, expected, originDone }),
+    )
+    done += result.report.events
     reports.push(result.report)
     problems.push(...result.problems)
   }
   return { ok: problems.length === 0, origins: reports, problems }
 }
 
+function readRow(raw: StoredEventRow): Row {
+  const event = raw.pruned === null ? storedRowEvent(raw) : null
+  return {
+    raw,
+    event,
+    computed: event ? eventLeafHash(event) : null,
+    stored:
+      raw.leaf_hash !== null && /^[0-9a-f]{64}$/.test(raw.leaf_hash)
+        ? Buffer.from(raw.leaf_hash, 'hex')
+        : null,
+  }
+}
+
+/**
+ * One streaming pass over the origin's log: nothing per event is kept but the running Merkle tree, the
+ * pruned ranges and the derived rows of the replay, so memory does not grow with the log. Naming the damage
+ * precisely needs the events around the first bad position; those are read again afterwards.
+ */
 async function verifyOrigin(
   options: VerifyLedgerOptions,
   origin: string,
   verifierKey: string | undefined,
+  progress: (events: number, originDone: boolean) => void,
 ): Promise<{ report: OriginReport; problems: LedgerProblem[] }> {
   const problems: LedgerProblem[] = []
-  const rows: Row[] = []
-  for await (const raw of options.store.rawEvents({ origin })) {
-    const event = raw.pruned === null ? storedRowEvent(raw) : null
-    rows.push({
-      raw,
-      event,
-      computed: event ? eventLeafHash(event) : null,
-      stored:
-        raw.leaf_hash !== null && /^[0-9a-f]{64}$/.test(raw.leaf_hash)
-          ? Buffer.from(raw.leaf_hash, 'hex')
-          : null,
-    })
-  }
-
   // Checkpoints: the signature decides; a row whose columns disagree with its own note is damage too.
   const checkpoints = await validCheckpoints(options, origin, verifierKey, problems)
 
-  // Pruned rows must be covered by the audit.pruned / audit.erased event named in them.
-  const bySeq = new Map(rows.map((r) => [r.raw.seq, r]))
+  let count = 0
+  let lastSeq = -1
+  /** Seq of the first row out of sequence or not matching its leaf. */
+  let firstBad: number | undefined
   const pruned: { from: number; to: number; by: number }[] = []
+  /** The audit.pruned / audit.erased events, which name the ranges they removed. */
+  const recorders = new Map<number, AuditEvent>()
+
+  // Checkpoint roots over the effective leaves (recomputed, or stored where pruned), as the leaves arrive.
+  const acc = createMerkleAccumulator()
+  let accOpen = true
+  let next = 0
+  let checkpointed = 0
+  let previousSize = 0
+  let rootProblem: LedgerProblem | undefined
+  const checkRoots = (): void => {
+    while (accOpen && next < checkpoints.length && checkpoints[next]!.size === acc.size) {
+      const cp = checkpoints[next]!
+      if (acc.root().toString('base64') !== cp.root_hash) {
+        rootProblem = {
+          kind: 'modified',
+          origin,
+          interval: [previousSize, cp.size - 1],
+          detail:
+            `events ${previousSize}..${cp.size - 1} do not reproduce the signed checkpoint of size ${cp.size}` +
+            ' (the stored leaf hashes were altered too, so the exact position cannot be named)',
+        }
+        accOpen = false
+        return
+      }
+      checkpointed = cp.size
+      previousSize = cp.size
+      next++
+    }
+  }
+  checkRoots()
+
+  const replay = createDerivedReplay()
+  let chunk: AuditEvent[] = []
+  for await (const raw of options.store.rawEvents({ origin })) {
+    const row = readRow(raw)
+    const seq = raw.seq
+    if (firstBad === undefined && (seq !== count || !rowOk(row))) firstBad = Math.min(seq, count)
+    count++
+    lastSeq = seq
+
+    if (raw.pruned !== null) {
+      const by = raw.pruned
+      const last = pruned[pruned.length - 1]
+      if (last && last.by === by && last.to === seq - 1) last.to = seq
+      else pruned.push({ from: seq, to: seq, by })
+    } else if (row.event && (row.event.kind === 'audit.pruned' || row.event.kind === 'audit.erased')) {
+      recorders.set(seq, row.event)
+    }
+
+    if (accOpen) {
+      const leaf = seq !== acc.size ? null : raw.pruned === null ? row.computed : row.stored
+      if (leaf) {
+        acc.append(leaf)
+        checkRoots()
+      } else accOpen = false
+    }
+
+    if (row.event && raw.pruned === null) {
+      chunk.push(row.event)
+      if (chunk.length >= REPLAY_CHUNK) {
+        replay.add(chunk)
+        chunk = []
+      }
+    }
+    if (count % VERIFY_PROGRESS_EVERY === 0) progress(count, false)
+  }
+  replay.add(chunk)
+  chunk = []
+  progress(count, true)
+
+  // A checkpoint the leaves never reached: the log ends before it, or a leaf before it is missing.
+  if (!rootProblem && next < checkpoints.length && acc.size > lastSeq) {
+    const cp = checkpoints[next]!
+    if (acc.size < cp.size) {
+      rootProblem = {
+        kind: 'truncated',
+        origin,
+        seq: acc.size,
+        detail: `the log ends at seq ${lastSeq}, but a signed checkpoint covers ${cp.size} events (seq 0..${cp.size - 1})`,
+      }
+    }
+  }
+
+  // Pruned rows must be covered by the audit.pruned / audit.erased event named in them.
   let logProblem: LedgerProblem | undefined
-  for (const row of rows) {
-    const by = row.raw.pruned
-    if (by === null) continue
-    const last = pruned[pruned.length - 1]
-    if (last && last.by === by && last.to === row.raw.seq - 1) last.to = row.raw.seq
-    else pruned.push({ from: row.raw.seq, to: row.raw.seq, by })
-    if (!logProblem && !pruneRecorded(bySeq.get(by), row.raw.seq)) {
+  for (const range of pruned) {
+    for (let seq = range.from; seq <= range.to && !logProblem; seq++) {
+      if (pruneRecorded(recorders.get(range.by), seq)) continue
       logProblem = {
         kind: 'unrecorded-prune',
         origin,
-        seq: row.raw.seq,
-        detail: `payload of ${origin}#${row.raw.seq} was removed, but event ${by} does not record pruning it`,
+        seq,
+        detail: `payload of ${origin}#${seq} was removed, but event ${range.by} does not record pruning it`,
       }
     }
+    if (logProblem) break
   }
 
-  // Position-level check: seq continuity and leaf hashes.
-  const positional = firstPositionalProblem(origin, rows, bySeq)
-  if (positional && (!logProblem || (positional.seq ?? 0) < (logProblem.seq ?? 0))) logProblem = positional
-
-  // Checkpoint roots over the effective leaves (recomputed, or stored where pruned).
-  let checkpointed = 0
-  const acc = createMerkleAccumulator()
-  let rootProblem: LedgerProblem | undefined
-  let previousSize = 0
-  for (const cp of checkpoints) {
-    while (acc.size < cp.size) {
-      const row = bySeq.get(acc.size)
-      const leaf = row ? (row.raw.pruned === null ? row.computed : row.stored) : null
-      if (!leaf) break
-      acc.append(leaf)
-    }
-    if (acc.size < cp.size) {
-      const lastSeq = rows.length === 0 ? -1 : rows[rows.length - 1]!.raw.seq
-      if (!rootProblem && acc.size > lastSeq) {
-        rootProblem = {
-          kind: 'truncated',
-          origin,
-          seq: acc.size,
-          detail: `the log ends at seq ${lastSeq}, but a signed checkpoint covers ${cp.size} events (seq 0..${cp.size - 1})`,
-        }
-      }
-      break
-    }
-    if (acc.root().toString('base64') !== cp.root_hash) {
-      rootProblem ??= {
-        kind: 'modified',
-        origin,
-        interval: [previousSize, cp.size - 1],
-        detail:
-          `events ${previousSize}..${cp.size - 1} do not reproduce the signed checkpoint of size ${cp.size}` +
-          ' (the stored leaf hashes were altered too, so the exact position cannot be named)',
-      }
-      break
-    }
-    checkpointed = cp.size
-    previousSize = cp.size
+  // Position-level check: seq continuity and leaf hashes, judged on the events around the first bad one.
+  if (firstBad !== undefined) {
+    const from = Math.max(0, firstBad - SHIFT_WINDOW - 1)
+    const window: Row[] = []
+    for await (const raw of options.store.rawEvents({
+      origin,
+      fromSeq: from,
+      toSeq: firstBad + SHIFT_WINDOW + 1,
+    }))
+      window.push(readRow(raw))
+    const positional = firstPositionalProblem(
+      origin,
+      window,
+      new Map(window.map((r) => [r.raw.seq, r])),
+      from,
+    )
+    if (positional && (!logProblem || (positional.seq ?? 0) < (logProblem.seq ?? 0))) logProblem = positional
   }
+
   // The earliest wins; a positional finding inside a failing interval is the more precise of the two.
   if (rootProblem) {
     const position = logProblem?.seq ?? Number.POSITIVE_INFINITY
@@ -191,11 +283,11 @@ async function verifyOrigin(
   }
   if (logProblem) problems.push(logProblem)
 
-  const derived = await firstDerivedDifference(options, origin, rows)
+  const derived = await firstDerivedDifference(options, origin, replay.result())
   if (derived) problems.push(derived)
 
   return {
-    report: { origin, events: rows.length, checkpoints: checkpoints.length, checkpointed, pruned },
+    report: { origin, events: count, checkpoints: checkpoints.length, checkpointed, pruned },
     problems,
   }
 }
@@ -258,8 +350,7 @@ async function validCheckpoints(
   return [...bySize.values()].sort((a, b) => a.size - b.size)
 }
 
-function pruneRecorded(record: Row | undefined, seq: number): boolean {
-  const event = record?.event
+function pruneRecorded(event: AuditEvent | undefined, seq: number): boolean {
   if (!event || (event.kind !== 'audit.pruned' && event.kind !== 'audit.erased')) return false
   const ranges = event.payload.ranges
   if (!Array.isArray(ranges)) return false
@@ -290,8 +381,9 @@ function firstPositionalProblem(
   origin: string,
   rows: readonly Row[],
   bySeq: ReadonlyMap<number, Row>,
+  start = 0,
 ): LedgerProblem | undefined {
-  let expected = 0
+  let expected = start
   for (const row of rows) {
     const seq = row.raw.seq
     if (seq !== expected) {
@@ -380,10 +472,8 @@ function rowKey(table: string, row: Readonly<Record<string, unknown>>): string {
 async function firstDerivedDifference(
   options: VerifyLedgerOptions,
   origin: string,
-  rows: readonly Row[],
+  replay: DerivedRows,
 ): Promise<LedgerProblem | undefined> {
-  const events = rows.flatMap((r) => (r.event && r.raw.pruned === null ? [r.event] : []))
-  const replay = replayDerived(events)
   const stored = await options.store.derivedRows(origin)
   const tables: [string, keyof DerivedRows][] = [
     ['sessions', 'sessions'],

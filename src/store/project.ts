@@ -201,27 +201,63 @@ export function applyOutputChange(existing: OutputRecord | undefined, change: Ou
   return { ...base, ...change.patch }
 }
 
+/** A replay of a log fed in chunks: it holds the derived rows, never the events. */
+export interface DerivedReplay {
+  /** Folds the next events (in log order) into the rows, as an append of them would. */
+  add(events: Iterable<AuditEvent>): void
+  /** The rows so far, in the order `derivedRows()` returns them, and the projection problems met. */
+  result(): DerivedRows & { problems: string[] }
+}
+
+/** Starts an empty {@link DerivedReplay}. */
+export function createDerivedReplay(): DerivedReplay {
+  const sessions = new Map<string, SessionRecord>()
+  const nodeRuns = new Map<string, NodeRunRow>()
+  const outputs = new Map<string, OutputRecord>()
+  const problems: string[] = []
+  return {
+    add(events) {
+      const changes = projectEvents(events)
+      for (const c of changes.sessions) {
+        const key = sessionKey(c.origin, c.session_id)
+        sessions.set(key, applySessionChange(sessions.get(key), c))
+      }
+      for (const row of changes.nodeRuns)
+        nodeRuns.set(nodeRunKey(row.origin, row.session_id, row.node_id), row)
+      for (const c of changes.outputs) {
+        const key = outputKey(c)
+        outputs.set(key, applyOutputChange(outputs.get(key), c))
+      }
+      problems.push(...changes.problems)
+    },
+    result() {
+      return {
+        sessions: [...sessions.values()].sort((a, b) =>
+          compareKeys([a.origin, a.session_id], [b.origin, b.session_id]),
+        ),
+        nodeRuns: [...nodeRuns.values()].sort((a, b) =>
+          compareKeys([a.origin, a.session_id, a.node_id], [b.origin, b.session_id, b.node_id]),
+        ),
+        outputs: [...outputs.values()].sort((a, b) =>
+          compareKeys(
+            [a.origin, a.session_id, a.node_id, a.type, a.subfolder, a.filename],
+            [b.origin, b.session_id, b.node_id, b.type, b.subfolder, b.filename],
+          ),
+        ),
+        problems: [...problems],
+      }
+    },
+  }
+}
+
 /**
  * The derived rows of a whole log, computed in memory in the same order `derivedRows()` returns them.
  * `verify` compares this with the stored rows; the contract tests compare it with incremental writes.
  */
 export function replayDerived(events: Iterable<AuditEvent>): DerivedRows & { problems: string[] } {
-  const changes = projectEvents(events)
-  const sessions = changes.sessions.map((c) => applySessionChange(undefined, c))
-  const outputs = changes.outputs.map((c) => applyOutputChange(undefined, c))
-  return {
-    sessions: sessions.sort((a, b) => compareKeys([a.origin, a.session_id], [b.origin, b.session_id])),
-    nodeRuns: changes.nodeRuns.sort((a, b) =>
-      compareKeys([a.origin, a.session_id, a.node_id], [b.origin, b.session_id, b.node_id]),
-    ),
-    outputs: outputs.sort((a, b) =>
-      compareKeys(
-        [a.origin, a.session_id, a.node_id, a.type, a.subfolder, a.filename],
-        [b.origin, b.session_id, b.node_id, b.type, b.subfolder, b.filename],
-      ),
-    ),
-    problems: changes.problems,
-  }
+  const replay = createDerivedReplay()
+  replay.add(events)
+  return replay.result()
 }
 
 function isObject(value: JsonValue | undefined): value is JsonObject {

@@ -13,7 +13,7 @@ import { loadSigningKey } from '../../ledger/key-store.js'
 import { parseKeyring, type KeyringEntry } from '../../ledger/keyring.js'
 import { parsePublishedCheckpoints } from '../../ledger/publish.js'
 import { eraseSession, pruneOlderThan } from '../../ledger/retention.js'
-import { formatLedgerProblem, verifyLedger } from '../../ledger/verify-ledger.js'
+import { formatLedgerProblem, verifyLedger, type VerifyProgress } from '../../ledger/verify-ledger.js'
 import { CliError, cliConfig, cliUser, openCliStore, type CliStoreOptions } from '../open-store.js'
 import { DirLockedError, acquireDirLock, type DirLock } from '../../store/data-dir-lock.js'
 
@@ -82,6 +82,9 @@ export async function runKey(opts: Opts): Promise<CommandOutcome> {
   return { output: (await existingKey(config.data, origin)) + '\n', exitCode: 0 }
 }
 
+/** Events between two progress lines of `verify` when a second has not passed yet. */
+const VERIFY_PROGRESS_LINE_EVENTS = 100_000
+
 /** `verify`: recompute the log, the checkpoints and the derived tables. */
 export async function runVerify(opts: Opts): Promise<CommandOutcome> {
   const config = cliConfig(opts)
@@ -105,12 +108,33 @@ export async function runVerify(opts: Opts): Promise<CommandOutcome> {
       : undefined
   const store = await openCliStore(opts)
   try {
+    // Progress on stderr (stdout stays the report): every --progress-every events, or a line a second, and
+    // a last one at the end once any was written. A log shorter than that (or than a second) writes none.
+    const every = opts.progressEvery === undefined ? VERIFY_PROGRESS_LINE_EVENTS : Number(opts.progressEvery)
+    if (!Number.isInteger(every) || every < 1)
+      throw new CliError(
+        `--progress-every ${String(opts.progressEvery)}: expected a whole number of events, at least 1`,
+      )
+    let lastLineAt = performance.now()
+    let lastLineEvents = 0
+    let last: VerifyProgress | undefined
+    const line = (p: VerifyProgress): void => {
+      process.stderr.write(`verify: ${p.events}${p.expected === null ? '' : `/${p.expected}`} events\n`)
+      lastLineAt = performance.now()
+      lastLineEvents = p.events
+    }
     const report = await verifyLedger({
       store,
       verifierKey,
       origin: typeof opts.origin === 'string' ? opts.origin : undefined,
       published,
+      onProgress: (p) => {
+        last = p
+        if (p.originDone) return
+        if (p.events - lastLineEvents >= every || performance.now() - lastLineAt >= 1000) line(p)
+      },
     })
+    if (last && lastLineEvents > 0 && last.events !== lastLineEvents) line(last)
     if (opts.json) return { output: JSON.stringify(report) + '\n', exitCode: report.ok ? 0 : 1 }
     const lines: string[] = []
     for (const o of report.origins) {
@@ -288,7 +312,11 @@ export function registerLedgerCommands(program: Command): void {
       )
       .option('--published <file>', 'checkpoints published off the machine (JSON lines)')
       .option('--origin <origin>', 'only this log')
-      .option('--json', 'the report as JSON'),
+      .option('--json', 'the report as JSON')
+      .option(
+        '--progress-every <events>',
+        `a progress line on stderr every N events (and every second) (default: ${VERIFY_PROGRESS_LINE_EVENTS})`,
+      ),
   ).action(async (opts: Opts) => emit(await runVerify(opts)))
   addStoreOptions(
     program
