@@ -367,6 +367,15 @@ describe.skipIf(missing !== undefined)('issue 13: the dashboard in Chromium', ()
           .map(Number)
           .sort((a, b) => a - b),
       ).toEqual(runs.map((r) => r.duration_ms ?? 0).sort((a, b) => a - b))
+      // Hovering the bars shows their tooltips (drawn on the canvas: nothing the CSP would refuse).
+      const box = (await page.locator('[data-test=gantt]').boundingBox())!
+      for (let y = 20; y < box.height - 140; y += 14)
+        await page.mouse.move(box.x + box.width * 0.5, box.y + y)
+      // Row 4 (KSampler): the timeline grid starts 12 px down and ends 120 px above the bottom.
+      await page.mouse.move(box.x + box.width * 0.5, box.y + 12 + 4.5 * ((box.height - 132) / 7))
+      await page
+        .locator('[data-test=gantt]')
+        .screenshot({ path: join(RESULTS, 'dashboard-run-hover-en.png') })
       // Keyboard: Tab reaches the node list, Enter opens a node in the inspector.
       await page.focus('[data-node="4"]')
       await page.keyboard.press('Tab')
