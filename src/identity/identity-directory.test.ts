@@ -73,6 +73,30 @@ describe('identity directory', () => {
     expect((await gateway.verifyToken(added.value.token)).ok).toBe(true)
   })
 
+  it('changes a role for the next check despite the token cache, and journals who did it', async () => {
+    const gateway = createIdentityDirectory(await openStore(), { scrypt: FAST, cacheMillis: 60_000 })
+    const admin = createIdentityDirectory(await openStore(), { scrypt: FAST })
+    const added = await admin.addPerson('erin', 'auditor', 'local:test')
+    if (!added.ok) throw new Error(added.reason)
+    const before = await gateway.verifyToken(added.value.token)
+    expect(before.ok && before.value.role).toBe('auditor')
+    const changed = await admin.setRole('erin', 'artist', 'dashboard:ada')
+    expect(changed.ok && changed.value.role).toBe('artist')
+    const after = await gateway.verifyToken(added.value.token)
+    expect(after.ok && after.value.role).toBe('artist')
+    const journal = await gateway.changesSince(0)
+    expect(journal.at(-1)).toMatchObject({
+      action: 'role_changed',
+      person: 'erin',
+      by: 'dashboard:ada',
+      role: 'artist',
+    })
+    expect(await admin.setRole('nobody', 'admin', 'dashboard:ada')).toEqual({
+      ok: false,
+      reason: 'no person named "nobody"',
+    })
+  })
+
   it('revokes old tokens and login sessions when a person is re-tokened', async () => {
     let t = Date.parse('2026-01-01T00:00:00Z')
     const now = (): number => t

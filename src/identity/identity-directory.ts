@@ -64,8 +64,10 @@ const zPersonChange = z.object({
   seq: z.number().int(),
   at: z.string(),
   by: z.string(),
-  action: z.enum(['added', 'provisioned', 'disabled', 'enabled', 'retokened']),
+  action: z.enum(['added', 'provisioned', 'disabled', 'enabled', 'retokened', 'role_changed']),
   person: z.string(),
+  /** The new role (`role_changed` only). */
+  role: z.enum(ROLES).optional(),
 })
 export type PersonChange = z.infer<typeof zPersonChange>
 /** Changes kept in the journal (the audit log keeps them for good). */
@@ -121,6 +123,8 @@ export interface IdentityDirectory {
   disablePerson(name: string, by: string): Promise<DirectoryResult<PersonSummary>>
   /** Enables a disabled person again (their old tokens were revoked when re-tokened, not when disabled). */
   enablePerson(name: string, by: string): Promise<DirectoryResult<PersonSummary>>
+  /** Gives a person another role; it applies from their next request (tokens and sessions stay valid). */
+  setRole(name: string, role: Role, by: string): Promise<DirectoryResult<PersonSummary>>
   /** Issues a new token and revokes every older token and login session of the person. */
   reissueToken(name: string, by: string): Promise<DirectoryResult<{ person: PersonSummary; token: string }>>
   /** Checks an `id.secret` token: the enabled person it belongs to, or why not. */
@@ -205,7 +209,10 @@ export function createIdentityDirectory(
     return refreshing
   }
 
-  /** Read-modify-write of the directory. The CLI and an auto-provisioning gateway are the only writers. */
+  /**
+   * Read-modify-write of the directory. The writers are the CLI, the gateway's People page (the dashboard) and
+   * auto-provisioning.
+   */
   const update = async <T>(
     change: (d: Directory) => DirectoryResult<T>,
     journal?: Omit<PersonChange, 'seq' | 'at'>,
@@ -310,6 +317,18 @@ export function createIdentityDirectory(
           return { ok: true, value: summary(p) }
         },
         { action: 'disabled', person: name, by },
+      )
+    },
+
+    setRole(name, role, by) {
+      return update(
+        (d) => {
+          const p = Object.hasOwn(d.people, name) ? d.people[name] : undefined
+          if (!p) return { ok: false, reason: `no person named ${JSON.stringify(name)}` }
+          p.role = role
+          return { ok: true, value: summary(p) }
+        },
+        { action: 'role_changed', person: name, by, role },
       )
     },
 

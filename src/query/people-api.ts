@@ -1,6 +1,6 @@
 /**
- * `/_audit/api/people`: the dashboard's People page, the same changes as `comfy-audit users` (add, disable,
- * enable, new token), for admins only (the access policy). Changes go through the identity directory, so the
+ * `/_audit/api/people`: the dashboard's People page, the changes of `comfy-audit users` (add, disable,
+ * enable, new token) and a role change, for admins only (the access policy). Changes go through the identity directory, so the
  * gateway's person-change journal records them like the CLI's, naming the admin who made them. Tokens are in
  * the answer that creates them and nowhere else.
  */
@@ -15,7 +15,7 @@ import type { IdentityDirectory } from '../identity/identity-directory.js'
 export interface PeopleApiOptions {
   readonly directory: Pick<
     IdentityDirectory,
-    'listPeople' | 'addPerson' | 'disablePerson' | 'enablePerson' | 'reissueToken'
+    'listPeople' | 'addPerson' | 'disablePerson' | 'enablePerson' | 'reissueToken' | 'setRole'
   >
   /** Who is making a change, as the journal names them (`admin:ada`). */
   readonly actor: (req: IncomingMessage) => string
@@ -71,7 +71,7 @@ export function createPeopleApi(
       else send(res, 201, { person: added.value.person as unknown as JsonValue, token: added.value.token })
       return true
     }
-    const action = /^\/_audit\/api\/people\/([^/]+)\/(disable|enable|token)$/.exec(path)
+    const action = /^\/_audit\/api\/people\/([^/]+)\/(disable|enable|token|role)$/.exec(path)
     if (!action) return false
     if (req.method !== 'POST') {
       send(res, 405, { error: `method ${req.method} not allowed on ${path}` })
@@ -79,6 +79,22 @@ export function createPeopleApi(
     }
     const name = decodeURIComponent(action[1]!)
     const by = options.actor(req)
+    if (action[2] === 'role') {
+      let role: unknown
+      try {
+        role = (JSON.parse((await readBody(req, 64 * 1024)).toString('utf8')) as { role?: unknown }).role
+      } catch {
+        role = undefined
+      }
+      if (typeof role !== 'string' || !(ROLES as readonly string[]).includes(role)) {
+        send(res, 400, { error: `role: expected one of ${ROLES.join(', ')}, got ${JSON.stringify(role)}` })
+        return true
+      }
+      const r = await directory.setRole(name, role as Role, by)
+      if (!r.ok) send(res, 404, { error: r.reason })
+      else send(res, 200, { person: r.value as unknown as JsonValue })
+      return true
+    }
     if (action[2] === 'token') {
       const r = await directory.reissueToken(name, by)
       if (!r.ok) send(res, 404, { error: r.reason })

@@ -532,6 +532,16 @@ describe.skipIf(missing !== undefined)('issue 13: the dashboard in Chromium', ()
         headers: { authorization: `Bearer ${token}` },
       })
       expect(await whoami.json()).toMatchObject({ user: 'carol', role: 'auditor' })
+      // A role change applies to carol's very next request.
+      await page.selectOption('[data-person=carol] [data-test=set-role]', 'artist')
+      await expect
+        .poll(async () => {
+          const r = await fetch(`${audit.url}/_audit/whoami`, {
+            headers: { authorization: `Bearer ${token}` },
+          })
+          return ((await r.json()) as { role: string }).role
+        })
+        .toBe('artist')
       await page.click('[data-person=bob] [data-test=disable]')
       await expect.poll(() => page.textContent('[data-person=bob] [data-test=state]')).toBe('disabled')
       const refused = await fetch(`${audit.url}/_audit/whoami`, {
