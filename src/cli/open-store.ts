@@ -1,9 +1,9 @@
 import { existsSync, mkdirSync } from 'node:fs'
 import { userInfo } from 'node:os'
 import { isAbsolute, join, resolve } from 'node:path'
-import { loadConfig, type Config } from '../config/config.js'
+import type { Config } from '../config/config.js'
 import type { StoreDialect } from '../store/store.js'
-import { createRuntimeStore, type RuntimeStore } from '../store/runtime-store.js'
+import type { RuntimeStore } from '../store/runtime-store.js'
 
 /** An error the CLI prints as one line, without a stack. */
 export class CliError extends Error {
@@ -66,11 +66,15 @@ export async function dialectFor(
   )
 }
 
-/** Loads the config for a CLI command (file, environment, flags), throwing a CliError listing every problem. */
-export function cliConfig(
+/**
+ * Loads the config for a CLI command (file, environment, flags), throwing a CliError listing every problem.
+ * The schema is imported here, not at the top: registering the commands (and `--help`) must not load it.
+ */
+export async function cliConfig(
   opts: CliStoreOptions & Record<string, unknown>,
   flags: Record<string, unknown> = {},
-): Readonly<Config> {
+): Promise<Readonly<Config>> {
+  const { loadConfig } = await import('../config/config.js')
   const r = loadConfig({ file: opts.config, flags: { data: opts.data, 'store.url': opts.store, ...flags } })
   if (!r.ok) throw new CliError(`configuration problems:\n  ${r.problems.join('\n  ')}`)
   return r.value
@@ -85,8 +89,9 @@ export async function openCliStore(
   opts: CliStoreOptions & Record<string, unknown>,
   options: { create?: boolean } = {},
 ): Promise<RuntimeStore> {
-  const config = cliConfig(opts)
+  const config = await cliConfig(opts)
   const dialect = await dialectFor(config.store.url, config.data, { create: options.create ?? false })
+  const { createRuntimeStore } = await import('../store/runtime-store.js')
   const store = createRuntimeStore(dialect, { origin: config.origin ?? 'comfy-audit' })
   await store.init()
   return store

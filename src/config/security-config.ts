@@ -4,9 +4,9 @@
  */
 import { z } from 'zod'
 
-/** Roles a person can have (see src/identity/policy.ts for what each may do). */
-export const ROLES = ['admin', 'auditor', 'artist'] as const
-export type Role = (typeof ROLES)[number]
+import { ROLES } from './roles.js'
+
+export { ROLES, type Role } from './roles.js'
 
 /** How the gateway learns who sends a request. */
 export const AUTH_MODES = ['none', 'token', 'trusted-header'] as const

@@ -77,7 +77,7 @@ async function existingKey(data: string, origin: string): Promise<string> {
 
 /** `key`: the gateway's verifier key. Read-only: it never creates a key (the gateway does, at first start). */
 export async function runKey(opts: Opts): Promise<CommandOutcome> {
-  const config = cliConfig(opts)
+  const config = await cliConfig(opts)
   const origin = typeof opts.origin === 'string' ? opts.origin : (config.origin ?? 'comfy-audit')
   return { output: (await existingKey(config.data, origin)) + '\n', exitCode: 0 }
 }
@@ -87,7 +87,7 @@ const VERIFY_PROGRESS_LINE_EVENTS = 100_000
 
 /** `verify`: recompute the log, the checkpoints and the derived tables. */
 export async function runVerify(opts: Opts): Promise<CommandOutcome> {
-  const config = cliConfig(opts)
+  const config = await cliConfig(opts)
   const origin = typeof opts.origin === 'string' ? opts.origin : (config.origin ?? 'comfy-audit')
   let verifierKey: string | ((o: string) => string | undefined)
   let keyring: ReadonlyMap<string, KeyringEntry> | null = null
@@ -203,8 +203,8 @@ export async function runVerifyEvidence(file: string, opts: { key?: string }): P
  * Takes the data dir's lock for a command that rewrites the log. A running gateway holds it: erasing or
  * pruning beside it would interleave sequence numbers with its writes, so the command is refused.
  */
-function lockForRewrite(opts: Opts, purpose: 'erase' | 'prune'): DirLock {
-  const data = cliConfig(opts).data
+async function lockForRewrite(opts: Opts, purpose: 'erase' | 'prune'): Promise<DirLock> {
+  const data = (await cliConfig(opts)).data
   try {
     return acquireDirLock(data, { purpose: `comfy-audit ${purpose}` })
   } catch (err) {
@@ -243,7 +243,7 @@ export async function runPrune(opts: Opts): Promise<CommandOutcome> {
       await store.close()
     }
   }
-  const lock = lockForRewrite(opts, 'prune')
+  const lock = await lockForRewrite(opts, 'prune')
   const store = await openCliStore(opts).catch((err: unknown) => {
     lock.release()
     throw err
@@ -266,7 +266,7 @@ export async function runPrune(opts: Opts): Promise<CommandOutcome> {
 /** `erase SESSION --reason TEXT`. */
 export async function runErase(sessionId: string, opts: Opts): Promise<CommandOutcome> {
   if (typeof opts.reason !== 'string' || opts.reason.trim() === '') throw new CliError('--reason is required')
-  const lock = lockForRewrite(opts, 'erase')
+  const lock = await lockForRewrite(opts, 'erase')
   const store = await openCliStore(opts).catch((err: unknown) => {
     lock.release()
     throw err

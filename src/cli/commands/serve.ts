@@ -1,8 +1,5 @@
 import type { Command } from 'commander'
 import { setErrorHandler, type Logger } from '../../audit/report-error.js'
-import { startAuditGateway } from '../../create-gateway.js'
-import { redactingErrorHandler } from '../../identity/redacting-logger.js'
-import { createRedactor } from '../../identity/redaction.js'
 import { CliError, cliConfig } from '../open-store.js'
 
 function consoleLogger(): Logger {
@@ -34,7 +31,13 @@ export function registerServeCommand(program: Command): void {
     )
     .option('--allow-insecure', 'allow --auth none on a non-loopback address (everyone becomes "local")')
     .action(async (opts: Record<string, string | undefined>) => {
-      const config = cliConfig(opts, {
+      // The gateway and its dependencies load only when it runs: `--help` and the other commands skip them.
+      const [{ startAuditGateway }, { redactingErrorHandler }, { createRedactor }] = await Promise.all([
+        import('../../create-gateway.js'),
+        import('../../identity/redacting-logger.js'),
+        import('../../identity/redaction.js'),
+      ])
+      const config = await cliConfig(opts, {
         'comfyui.url': opts.comfyui,
         listen: opts.listen,
         origin: opts.origin,

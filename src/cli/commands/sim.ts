@@ -4,7 +4,6 @@
 import { existsSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import type { Command } from 'commander'
-import { createSimServer } from '../../sim/index.js'
 
 /** Adds `sim --host H --port P --data DIR [--speed 1] [--web-root DIR] [--comfyui-version V] ...` to the program. */
 export function registerSimCommand(program: Command): void {
@@ -55,6 +54,7 @@ export function registerSimCommand(program: Command): void {
           process.exitCode = 2
           return
         }
+        const { createSimServer } = await import('../../sim/index.js')
         const sim = await createSimServer({
           dataDir: opts.data,
           host: opts.host,

@@ -1,6 +1,6 @@
 import type { Command } from 'commander'
-import { ROLES, type Role } from '../../config/security-config.js'
-import { createIdentityDirectory, type PersonSummary } from '../../identity/identity-directory.js'
+import { ROLES, type Role } from '../../config/roles.js'
+import type { createIdentityDirectory, PersonSummary } from '../../identity/identity-directory.js'
 import { CliError, cliUser, openCliStore, type CliStoreOptions } from '../open-store.js'
 
 /** Where the users commands write (stdout by default; tests pass their own). */
@@ -31,6 +31,7 @@ async function withDirectory<T>(
     { create: true },
   )
   try {
+    const { createIdentityDirectory } = await import('../../identity/identity-directory.js')
     return await run(createIdentityDirectory(store))
   } finally {
     await store.close()
