@@ -5,13 +5,14 @@
  * interrupts, a refused prompt, and a KSampler slowdown on the last day that `regressions` finds.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { mkdtempSync } from 'node:fs'
+import { existsSync, mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { SessionRecord } from '../../src/audit/types.js'
 import { DEMO_PEOPLE } from '../../src/demo/demo-workflows.js'
 import { runDemo, type Demo } from '../../src/demo/run-demo.js'
 import { workflowId } from '../../src/query/analysis/analysis.js'
+import { defaultDashboardRoot } from '../../src/query/dashboard-route.js'
 import { cli } from '../helpers/cli.js'
 
 const PROMPTS = 60
@@ -99,6 +100,41 @@ describe('comfy-audit demo', () => {
     expect(new Set(users(own.json))).toEqual(new Set(['alice']))
     expect(new Set(users(all.json)).size).toBeGreaterThan(1)
     expect([...demo.tokens.keys()].sort()).toEqual(DEMO_PEOPLE.map((p) => p.name).sort())
+  })
+})
+
+describe('comfy-audit demo: what it prints to open', () => {
+  it('serves the dashboard it names behind the login', async () => {
+    // A browser (it asks for HTML) is sent to the login page; an API client would get a 401.
+    const anonymous = await fetch(`${demo.audit.url}/_audit/ui/`, {
+      redirect: 'manual',
+      headers: { accept: 'text/html' },
+    })
+    expect(anonymous.status).toBeGreaterThanOrEqual(300)
+    expect(anonymous.status).toBeLessThan(400)
+    expect(anonymous.headers.get('location')).toMatch(/^\/_audit\/login/)
+    const page = await fetch(`${demo.audit.url}/_audit/ui/`, {
+      headers: { authorization: `Bearer ${demo.tokens.get('mei')!}` },
+    })
+    const text = await page.text()
+    if (existsSync(join(defaultDashboardRoot(), 'index.html'))) {
+      expect(page.status).toBe(200)
+      expect(text).toContain('<div id="app"')
+    } else {
+      // A checkout whose `npm run build:web` has not run says so, naming the command.
+      expect(page.status).toBe(404)
+      expect(text).toContain('npm run build:web')
+    }
+  })
+
+  it('serves ComfyUI through the gateway to each person', async () => {
+    const res = await fetch(`${demo.audit.url}/system_stats`, {
+      headers: { authorization: `Bearer ${demo.tokens.get('bob')!}` },
+    })
+    expect(res.status).toBe(200)
+    expect(((await res.json()) as { system: { comfyui_version: string } }).system.comfyui_version).toBe(
+      '0.8.0',
+    )
   })
 })
 
