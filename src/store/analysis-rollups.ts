@@ -15,7 +15,7 @@
 import { parseJson } from '../audit/json.js'
 import type { SessionRecord } from '../audit/types.js'
 import type { ColumnValue } from './derived-columns.js'
-import { LogSketch, type LogSketchData } from './log-sketch.js'
+import { LogSketch, parseSketch, type LogSketchData } from './log-sketch.js'
 import type { DerivedChanges } from './project.js'
 import { sessionWorkflowId, type SqlQuery, type SqlRow } from './sql-common.js'
 import type { NodeRunRow } from './store.js'
@@ -86,9 +86,14 @@ const SELECT_RUN_KEY_SQL =
   'SELECT origin, session_id, node_type, timestamp_start FROM node_runs WHERE origin = ? AND session_id = ? AND node_id = ?'
 const SELECT_SESSION_RUNS_SQL =
   'SELECT origin, session_id, node_type, timestamp_start FROM node_runs WHERE origin = ? AND session_id = ?'
+/**
+ * The bucket reads below compare `origin || ''`, not `origin`: with a plain `origin = ?` the planner reads
+ * through the primary key (origin first) and scans every row of the origin; this way it takes the
+ * timestamp_start / queued_at index and reads one hour.
+ */
 const WORKFLOW_BUCKET_SQL =
   'SELECT n.duration_ms FROM node_runs n LEFT JOIN sessions s ON s.origin = n.origin AND s.session_id = n.session_id ' +
-  "WHERE n.origin = ? AND COALESCE(n.node_type, '') = ? AND n.timestamp_start >= ? AND n.timestamp_start < ? " +
+  "WHERE n.origin || '' = ? AND COALESCE(n.node_type, '') = ? AND n.timestamp_start >= ? AND n.timestamp_start < ? " +
   "AND n.status = 'success' AND n.duration_ms IS NOT NULL AND COALESCE(s.workflow_id, '') = ?"
 // Per-session subqueries rather than a join with GROUP BY, which would make the planner walk the sessions
 // primary key (origin first) for its order instead of the (origin, queued_at) index.
@@ -97,7 +102,7 @@ const USAGE_BUCKET_SQL = (nullHour: boolean): string =>
   '(SELECT COUNT(*) FROM node_runs n WHERE n.origin = s.origin AND n.session_id = s.session_id) AS node_runs, ' +
   "(SELECT SUM(CASE WHEN n.status <> 'cached' THEN n.duration_ms END) FROM node_runs n " +
   'WHERE n.origin = s.origin AND n.session_id = s.session_id) AS gpu_ms ' +
-  "FROM sessions s WHERE s.origin = ? AND COALESCE(s.submitter_user, '') = ? AND " +
+  "FROM sessions s WHERE s.origin || '' = ? AND COALESCE(s.submitter_user, '') = ? AND " +
   (nullHour ? 's.queued_at IS NULL' : 's.queued_at >= ? AND s.queued_at < ?')
 
 const WORKFLOW_COLUMNS = ['origin', 'node_type', 'workflow', 'hour', 'successes', 'duration_sketch'] as const
@@ -339,7 +344,7 @@ function usageParams(r: UsageRollupRow): ColumnValue[] {
 
 function sketchOf(where: string, value: unknown): LogSketchData {
   try {
-    return LogSketch.from(JSON.parse(String(value)) as LogSketchData).toJSON()
+    return parseSketch(String(value))
   } catch (error) {
     throw new Error(
       `${where}: stored sketch does not parse: ${error instanceof Error ? error.message : String(error)}`,
@@ -555,12 +560,19 @@ export function analysisRollupMigration(types: { text: string; int: string; real
       PRIMARY KEY (origin, submitter_user, hour)
     )`,
     `CREATE INDEX usage_rollups_hour ON usage_rollups (hour)`,
-    // Every append recomputes the buckets it touches from one origin's rows of one hour: without these the
-    // primary keys (origin first) would serve those reads, scanning all of the origin's rows each time.
+    // Dropped again by migration 7 (see ANALYSIS_INDEX_FIX): they made session-scoped reads scan an origin.
     `CREATE INDEX node_runs_origin_start ON node_runs (origin, timestamp_start)`,
     `CREATE INDEX sessions_origin_queued_at ON sessions (origin, queued_at)`,
   ]
 }
+
+/** Migration 7: drops the (origin, time) indexes of migration 6, which the planner also chose for reads of one
+ * session's node runs (ordering by start time), scanning the whole origin; the bucket reads use the time
+ * indexes instead (see WORKFLOW_BUCKET_SQL). */
+export const ANALYSIS_INDEX_FIX = [
+  'DROP INDEX node_runs_origin_start',
+  'DROP INDEX sessions_origin_queued_at',
+] as const
 
 /** Runs a plan synchronously (SQLite's transaction functions must not await). */
 export function runPlanSync<T>(plan: RollupPlan<T>, exec: (query: SqlQuery) => SqlRow[]): T {

@@ -114,3 +114,25 @@ export class LogSketch {
     return s
   }
 }
+
+/**
+ * A stored sketch's text back as data, checked field by field (integer zero count, integer bin indexes and
+ * counts) without building a sketch: analysis reads thousands of these per answer and merges them itself.
+ * Throws naming the bad field.
+ */
+export function parseSketch(text: string): LogSketchData {
+  const data = JSON.parse(text) as LogSketchData
+  if (typeof data !== 'object' || data === null || typeof data.bins !== 'object' || data.bins === null)
+    throw new Error(`log sketch: expected {"zero":n,"bins":{...}}, got ${text.slice(0, 40)}`)
+  if (!Number.isInteger(data.zero))
+    throw new Error(`log sketch: zero must be an integer, got ${String(data.zero)}`)
+  for (const k in data.bins) {
+    const c = data.bins[k]
+    if (!Number.isInteger(Number(k)) || !Number.isInteger(c)) {
+      throw new Error(
+        `log sketch: bin ${JSON.stringify(k)} holds ${String(c)}; expected integer index and count`,
+      )
+    }
+  }
+  return data
+}

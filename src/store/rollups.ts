@@ -4,7 +4,7 @@
  * data like node_runs: each dialect recomputes the buckets an append touches from the node_runs rows, in the
  * same transaction, and a rebuild recomputes them all; so they always equal a computation over the rows.
  */
-import { LogSketch, type LogSketchData } from './log-sketch.js'
+import { LogSketch, parseSketch, type LogSketchData } from './log-sketch.js'
 import type { ColumnValue } from './derived-columns.js'
 import type { NodeRunRow } from './store.js'
 
@@ -94,9 +94,13 @@ export function computeRollup(
   }
 }
 
-/** Node runs of one bucket (`?` placeholders: origin, node_type, hour start, hour end). */
+/**
+ * Node runs of one bucket (`?` placeholders: origin, node_type, hour start, hour end). `origin || ''` keeps the
+ * planner off the primary key (origin first), which would scan every row of the origin, and on the
+ * timestamp_start index: one hour.
+ */
 export const SELECT_BUCKET_RUNS_SQL =
-  "SELECT status, duration_ms, gpu_memory_used FROM node_runs WHERE origin = ? AND COALESCE(node_type, '') = ? AND timestamp_start >= ? AND timestamp_start < ?"
+  "SELECT status, duration_ms, gpu_memory_used FROM node_runs WHERE origin || '' = ? AND COALESCE(node_type, '') = ? AND timestamp_start >= ? AND timestamp_start < ?"
 
 /** Old bucket keys of node runs about to be replaced (`?`: origin, session_id, node_id). */
 export const SELECT_RUN_BUCKET_SQL =
@@ -149,7 +153,7 @@ export function rowToRollup(row: Record<string, unknown>): RollupRow {
   const where = `rollup ${String(row.origin)} ${String(row.node_type)} ${String(row.hour)}`
   const sketch = (text: unknown): LogSketchData => {
     try {
-      return LogSketch.from(JSON.parse(String(text)) as LogSketchData).toJSON()
+      return parseSketch(String(text))
     } catch (error) {
       throw new Error(
         `${where}: stored sketch does not parse: ${error instanceof Error ? error.message : String(error)}`,

@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { AuditEventInput, JsonObject } from '../../src/audit/types.js'
 import { createPostgresDialect } from '../../src/store/postgres/postgres-dialect.js'
 import { createRuntimeStore, type RuntimeStore } from '../../src/store/runtime-store.js'
+import { SELECT_BUCKET_RUNS_SQL } from '../../src/store/rollups.js'
 import { nodeRunsQuery, sessionsQuery } from '../../src/store/sql-common.js'
 import { createSqliteDialect } from '../../src/store/sqlite/sqlite-dialect.js'
 import type { StoreDialect } from '../../src/store/store.js'
@@ -196,12 +197,10 @@ describe.each(dialects)('analysis rollups migration on $name', ({ make }) => {
         ['wf-nan', 1],
       ])
       expect(perUser.map((r) => [r.user, r.sessions, r.node_runs, r.gpu_ms])).toEqual([['', 6, 6, 60]])
-      // Back to schema version 5: the tables do not exist yet.
+      // Back to schema version 5: the tables do not exist yet (migration 7 only drops indexes of 6).
       await db.sql('DROP TABLE workflow_rollups')
       await db.sql('DROP TABLE usage_rollups')
-      await db.sql('DROP INDEX node_runs_origin_start')
-      await db.sql('DROP INDEX sessions_origin_queued_at')
-      await db.sql('DELETE FROM schema_migrations WHERE version = 6')
+      await db.sql('DELETE FROM schema_migrations WHERE version >= 6')
       const store = createRuntimeStore(db.dialect, { origin: ORIGIN })
       try {
         expect(await store.workflowRollups()).toEqual(workflow)
@@ -232,6 +231,16 @@ describe('analysis query plans on sqlite', () => {
       expect(
         plan({ sql: 'SELECT * FROM sessions WHERE session_id = ? ORDER BY origin LIMIT 1', params: ['a1'] }),
       ).toMatch(/USING INDEX sessions_session_id/)
+      // One session's runs by key, not a scan of the origin in start order; rollup buckets by start time.
+      expect(plan(nodeRunsQuery({ origin: ORIGIN, sessionId: 'a1' }))).toMatch(
+        /USING INDEX sqlite_autoindex_node_runs_1 \(origin=\? AND session_id=\?\)/,
+      )
+      expect(plan(nodeRunsQuery({ origin: ORIGIN, sessionIds: ['a1', 'b1'] }))).toMatch(
+        /USING INDEX sqlite_autoindex_node_runs_1 \(origin=\? AND session_id=\?\)/,
+      )
+      expect(plan({ sql: SELECT_BUCKET_RUNS_SQL, params: [ORIGIN, 'KSampler', 'a', 'b'] })).toMatch(
+        /USING INDEX node_runs_timestamp_start/,
+      )
       expect(plan(sessionsQuery({ origin: ORIGIN, sessionIds: ['a1', 'b1'] }))).toMatch(
         /USING (INDEX sqlite_autoindex_sessions_1|PRIMARY KEY)/,
       )

@@ -56,6 +56,7 @@ describe('sqlite dialect', () => {
         { version: 4, name: 'node run previews' },
         { version: 5, name: 'analysis indexes' },
         { version: 6, name: 'analysis rollups' },
+        { version: 7, name: 'analysis index fix' },
       ])
     } finally {
       other.close()

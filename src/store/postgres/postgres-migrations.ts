@@ -10,7 +10,7 @@
  */
 import type { Migration } from '../migrations.js'
 
-import { analysisRollupMigration } from '../analysis-rollups.js'
+import { ANALYSIS_INDEX_FIX, analysisRollupMigration } from '../analysis-rollups.js'
 import { rollupMigration } from '../rollups.js'
 
 /** The migration creating workflow_rollups and usage_rollups; the driver fills them when it is applied. */
@@ -173,5 +173,10 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
       int: 'bigint',
       real: 'double precision',
     }),
+  },
+  {
+    version: 7,
+    name: 'analysis index fix',
+    statements: ANALYSIS_INDEX_FIX,
   },
 ]

@@ -4,7 +4,7 @@
  */
 import type { Migration } from '../migrations.js'
 
-import { analysisRollupMigration } from '../analysis-rollups.js'
+import { ANALYSIS_INDEX_FIX, analysisRollupMigration } from '../analysis-rollups.js'
 import { rollupMigration } from '../rollups.js'
 
 /** The migration creating workflow_rollups and usage_rollups; the driver fills them when it is applied. */
@@ -151,5 +151,10 @@ export const SQLITE_MIGRATIONS: readonly Migration[] = [
     name: 'analysis rollups',
     // Per workflow and per person (src/store/analysis-rollups.ts), for regressions and usage.
     statements: analysisRollupMigration({ text: 'TEXT', int: 'INTEGER', real: 'REAL' }),
+  },
+  {
+    version: 7,
+    name: 'analysis index fix',
+    statements: ANALYSIS_INDEX_FIX,
   },
 ]
