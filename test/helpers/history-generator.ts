@@ -39,7 +39,25 @@ export interface HistoryOptions {
   readonly failingLora?: boolean
   /** Events per append call (one commit); default 200. */
   readonly batchEvents?: number
+  /**
+   * Image post-processing nodes added between VAEDecode and SaveImage (default 0), cycling through six node
+   * types with durations independent of everything: the benchmark's 30 node runs per prompt (8 + 22).
+   */
+  readonly extraNodes?: number
 }
+
+/** What the generator writes into: a runtime store, or the benchmark's bulk loader. */
+export type HistoryTarget = Pick<RuntimeStore, 'append' | 'flush'>
+
+/** Node types of {@link HistoryOptions.extraNodes}, in order. */
+export const EXTRA_NODE_TYPES = [
+  'ImageScaleBy',
+  'ImageSharpen',
+  'ImageBlur',
+  'ColorCorrect',
+  'ImageCrop',
+  'PreviewImage',
+] as const
 
 /** Constants of the planted effects, for tests to compare the findings with. */
 export const PLANTED = {
@@ -93,7 +111,7 @@ function sha(name: string): string {
 
 /** Writes a generated history into `store` and says what it wrote. */
 export async function generateHistory(
-  store: RuntimeStore,
+  store: HistoryTarget,
   options: HistoryOptions = {},
 ): Promise<GeneratedHistory> {
   const control = options.control === true
@@ -111,6 +129,7 @@ export async function generateHistory(
   const count = options.sessions ?? 600
   const spacing = options.spacingMillis ?? 20 * 60_000
   const batchEvents = options.batchEvents ?? 200
+  const extraNodes = options.extraNodes ?? 0
   let clock = Date.parse(options.start ?? '2026-11-01T00:00:00Z')
   const iso = (ms: number): string => new Date(Math.round(ms)).toISOString()
   const environment: JsonObject = {
@@ -204,6 +223,16 @@ export async function generateHistory(
       '7': { class_type: 'VAEDecode', inputs: { samples: ['6', 0], vae: ['1', 2] } },
       '8': { class_type: 'SaveImage', inputs: { filename_prefix: workflowId, images: ['7', 0] } },
     }
+    const extraIds: string[] = []
+    for (let e = 0; e < extraNodes; e++) {
+      const nodeId = String(9 + e)
+      graph[nodeId] = {
+        class_type: EXTRA_NODE_TYPES[e % EXTRA_NODE_TYPES.length] as string,
+        inputs: { image: [e === 0 ? '7' : String(8 + e), 0], amount: 1 },
+      }
+      extraIds.push(nodeId)
+    }
+    if (extraNodes > 0) (graph['8'] as { inputs: JsonObject }).inputs.images = [String(8 + extraNodes), 0]
     const workflow: JsonObject = {
       id: workflowId,
       revision: portraitVersion,
@@ -268,7 +297,7 @@ export async function generateHistory(
     let status: 'success' | 'error' = 'success'
     let errorNode: string | null = null
     const files: JsonObject[] = []
-    for (const nodeId of ['1', '2', '3', '4', '5', '6', '7', '8']) {
+    for (const nodeId of ['1', '2', '3', '4', '5', '6', '7', ...extraIds, '8']) {
       const node = graph[nodeId] as { class_type: string; inputs: JsonObject }
       const type = node.class_type
       const cached = (type === 'CheckpointLoaderSimple' || type === 'LoraLoader') && rnd() < 0.6 && !failing
@@ -288,6 +317,8 @@ export async function generateHistory(
         duration = 60 * noise(0.3)
       } else if (type === 'EmptyLatentImage') {
         duration = 2 * noise(0.5)
+      } else if ((EXTRA_NODE_TYPES as readonly string[]).includes(type)) {
+        duration = 25 * noise(0.3)
       } else {
         duration = 1500 * noise(0.3)
       }
