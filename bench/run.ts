@@ -21,6 +21,10 @@ import {
   type GatewayProcess,
 } from './bench-kit.js'
 import { measureCaptureThroughput, type CaptureThroughputResult } from './capture-throughput.js'
+import { measureCliStart, type CliStartResult } from './cli-start.js'
+import { measurePromptLatency, type PromptLatencyResult } from './prompt-latency.js'
+import { measureStoragePerSession, type StoragePerSessionResult } from './storage-per-session.js'
+import { measureVerifyThroughput, type VerifyThroughputResult } from './verify-throughput.js'
 import { measureGatewayRss, type GatewayRssResult } from './gateway-rss.js'
 import { measureProxyLatency, type ProxyLatencyResult } from './proxy-latency.js'
 import { measureWsRelay, type WsRelayResult } from './ws-relay.js'
@@ -60,6 +64,10 @@ interface Figure {
   readonly unit: string
   readonly goal: string
   readonly meets: (v: number) => boolean
+  /** Where the figure was measured (store size, sessions), when that matters for it. */
+  readonly at?: Record<string, unknown>
+  /** Why the value is null when it was not measured (rather than broke). */
+  readonly reason?: string
 }
 
 /** Rows the gateway's SQLite store holds after it stopped. */
@@ -76,6 +84,29 @@ function countRecorded(path: string): Record<string, number> {
   } finally {
     db.close()
   }
+}
+
+/** Which measurement a figure comes from, for the reason of a null figure. */
+const SOURCE: Readonly<Record<string, string>> = {
+  proxy_p50_overhead_ms: 'proxy latency',
+  proxy_p99_overhead_ms: 'proxy latency',
+  prompt_p50_overhead_ms: 'prompt latency',
+  prompt_p99_overhead_ms: 'prompt latency',
+  ws_relay_ratio: 'websocket relay',
+  capture_records_per_s: 'capture throughput',
+  peak_rss_mb: 'gateway rss',
+  bytes_per_session_repeat: 'storage per session',
+  bytes_per_session_new: 'storage per session',
+  verify_events_per_s: 'verify throughput',
+  cli_start_ms: 'cli start',
+}
+
+function failureFor(key: string, failures: Readonly<Record<string, string>>): string {
+  const source = SOURCE[key]
+  const message = source === undefined ? undefined : failures[source]
+  if (message !== undefined) return `${source} failed: ${message.split('\n')[0]}`
+  const other = Object.entries(failures)[0]
+  return other ? `not reached: ${other[0]} failed first` : 'not measured'
 }
 
 async function main(): Promise<number> {
@@ -110,6 +141,12 @@ async function main(): Promise<number> {
     measureCaptureThroughput(quick ? { warmupReplays: 5, maxReplays: 200, maxMillis: 2000 } : {}),
   )
 
+  const verify: VerifyThroughputResult | null = await attempt('verify throughput', () =>
+    measureVerifyThroughput({ sessions: quick ? 600 : 3000 }),
+  )
+  const cliStart: CliStartResult | null =
+    build === null ? null : await attempt('cli start', async () => measureCliStart(quick ? 5 : 10))
+
   const dirs: string[] = []
   const tempDir = async (prefix: string): Promise<string> => {
     const dir = await mkdtemp(join(tmpdir(), `comfy-audit-bench-${prefix}-`))
@@ -130,6 +167,8 @@ async function main(): Promise<number> {
   let latency: ProxyLatencyResult | null = null
   let latencyInProcess: ProxyLatencyResult | null = null
   let relay: WsRelayResult | null = null
+  let promptLatency: PromptLatencyResult | null = null
+  let storage: StoragePerSessionResult | null = null
   let rss: GatewayRssResult | null = null
   let recorded: Record<string, number> | null = null
   const pairs = quick ? { warmupPairs: 100, pairs: 1000 } : {}
@@ -140,6 +179,13 @@ async function main(): Promise<number> {
       if (sim && gw) {
         latency = await attempt('proxy latency', () =>
           measureProxyLatency({ directUrl: sim.url, gatewayUrl: gw.url, ...pairs }),
+        )
+        promptLatency = await attempt('prompt latency', () =>
+          measurePromptLatency({
+            directUrl: sim.url,
+            gatewayUrl: gw.url,
+            ...(quick ? { warmupPairs: 5, pairs: 40 } : {}),
+          }),
         )
         latencyInProcess = await attempt('proxy latency (in-process gateway)', async () => {
           const config = loadConfig({
@@ -165,6 +211,23 @@ async function main(): Promise<number> {
         await gw.stop()
       }
       await sim?.stop()
+
+      // A fresh stand-in and gateway, so the store holds only the sessions whose growth is measured.
+      const storageSim = await attempt('stand-in start (storage)', newSim)
+      const storageData = await tempDir('gw')
+      const storageGw =
+        storageSim && (await attempt('gateway start (storage)', () => newGateway(storageSim, storageData)))
+      if (storageGw) {
+        storage = await attempt('storage per session', () =>
+          measureStoragePerSession({
+            gatewayUrl: storageGw.url,
+            storePath: join(storageData, 'audit.sqlite'),
+            prompts: quick ? 10 : 30,
+          }),
+        )
+        await storageGw.stop()
+      }
+      await storageSim?.stop()
 
       // A fresh stand-in and gateway: the peak RSS is the burst's alone, and the store holds only its sessions.
       const rssSim = await attempt('stand-in start (rss)', newSim)
@@ -204,6 +267,22 @@ async function main(): Promise<number> {
       meets: (v) => v <= 5,
     },
     {
+      key: 'prompt_p50_overhead_ms',
+      label: `POST /prompt p50 overhead (${promptLatency?.nodes ?? 30}-node workflow)`,
+      value: promptLatency?.p50OverheadMs ?? null,
+      unit: 'ms',
+      goal: '<= 2',
+      meets: (v) => v <= 2,
+    },
+    {
+      key: 'prompt_p99_overhead_ms',
+      label: 'POST /prompt p99 overhead',
+      value: promptLatency?.p99OverheadMs ?? null,
+      unit: 'ms',
+      goal: '<= 10',
+      meets: (v) => v <= 10,
+    },
+    {
       key: 'ws_relay_ratio',
       label: 'WS relay ratio (gateway/direct)',
       value: relay?.ratio ?? null,
@@ -227,6 +306,71 @@ async function main(): Promise<number> {
       goal: '<= 300',
       meets: (v) => v <= 300,
     },
+    {
+      key: 'bytes_per_session_repeat',
+      label: 'store growth per re-run (new seed)',
+      value: storage?.bytesPerSessionRepeat ?? null,
+      unit: 'B',
+      goal: '<= 8192',
+      meets: (v) => v <= 8192,
+      ...(storage ? { at: { store: storage.measuredAt.repeat, to: storage.measuredAt.new } } : {}),
+    },
+    {
+      key: 'bytes_per_session_new',
+      label: 'store growth per new workflow',
+      value: storage?.bytesPerSessionNew ?? null,
+      unit: 'B',
+      goal: '<= 40960',
+      meets: (v) => v <= 40_960,
+      ...(storage ? { at: { store: storage.measuredAt.new, to: storage.measuredAt.end } } : {}),
+    },
+    {
+      key: 'query_sessions_p95_ms',
+      label: 'sessions by person + time p95',
+      value: null,
+      unit: 'ms',
+      goal: '< 50',
+      meets: (v) => v < 50,
+      reason: 'not measured by npm run bench yet (needs the bench:scale store, issue 14 item 4)',
+    },
+    {
+      key: 'trace_sha_p95_ms',
+      label: 'trace by SHA-256 p95',
+      value: null,
+      unit: 'ms',
+      goal: '< 10',
+      meets: (v) => v < 10,
+      reason: 'not measured by npm run bench yet (needs the bench:scale store, issue 14 item 4)',
+    },
+    {
+      key: 'trace_png_p95_ms',
+      label: 'trace by PNG prompt chunk p95',
+      value: null,
+      unit: 'ms',
+      goal: '< 50',
+      meets: (v) => v < 50,
+      reason: 'not measured by npm run bench yet (needs the bench:scale store, issue 14 item 4)',
+    },
+    {
+      key: 'verify_events_per_s',
+      label: 'verify events/s (SQLite)',
+      value: verify?.events_per_second ?? null,
+      unit: '/s',
+      goal: '>= 200000',
+      meets: (v) => v >= 200_000,
+      ...(verify
+        ? { at: { events: verify.events, sessions: verify.sessions, store_bytes: verify.store_bytes } }
+        : {}),
+    },
+    {
+      key: 'cli_start_ms',
+      label: 'comfy-audit --help (median wall time)',
+      value: cliStart?.help_p50_ms ?? null,
+      unit: 'ms',
+      goal: '< 150',
+      meets: (v) => v < 150,
+      ...(cliStart ? { at: { bare_node_p50_ms: cliStart.bare_node_p50_ms, runs: cliStart.runs } } : {}),
+    },
   ]
 
   const cpuList = cpus()
@@ -242,7 +386,11 @@ async function main(): Promise<number> {
 
   const rows = figures.map((f) => [
     f.label,
-    f.value === null ? 'FAILED' : `${f.value}${f.unit ? ' ' + f.unit : ''}`,
+    f.value === null
+      ? f.reason !== undefined
+        ? 'not measured'
+        : 'FAILED'
+      : `${f.value}${f.unit ? ' ' + f.unit : ''}`,
     f.goal + (f.unit && f.unit !== '/s' ? ` ${f.unit}` : f.unit),
     f.value === null ? '-' : f.meets(f.value) ? 'yes' : 'NO',
   ])
@@ -265,6 +413,27 @@ async function main(): Promise<number> {
   if (latencyInProcess) {
     out.push(
       `proxy (gateway in the benchmark's own process, for reference): p50 overhead ${latencyInProcess.p50OverheadMs} ms, p99 overhead ${latencyInProcess.p99OverheadMs} ms`,
+    )
+  }
+  if (promptLatency) {
+    out.push(
+      `prompt: POST /prompt of a ${promptLatency.nodes}-node workflow (${promptLatency.body_bytes} B), ${promptLatency.pairs} pairs interleaved; direct p50 ${promptLatency.direct.p50} / p99 ${promptLatency.direct.p99} ms, gateway p50 ${promptLatency.gateway.p50} / p99 ${promptLatency.gateway.p99} ms`,
+    )
+  }
+  if (storage) {
+    const m = storage.measuredAt
+    out.push(
+      `storage: ${storage.prompts} re-runs then ${storage.prompts} new workflows through the gateway; store ${m.repeat.bytes} B (${m.repeat.sessions} sessions) -> ${m.new.bytes} B (${m.new.sessions}) -> ${m.end.bytes} B (${m.end.sessions})`,
+    )
+  }
+  if (verify) {
+    out.push(
+      `verify: ${verify.events} events (${verify.sessions} sessions, ${verify.store_bytes} B store) in ${verify.verify_ms} ms, RSS +${verify.verify_rss_growth_mb} MiB; paging alone: first page ${verify.paging.first_page_ms} ms, last ${verify.paging.last_page_ms} ms, ${verify.paging.pages} pages in ${verify.paging.total_ms} ms`,
+    )
+  }
+  if (cliStart) {
+    out.push(
+      `cli: --help median ${cliStart.help_p50_ms} ms (max ${cliStart.help_max_ms}) over ${cliStart.runs} runs; bare node median ${cliStart.bare_node_p50_ms} ms`,
     )
   }
   if (relay) {
@@ -292,6 +461,11 @@ async function main(): Promise<number> {
   const report: Record<string, unknown> = {
     ...Object.fromEntries(figures.map((f) => [f.key, f.value])),
     goals_met: Object.fromEntries(figures.map((f) => [f.key, f.value === null ? null : f.meets(f.value)])),
+    // Where each figure was measured (store size), and why a null figure was not measured.
+    measured_at: Object.fromEntries(figures.flatMap((f) => (f.at ? [[f.key, f.at]] : []))),
+    null_reasons: Object.fromEntries(
+      figures.flatMap((f) => (f.value !== null ? [] : [[f.key, f.reason ?? failureFor(f.key, failures)]])),
+    ),
     started_at: startedAt,
     quick,
     machine,
@@ -300,6 +474,10 @@ async function main(): Promise<number> {
     details: {
       proxy_latency: latency,
       proxy_latency_in_process: latencyInProcess,
+      prompt_latency: promptLatency,
+      storage_per_session: storage,
+      verify,
+      cli_start: cliStart,
       ws_relay: relay,
       capture,
       gateway_rss: rss ? { ...rss, recorded } : null,
