@@ -25,9 +25,32 @@ function isPlainObject(value: JsonValue): value is JsonObject {
   return proto === Object.prototype || proto === null
 }
 
-/** `value` redacted by `text`: what every string of an event goes through, here and wherever a name must match. */
+// Where a percent-encoded run ends in a URL: its query and fragment separators and white space.
+const URL_DELIMITERS = /([\s?&=#;]+)/
+
+/**
+ * `value` redacted by `text`, and each percent-encoded run in it (a query value of a recorded URL, such as
+ * `x=https%3A%2F%2Fu%3Apw%40host`) judged decoded: the text rules see `%3A`, `%40`, `%2F` and not the
+ * separators they look for. A run whose decoded form holds a secret is written back encoded, redacted.
+ * Splitting on delimiters keeps it linear in the length of the string.
+ */
 export function redactString(value: string, text: TextRedactor): string {
-  return text(value)
+  const clean = text(value)
+  if (!clean.includes('%')) return clean
+  return clean
+    .split(URL_DELIMITERS)
+    .map((run) => {
+      if (!run.includes('%')) return run
+      let decoded: string
+      try {
+        decoded = decodeURIComponent(run.replace(/\+/g, ' '))
+      } catch {
+        return run
+      }
+      const redacted = text(decoded)
+      return redacted === decoded ? run : encodeURIComponent(redacted)
+    })
+    .join('')
 }
 
 // keepSpellings on every copy: a number ComfyUI sent as `1.0` is still written `1.0` (see audit/json.ts).

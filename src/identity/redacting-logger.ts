@@ -4,12 +4,13 @@
  * asked for, a User-Agent, an upstream error quoting a URL): the same text rules apply to it as to events.
  */
 import type { ErrorHandler, Logger } from '../audit/report-error.js'
+import { redactString } from '../capture/redact-event.js'
 
 /** Text rules of a redaction policy (see `RedactionPolicy.text`). */
 export type LogTextRedactor = (text: string) => string
 
 function redactField(value: unknown, text: LogTextRedactor, depth: number): unknown {
-  if (typeof value === 'string') return text(value)
+  if (typeof value === 'string') return redactString(value, text)
   if (value instanceof Error) return text(value.message)
   // Log fields are small, flat records; deeper than this is not worth walking and is written as text.
   if (depth > 8) return text(String(value))
