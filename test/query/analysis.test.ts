@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
   correlate,
+  MAX_SCATTER_POINTS,
   diffSessions,
   lastOfWorkflow,
   regressions,
@@ -144,6 +145,15 @@ describe.each(dialects)('analysis on %s', (_name, makeDialect) => {
       expect(bin.p50!).toBeLessThan(330)
     }
     expect(last.p50! / first.p50!).toBeGreaterThan(1.5)
+    // The scatter behind the bins: the same runs, in factor order, thinned only past the cap.
+    const points = report.points!
+    expect(points.factor).toBe('gpu_memory_fraction')
+    expect(points.of).toBe(f.n)
+    expect(points.points).toHaveLength(Math.min(f.n, MAX_SCATTER_POINTS))
+    const xs = points.points.map((p) => p[0])
+    expect(xs).toEqual([...xs].sort((a, b) => a - b))
+    expect(xs[0]).toBeCloseTo(first.from, 3) // bin edges are rounded
+    expect(xs.at(-1)).toBeCloseTo(last.to, 3)
   })
 
   it('finds KSampler time proportional to steps x pixels, ranked first of all factors (correlate)', async () => {

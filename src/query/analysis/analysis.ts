@@ -1115,6 +1115,25 @@ export interface CorrelateReport {
   readonly factors: FactorCorrelation[]
   /** Durations by factor bins (equal-count bins) of the factor asked for, or the strongest one. */
   readonly bins: { readonly factor: string; readonly bins: FactorBin[] } | null
+  /**
+   * The runs behind `bins` as `[factor value, duration ms]`, in factor order, for a scatter plot: every run up
+   * to {@link MAX_SCATTER_POINTS}, else that many spread evenly over the order (`of` says how many there were).
+   */
+  readonly points: {
+    readonly factor: string
+    readonly of: number
+    readonly points: [number, number][]
+  } | null
+}
+
+/** Most points `correlate` returns for a scatter plot. */
+export const MAX_SCATTER_POINTS = 1000
+
+function spread(pairs: readonly [number, number][], max: number): [number, number][] {
+  const sorted = [...pairs].sort((a, b) => a[0] - b[0] || a[1] - b[1])
+  if (sorted.length <= max) return sorted
+  // Evenly over the factor order, first and last kept: the shape of the cloud survives the thinning.
+  return Array.from({ length: max }, (_, i) => sorted[Math.round((i * (sorted.length - 1)) / (max - 1))]!)
 }
 
 /** `correlate`: Spearman correlation of executed durations of one node type with factors, and duration by bins. */
@@ -1160,7 +1179,12 @@ export async function correlate(
   const binFactor = factor ?? results.find((r) => r.rho !== null)?.factor
   const bins =
     binFactor === undefined ? null : { factor: binFactor, bins: binsOf(pairs.get(binFactor) ?? [], binCount) }
-  return { window: windowOf(filter), node_type: filter.nodeType, factors: results, bins }
+  const all = binFactor === undefined ? [] : (pairs.get(binFactor) ?? [])
+  const points =
+    binFactor === undefined
+      ? null
+      : { factor: binFactor, of: all.length, points: spread(all, MAX_SCATTER_POINTS) }
+  return { window: windowOf(filter), node_type: filter.nodeType, factors: results, bins, points }
 }
 
 /** Equal-count bins by factor value; runs with the same factor value stay in one bin. */

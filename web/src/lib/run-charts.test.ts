@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import type { NodeRunRow } from '../../../src/query/dashboard-types.js'
 import {
+  correlationOption,
   ganttBars,
   ganttOption,
   ganttTooltip,
@@ -157,5 +158,42 @@ describe('Compare timing bars', () => {
       [900, 0],
       [1200, 50],
     ])
+  })
+})
+
+describe('correlationOption', () => {
+  it('plots every run as a point and the bin medians as a line over them', () => {
+    const report = {
+      window: { since: null, until: null },
+      node_type: 'VAEDecode',
+      factors: [{ factor: 'gpu_memory_fraction', n: 4, rho: 0.8, p_value: 0.01 }],
+      bins: {
+        factor: 'gpu_memory_fraction',
+        bins: [
+          { from: 0.1, to: 0.2, n: 2, p50: 300, p95: 310 },
+          { from: 0.8, to: 0.9, n: 2, p50: null, p95: null },
+        ],
+      },
+      points: {
+        factor: 'gpu_memory_fraction',
+        of: 4,
+        points: [
+          [0.1, 290],
+          [0.2, 310],
+          [0.8, 600],
+          [0.9, 700],
+        ] as [number, number][],
+      },
+    }
+    const option = correlationOption(report, { runs: 'Runs', p50: 'Median' })
+    const series = option.series as { type: string; name: string; data: number[][] }[]
+    expect(series.map((x) => [x.type, x.name])).toEqual([
+      ['scatter', 'Runs'],
+      ['line', 'Median'],
+    ])
+    expect(series[0]!.data).toEqual(report.points.points)
+    // A bin without a median (no executed run) draws no point.
+    expect(series[1]!.data).toEqual([[0.15000000000000002, 300, 2]])
+    expect((option.xAxis as { name: string }).name).toBe('gpu_memory_fraction')
   })
 })

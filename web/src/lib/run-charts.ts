@@ -285,20 +285,35 @@ export function trendOption(report: TrendsReport, formatTime: (iso: string) => s
 }
 
 /** Performance: duration by bins of the strongest factor (or the one asked for). */
-export function correlationOption(report: CorrelateReport): EChartsOption {
+export function correlationOption(
+  report: CorrelateReport,
+  labels: { runs: string; p50: string } = { runs: 'runs', p50: 'p50' },
+): EChartsOption {
   const bins = report.bins?.bins ?? []
+  const points = report.points?.points ?? []
   return {
     animation: false,
     aria: { enabled: true },
     tooltip: { trigger: 'item', renderMode: 'richText' },
+    legend: { top: 0, data: [labels.runs, labels.p50] },
     grid: { left: 64, right: 24, top: 32, bottom: 48 },
     xAxis: { type: 'value', name: report.bins?.factor ?? '', scale: true },
     yAxis: { type: 'value', name: 'ms', scale: true },
     series: [
+      // Every run (or an even sample past the API's cap): duration against the factor.
       {
         type: 'scatter',
-        name: 'p50',
-        symbolSize: (v: number[]) => Math.max(6, Math.min(30, Math.sqrt(v[2] ?? 1) * 3)),
+        name: labels.runs,
+        symbolSize: 4,
+        itemStyle: { opacity: 0.45 },
+        large: points.length > 2000,
+        data: points.map(([x, y]) => [x, y]),
+      },
+      // The median of each equal-count bin, drawn over the cloud: the trend the rank correlation measures.
+      {
+        type: 'line',
+        name: labels.p50,
+        symbolSize: 8,
         data: bins.filter((b) => b.p50 !== null).map((b) => [(b.from + b.to) / 2, b.p50!, b.n]),
       },
     ],
