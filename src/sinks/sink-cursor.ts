@@ -8,8 +8,9 @@
  * on) the store's single writer, which may be down while the receiver is up. It is written to a temporary
  * file, fsync'd and renamed, so after a crash it is the old or the new one, never a torn one.
  */
-import { open, readFile, rename } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { writeFileDurably } from '../audit/durable-file.js'
 import { reportError } from '../audit/report-error.js'
 import type { SinkRecord } from './sink.js'
 
@@ -78,24 +79,6 @@ export interface SinkCursorOptions {
   readonly now?: () => number
 }
 
-async function writeDurably(dir: string, name: string, data: string): Promise<void> {
-  const tmp = join(dir, `${name}.tmp`)
-  const fh = await open(tmp, 'w')
-  try {
-    await fh.writeFile(data, 'utf8')
-    await fh.sync()
-  } finally {
-    await fh.close()
-  }
-  await rename(tmp, join(dir, name))
-  const d = await open(dir, 'r')
-  try {
-    await d.sync()
-  } finally {
-    await d.close()
-  }
-}
-
 function parseCursor(text: string, path: string): CursorJson {
   let value: unknown
   try {
@@ -160,7 +143,7 @@ export async function openSinkCursor(options: SinkCursorOptions): Promise<SinkCu
     writing ??= (async () => {
       while (written === null || comparePositions(written, current) !== 0) {
         const target = current
-        await writeDurably(options.dir, name, body(target))
+        await writeFileDurably(options.dir, name, body(target))
         written = target
       }
     })()
@@ -172,7 +155,7 @@ export async function openSinkCursor(options: SinkCursorOptions): Promise<SinkCu
   }
   if (written === null) {
     // The first write is part of starting: without it a crash now would lose the events from here on.
-    await writeDurably(options.dir, name, body(current))
+    await writeFileDurably(options.dir, name, body(current))
     written = current
   }
 

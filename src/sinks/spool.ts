@@ -8,8 +8,9 @@
  * deleted on open). Segments are never appended to after the rename; the spool grows by adding segments and
  * shrinks by deleting the oldest, so it survives restarts without a separate index.
  */
-import { mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises'
+import { mkdir, readdir, readFile, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
+import { writeFileDurably } from '../audit/durable-file.js'
 import { stringifyJson } from '../audit/json.js'
 import { silentLogger, type Logger } from '../audit/report-error.js'
 import { parseRecord, recordToJson, type SinkRecord } from './sink.js'
@@ -70,26 +71,8 @@ function segmentName(n: number): string {
   return `${String(n).padStart(16, '0')}.seg`
 }
 
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r')
-  try {
-    await fh.sync()
-  } finally {
-    await fh.close()
-  }
-}
-
-async function writeDurably(dir: string, name: string, data: string): Promise<void> {
-  const tmp = join(dir, name.replace(/\.seg$/, '.tmp'))
-  const fh = await open(tmp, 'w')
-  try {
-    await fh.writeFile(data, 'utf8')
-    await fh.sync()
-  } finally {
-    await fh.close()
-  }
-  await rename(tmp, join(dir, name))
-  await fsyncDir(dir)
+function writeDurably(dir: string, name: string, data: string): Promise<void> {
+  return writeFileDurably(dir, name, data, { tmpName: name.replace(/\.seg$/, '.tmp') })
 }
 
 /**

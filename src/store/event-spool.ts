@@ -7,8 +7,9 @@
  * yet: sequence numbers are given at commit). A segment is written to `.tmp`, fsync'd, renamed and the
  * directory fsync'd, so after a crash it is whole or absent; leftover `.tmp` files are removed on open.
  */
-import { mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises'
+import { mkdir, readdir, readFile, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
+import { writeFileDurably } from '../audit/durable-file.js'
 import { parseJson, stringifyJson } from '../audit/json.js'
 import type { AuditEventInput, JsonObject } from '../audit/types.js'
 
@@ -46,15 +47,6 @@ export interface EventSpool {
 
 const SEGMENT = /^(\d{16})\.seg$/
 
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r')
-  try {
-    await fh.sync()
-  } finally {
-    await fh.close()
-  }
-}
-
 /** Opens (or creates) the spool directory, sizing the segments an earlier process left. */
 export async function openEventSpool(options: EventSpoolOptions): Promise<EventSpool> {
   const { dir } = options
@@ -84,21 +76,7 @@ export async function openEventSpool(options: EventSpoolOptions): Promise<EventS
       const bytes = Buffer.byteLength(data)
       if (total + bytes > maxBytes) return 'full'
       const name = `${String(next++).padStart(16, '0')}.seg`
-      const tmp = join(dir, name.replace(/\.seg$/, '.tmp'))
-      try {
-        const fh = await open(tmp, 'w', 0o600)
-        try {
-          await fh.writeFile(data, 'utf8')
-          await fh.sync()
-        } finally {
-          await fh.close()
-        }
-        await rename(tmp, join(dir, name))
-        await fsyncDir(dir)
-      } catch (error) {
-        await unlink(tmp).catch(() => {})
-        throw error
-      }
+      await writeFileDurably(dir, name, data, { tmpName: name.replace(/\.seg$/, '.tmp'), mode: 0o600 })
       sizes.set(name, bytes)
       total += bytes
       return 'written'
