@@ -1,7 +1,7 @@
 /**
  * Issue 9, classes 1–3: no way around the guard. The gateway, the real access guard and people in a real
  * SQLite store, in front of a recording upstream that reads requests as ComfyUI does (aiohttp's routing path,
- * Python's json.loads), or the ComfyUI stand-in where sockets are needed. Attacks are written as raw HTTP over
+ * Python's own json.loads in a python3 child), or the ComfyUI stand-in where sockets are needed. Attacks are written as raw HTTP over
  * TCP, since clients like fetch would normalise them away.
  */
 import { mkdtemp, rm } from 'node:fs/promises'
@@ -11,8 +11,7 @@ import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import fc from 'fast-check'
-import { afterEach, describe, expect, it } from 'vitest'
-import { parseJson } from '../../src/audit/json.js'
+import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import type { JsonValue } from '../../src/audit/types.js'
 import { zAuthConfig, zLimitsConfig, type AuthConfig } from '../../src/config/security-config.js'
 import { createGateway, type Gateway } from '../../src/gateway/create-gateway.js'
@@ -23,6 +22,7 @@ import { createIdentityDirectory } from '../../src/identity/identity-directory.j
 import { createSimServer } from '../../src/sim/index.js'
 import { createRuntimeStore } from '../../src/store/runtime-store.js'
 import { createSqliteDialect } from '../../src/store/sqlite/sqlite-dialect.js'
+import { startPythonJson, type PythonJson } from '../helpers/python-json.js'
 
 const FAST = { N: 1 << 10, r: 8, p: 1 }
 const cleanups: (() => Promise<void>)[] = []
@@ -56,20 +56,19 @@ function aiohttpPath(target: string): string {
   return Buffer.from(bytes).toString('utf8')
 }
 
-function pythonJson(body: Buffer): JsonValue | 'error' | undefined {
-  if (body.length === 0) return undefined
-  // aiohttp decodes as utf-8 (not utf-8-sig): json.loads raises on a BOM.
-  if (body[0] === 0xef) return 'error'
-  const r = parseJson(body, { maxDepth: 990 })
-  return r.ok ? r.value : 'error'
-}
+let python: PythonJson | undefined
+afterAll(async () => {
+  await python?.close()
+})
 
 async function recordingUpstream(): Promise<{ url: string; seen: Seen[] }> {
+  python ??= await startPythonJson()
+  const py = python
   const seen: Seen[] = []
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = []
     req.on('data', (c: Buffer) => chunks.push(c))
-    req.on('end', () => {
+    req.on('end', async () => {
       const body = Buffer.concat(chunks)
       const comfyUser = req.headers['comfy-user']
       // The gateway's own reads (features, queue, history lookups) are not client requests.
@@ -84,7 +83,7 @@ async function recordingUpstream(): Promise<{ url: string; seen: Seen[] }> {
         raw: req.url ?? '',
         path: aiohttpPath(req.url ?? '/'),
         person: typeof comfyUser === 'string' ? comfyUser : null,
-        json: pythonJson(body),
+        json: await py.loads(body),
       })
       const json = seen[seen.length - 1]!.json
       const promptId =
