@@ -10,20 +10,19 @@
  * the run does not depend on the machine's speed; the other clients' requests are then in flight.
  * `FAULTS_SEED=n` replays another sequence.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createInterface } from 'node:readline'
 import { afterAll, describe, expect, it } from 'vitest'
 import type { AuditEvent } from '../../src/audit/types.js'
 import { runVerify } from '../../src/cli/commands/ledger-commands.js'
+import { seededRandom } from '../../src/demo/seeded-random.js'
 import { loadOrCreateSigningKey } from '../../src/ledger/key-store.js'
 import { createSimServer, type SimServer } from '../../src/sim/index.js'
 import { createRuntimeStore } from '../../src/store/runtime-store.js'
 import { createSqliteDialect } from '../../src/store/sqlite/sqlite-dialect.js'
+import { exited, gatewayProcesses } from '../helpers/gateway-process.js'
 
-const ROOT = new URL('../..', import.meta.url).pathname
 const ORIGIN = 'faults-kill'
 const CYCLES = 20
 const CLIENTS = 3
@@ -39,54 +38,8 @@ const CLOSING = [
   'session.bypass',
 ]
 
-const children: ChildProcess[] = []
+const gateways = gatewayProcesses()
 let sim: SimServer | undefined
-
-/** mulberry32: a small seeded PRNG, so a failing sequence can be replayed. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
-async function startGateway(comfyui: string, data: string): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(
-    process.execPath,
-    ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--comfyui', comfyui, '--listen', '127.0.0.1:0'].concat([
-      '--data',
-      data,
-      '--origin',
-      ORIGIN,
-    ]),
-    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, COMFY_AUDIT_CONFIG: '' } },
-  )
-  children.push(child)
-  let stderr = ''
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()))
-  const url = await new Promise<string>((resolve, reject) => {
-    const lines = createInterface({ input: child.stdout! })
-    lines.on('line', (line) => {
-      const m = /listening on (http:\/\/[\d.]+:\d+)/.exec(line)
-      if (m) resolve(m[1]!)
-    })
-    child.once('exit', (code) =>
-      reject(new Error(`gateway exited with ${code} before listening:\n${stderr}`)),
-    )
-  })
-  return { child, url }
-}
-
-function exited(child: ChildProcess): Promise<void> {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) resolve()
-    else child.once('exit', () => resolve())
-  })
-}
 
 async function readEvents(db: string): Promise<AuditEvent[]> {
   const store = createRuntimeStore(createSqliteDialect({ path: db }), { origin: 'reader' })
@@ -159,15 +112,13 @@ function problemsOf(
 }
 
 afterAll(async () => {
-  for (const child of children)
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-  await Promise.all(children.map(exited))
+  await gateways.killAll()
   await sim?.close()
 })
 
 describe('fault suite: SIGKILL', () => {
   it(`kills the gateway ${CYCLES} times at seeded points of a ${CLIENTS}-client run and loses or doubles nothing`, async () => {
-    const random = seeded(SEED)
+    const random = seededRandom(SEED)
     sim = await createSimServer({ dataDir: mkdtempSync(join(tmpdir(), 'faults-sim-')), port: 0, speed: 50 })
     const data = mkdtempSync(join(tmpdir(), 'faults-kill-'))
     const db = join(data, 'audit.sqlite')
@@ -194,7 +145,7 @@ describe('fault suite: SIGKILL', () => {
     }
 
     for (let cycle = 0; cycle <= CYCLES; cycle++) {
-      const gw = await startGateway(sim.url, data)
+      const gw = await gateways.start({ comfyui: sim.url, data, origin: ORIGIN })
       await settled(`after restart ${cycle}`)
       // What the kill left uncommitted is back: rebuilt, once, from what ComfyUI holds.
       const afterRestart: string[] = []
@@ -214,7 +165,7 @@ describe('fault suite: SIGKILL', () => {
       let dead = false
       const client = async (c: number): Promise<void> => {
         // One stream per client and cycle, so the prompts do not depend on how the requests interleave.
-        const mine = seeded(SEED * 10_000 + cycle * 10 + c)
+        const mine = seededRandom(SEED * 10_000 + cycle * 10 + c)
         for (let n = 0; !dead; n++) {
           const id = `k${cycle}-c${c}-${n}`
           // Mostly quick runs, some that are still queued or running when the kill comes.

@@ -3,11 +3,9 @@
  * directory. Every event committed before the kill must still be there, and the run must end with its real
  * final status.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createInterface } from 'node:readline'
 import { afterAll, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
 import { stringifyJson } from '../../src/audit/json.js'
@@ -15,53 +13,10 @@ import type { AuditEvent } from '../../src/audit/types.js'
 import { createRuntimeStore } from '../../src/store/runtime-store.js'
 import { createSqliteDialect } from '../../src/store/sqlite/sqlite-dialect.js'
 import { createSimServer, type SimServer } from '../../src/sim/index.js'
+import { exited, gatewayProcesses } from '../helpers/gateway-process.js'
 
-const ROOT = new URL('../..', import.meta.url).pathname
-const children: ChildProcess[] = []
+const gateways = gatewayProcesses()
 let sim: SimServer | undefined
-
-/** Starts `comfy-audit serve` in a child process and resolves with its URL once it listens. */
-async function startGateway(comfyui: string, data: string): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      'src/cli/main.ts',
-      'serve',
-      '--comfyui',
-      comfyui,
-      '--listen',
-      '127.0.0.1:0',
-      '--data',
-      data,
-      '--origin',
-      'crash-test',
-    ],
-    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, COMFY_AUDIT_CONFIG: '' } },
-  )
-  children.push(child)
-  let stderr = ''
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()))
-  const url = await new Promise<string>((resolve, reject) => {
-    const lines = createInterface({ input: child.stdout! })
-    lines.on('line', (line) => {
-      const m = /listening on (http:\/\/[\d.]+:\d+)/.exec(line)
-      if (m) resolve(m[1]!)
-    })
-    child.once('exit', (code) =>
-      reject(new Error(`gateway exited with ${code} before listening:\n${stderr}`)),
-    )
-  })
-  return { child, url }
-}
-
-function killed(child: ChildProcess): Promise<void> {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) resolve()
-    else child.once('exit', () => resolve())
-  })
-}
 
 /** Resolves with the first frame that matches, from a socket through the gateway. */
 function waitForFrame(
@@ -92,9 +47,7 @@ async function readEvents(path: string): Promise<AuditEvent[]> {
 }
 
 afterAll(async () => {
-  for (const child of children)
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-  await Promise.all(children.map(killed))
+  await gateways.killAll()
   await sim?.close()
 })
 
@@ -102,7 +55,7 @@ describe('gateway crash in the middle of a run', () => {
   it('keeps every committed event and still records the real final status', async () => {
     sim = await createSimServer({ dataDir: mkdtempSync(join(tmpdir(), 'crash-sim-')), port: 0, speed: 1 })
     const data = mkdtempSync(join(tmpdir(), 'crash-gateway-'))
-    const first = await startGateway(sim.url, data)
+    const first = await gateways.start({ comfyui: sim.url, data, origin: 'crash-test' })
 
     const ws = new WebSocket(`${first.url.replace('http', 'ws')}/ws?clientId=crash-client`)
     await new Promise<void>((resolve, reject) => ws.once('open', () => resolve()).once('error', reject))
@@ -126,15 +79,15 @@ describe('gateway crash in the middle of a run', () => {
     const before = await readEvents(dbPath)
     expect(before.some((e) => e.kind === 'prompt.submitted' && e.session_id === promptId)).toBe(true)
     // Issue 10 item 9: a second gateway on the same data dir is refused while the first lives, and exits.
-    await expect(startGateway(sim.url, data)).rejects.toThrow(
+    await expect(gateways.start({ comfyui: sim.url, data, origin: 'crash-test' })).rejects.toThrow(
       /exited with 1 before listening:[\s\S]*is in use by comfy-audit gateway \(pid \d+/,
     )
     first.child.kill('SIGKILL')
-    await killed(first.child)
+    await exited(first.child)
     ws.terminate()
 
     // The SIGKILLed gateway left its lock file; it is stale and the new gateway takes it over.
-    const second = await startGateway(sim.url, data)
+    const second = await gateways.start({ comfyui: sim.url, data, origin: 'crash-test' })
     // The run goes on in ComfyUI while the gateway restarts; wait until the gateway has recorded its end.
     const deadline = Date.now() + 60_000
     let status = 'running'
@@ -150,7 +103,7 @@ describe('gateway crash in the middle of a run', () => {
     expect(status).toBe('success')
 
     second.child.kill('SIGTERM')
-    await killed(second.child)
+    await exited(second.child)
     const after = await readEvents(dbPath)
     const afterBySeq = new Map(after.map((e) => [e.seq, e]))
     for (const e of before) expect(afterBySeq.get(e.seq)).toEqual(e)

@@ -9,22 +9,21 @@
  *
  * `SINK_REPLAY_SEED=n` replays another sequence.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createInterface } from 'node:readline'
 import { gunzipSync } from 'node:zlib'
 import { afterAll, describe, expect, it } from 'vitest'
 import { parseJson } from '../../src/audit/json.js'
 import type { AuditEvent } from '../../src/audit/types.js'
+import { seededRandom } from '../../src/demo/seeded-random.js'
 import { createSimServer, type SimServer } from '../../src/sim/index.js'
 import { startRecordingServer, type RecordingServer } from '../../src/sinks/sink-test-kit.js'
 import { createSessionMerger, toSinkRecords } from '../../src/sinks/sink.js'
 import { createRuntimeStore } from '../../src/store/runtime-store.js'
 import { createSqliteDialect } from '../../src/store/sqlite/sqlite-dialect.js'
+import { exited, gatewayProcesses } from '../helpers/gateway-process.js'
 
-const ROOT = new URL('../..', import.meta.url).pathname
 const ORIGIN = 'sink-replay'
 const KILLS = 4
 const CLIENTS = 3
@@ -32,59 +31,9 @@ const BATCH = 32
 const SEED = Number(process.env.SINK_REPLAY_SEED ?? 7)
 const SINKS = ['jsonl', 'webhook', 'loki'] as const
 
-const children: ChildProcess[] = []
+const gateways = gatewayProcesses()
 const servers: RecordingServer[] = []
 let sim: SimServer | undefined
-
-/** mulberry32: a small seeded PRNG, so a failing sequence can be replayed. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
-async function startGateway(
-  comfyui: string,
-  data: string,
-  config: string,
-): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(
-    process.execPath,
-    ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--comfyui', comfyui, '--listen', '127.0.0.1:0'].concat([
-      '--data',
-      data,
-      '--origin',
-      ORIGIN,
-    ]),
-    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, COMFY_AUDIT_CONFIG: config } },
-  )
-  children.push(child)
-  let stderr = ''
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()))
-  const url = await new Promise<string>((resolve, reject) => {
-    const lines = createInterface({ input: child.stdout! })
-    lines.on('line', (line) => {
-      const m = /listening on (http:\/\/[\d.]+:\d+)/.exec(line)
-      if (m) resolve(m[1]!)
-    })
-    child.once('exit', (code) =>
-      reject(new Error(`gateway exited with ${code} before listening:\n${stderr}`)),
-    )
-  })
-  return { child, url }
-}
-
-function exited(child: ChildProcess): Promise<void> {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) resolve()
-    else child.once('exit', () => resolve())
-  })
-}
 
 /** Ids of the records the store's log yields, mapped as the sinks map it (one merger, in log order). */
 async function expectedIds(db: string): Promise<string[]> {
@@ -153,16 +102,14 @@ function pipeline(prefix: string, seed: number): Record<string, unknown> {
 }
 
 afterAll(async () => {
-  for (const child of children)
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-  await Promise.all(children.map(exited))
+  await gateways.killAll()
   await sim?.close()
   await Promise.all(servers.map((s) => s.close()))
 })
 
 describe('sinks across a crash', () => {
   it(`delivers every stored record to every sink after ${KILLS} SIGKILLs, with no duplicate beyond the cursor window`, async () => {
-    const random = seeded(SEED)
+    const random = seededRandom(SEED)
     sim = await createSimServer({
       dataDir: mkdtempSync(join(tmpdir(), 'sink-replay-sim-')),
       port: 0,
@@ -194,7 +141,7 @@ describe('sinks across a crash', () => {
     const kills: string[] = []
     let acked = 0
     for (let cycle = 0; cycle <= KILLS; cycle++) {
-      const gw = await startGateway(sim.url, data, config)
+      const gw = await gateways.start({ comfyui: sim.url, data, origin: ORIGIN, config })
       // The last cycle runs a few prompts and stops cleanly; the others end in a SIGKILL at a seeded ack.
       const stopAt = cycle === KILLS ? 10 : 20 + Math.floor(random() * 40)
       let ackedThisCycle = 0
