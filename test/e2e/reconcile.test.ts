@@ -10,6 +10,7 @@ import WebSocket from 'ws'
 import { loadConfig } from '../../src/config/config.js'
 import { startAuditGateway, type AuditGateway } from '../../src/create-gateway.js'
 import { createSimServer, type SimServer } from '../../src/sim/index.js'
+import { upstreamBack } from '../helpers/upstream-back.js'
 
 const cleanup: (() => Promise<void>)[] = []
 afterEach(async () => {
@@ -132,16 +133,7 @@ describe('reconciliation', () => {
     running = await post(audit.url, { prompt: pipeline(30, 'audit/lost-a'), client_id: 'artist' })
     const pending = await post(audit.url, { prompt: pipeline(31, 'audit/lost-b'), client_id: 'artist' })
     await started
-    const back = new Promise<void>((resolve) => {
-      let wasDown = false
-      const off = audit.gateway.on('upstream', ({ healthy }) => {
-        if (!healthy) wasDown = true
-        else if (wasDown) {
-          off()
-          resolve()
-        }
-      })
-    })
+    const back = upstreamBack(audit)
     await first.close()
     await simAt(port)
     await back

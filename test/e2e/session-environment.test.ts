@@ -14,6 +14,7 @@ import { loadConfig } from '../../src/config/config.js'
 import { startAuditGateway, type AuditGateway } from '../../src/create-gateway.js'
 import { createSimServer, type SimInstall, type SimServer } from '../../src/sim/index.js'
 import { cli } from '../helpers/cli.js'
+import { upstreamBack } from '../helpers/upstream-back.js'
 
 const cleanup: (() => Promise<void>)[] = []
 afterEach(async () => {
@@ -79,20 +80,6 @@ async function submit(url: string, clientId: string, prefix: string): Promise<st
   })
   expect(res.status).toBe(200)
   return ((await res.json()) as { prompt_id: string }).prompt_id
-}
-
-/** Resolves once the gateway's upstream socket went down and came back. */
-function upstreamBack(audit: AuditGateway): Promise<void> {
-  return new Promise((resolve) => {
-    let wasDown = false
-    const off = audit.gateway.on('upstream', ({ healthy }) => {
-      if (!healthy) wasDown = true
-      else if (wasDown) {
-        off()
-        resolve()
-      }
-    })
-  })
 }
 
 describe('the environment per session (issue 10 item 13)', () => {
