@@ -20,6 +20,7 @@ import { createSimServer, type SimServer } from '../../src/sim/index.js'
 import { createRuntimeStore } from '../../src/store/runtime-store.js'
 import { createSqliteDialect } from '../../src/store/sqlite/sqlite-dialect.js'
 import { chromiumMissing, launchChromium } from '../helpers/chromium.js'
+import { addPeople } from '../helpers/people.js'
 
 const REPO = resolve(new URL('../..', import.meta.url).pathname)
 const RESULTS = join(REPO, 'test-results')
@@ -169,15 +170,18 @@ describe.skipIf(missing !== undefined)('issue 13: the dashboard in Chromium', ()
       origin: 'cli',
     })
     const people = createIdentityDirectory(admin, { scrypt: { N: 1 << 10, r: 8, p: 1 } })
-    for (const [name, role] of [
-      ['ada', 'admin'],
-      ['alice', 'artist'],
-      ['bob', 'artist'],
-    ] as const) {
-      const added = await people.addPerson(name, role, 'local:test')
-      if (!added.ok) throw new Error(added.reason)
-      tokens[name] = added.value.token
-    }
+    Object.assign(
+      tokens,
+      await addPeople(
+        people,
+        [
+          ['ada', 'admin'],
+          ['alice', 'artist'],
+          ['bob', 'artist'],
+        ],
+        'local:test',
+      ),
+    )
     await admin.close()
     audit = await startAuditGateway(config.value, { sweepIntervalMillis: 0 })
     ids.a1 = await submit(tokens.alice, txt2img(11, 'a red fox in the snow'))

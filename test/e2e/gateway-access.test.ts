@@ -23,6 +23,7 @@ import { createIdentityDirectory } from '../../src/identity/identity-directory.j
 import { createSimServer } from '../../src/sim/index.js'
 import { createRuntimeStore, type RuntimeStore } from '../../src/store/runtime-store.js'
 import { createSqliteDialect } from '../../src/store/sqlite/sqlite-dialect.js'
+import { addPeople } from '../helpers/people.js'
 
 const FAST = { N: 1 << 10, r: 8, p: 1 }
 const PIPELINE = {
@@ -67,17 +68,16 @@ async function setup(opts: {
   await store.init()
   cleanups.push(() => store.close())
   const people = createIdentityDirectory(store, { scrypt: FAST })
-  const tokens = {} as Setup['tokens']
-  for (const [name, role] of [
-    ['admin', 'admin'],
-    ['alice', 'artist'],
-    ['bob', 'artist'],
-    ['audrey', 'auditor'],
-  ] as const) {
-    const r = await people.addPerson(name, role, 'test')
-    if (!r.ok) throw new Error(r.reason)
-    tokens[name] = r.value.token
-  }
+  const tokens = await addPeople(
+    people,
+    [
+      ['admin', 'admin'],
+      ['alice', 'artist'],
+      ['bob', 'artist'],
+      ['audrey', 'auditor'],
+    ],
+    'test',
+  )
   const auth: AuthConfig = { ...zAuthConfig.parse({}), mode: 'token', ...opts.auth }
   const authenticator = createAuthenticator({ auth, listen: '127.0.0.1:0' }, store)
   const tap = createRecordingTap()

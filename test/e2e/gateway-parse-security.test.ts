@@ -22,6 +22,7 @@ import { createIdentityDirectory } from '../../src/identity/identity-directory.j
 import { createSimServer } from '../../src/sim/index.js'
 import { createRuntimeStore } from '../../src/store/runtime-store.js'
 import { createSqliteDialect } from '../../src/store/sqlite/sqlite-dialect.js'
+import { addPeople } from '../helpers/people.js'
 import { startPythonJson, type PythonJson } from '../helpers/python-json.js'
 
 const FAST = { N: 1 << 10, r: 8, p: 1 }
@@ -116,16 +117,15 @@ async function setup(opts: { upstreamUrl?: string; auth?: Partial<AuthConfig>; m
   await store.init()
   cleanups.push(() => store.close())
   const people = createIdentityDirectory(store, { scrypt: FAST })
-  const tokens: Record<string, string> = {}
-  for (const [name, role] of [
-    ['admin', 'admin'],
-    ['alice', 'artist'],
-    ['bob', 'artist'],
-  ] as const) {
-    const r = await people.addPerson(name, role, 'test')
-    if (!r.ok) throw new Error(r.reason)
-    tokens[name] = r.value.token
-  }
+  const tokens: Record<string, string> = await addPeople(
+    people,
+    [
+      ['admin', 'admin'],
+      ['alice', 'artist'],
+      ['bob', 'artist'],
+    ],
+    'test',
+  )
   const auth: AuthConfig = { ...zAuthConfig.parse({}), mode: 'token', ...opts.auth }
   const authenticator = createAuthenticator({ auth, listen: '127.0.0.1:0' }, store)
   const tap: RecordingTap = createRecordingTap()

@@ -16,6 +16,7 @@ import { createIdentityDirectory } from '../../src/identity/identity-directory.j
 import { createSimServer } from '../../src/sim/index.js'
 import { createRuntimeStore } from '../../src/store/runtime-store.js'
 import { createSqliteDialect } from '../../src/store/sqlite/sqlite-dialect.js'
+import { addPeople } from '../helpers/people.js'
 
 const cleanups: (() => Promise<void>)[] = []
 afterEach(async () => {
@@ -54,16 +55,15 @@ async function setup(): Promise<Setup> {
     origin: 'cli',
   })
   const people = createIdentityDirectory(admin, { scrypt: { N: 1 << 10, r: 8, p: 1 } })
-  const tokens = {} as Setup['tokens']
-  for (const [name, role] of [
-    ['alice', 'artist'],
-    ['bob', 'artist'],
-    ['audrey', 'auditor'],
-  ] as const) {
-    const added = await people.addPerson(name, role, 'local:test')
-    if (!added.ok) throw new Error(added.reason)
-    tokens[name] = added.value.token
-  }
+  const tokens = await addPeople(
+    people,
+    [
+      ['alice', 'artist'],
+      ['bob', 'artist'],
+      ['audrey', 'auditor'],
+    ],
+    'local:test',
+  )
   await admin.close()
   const audit = await startAuditGateway(config.value, { sweepIntervalMillis: 0 })
   let closed = false
