@@ -18,18 +18,15 @@ import { isJsonObject, parseWith, zObjectInfo, zSystemStats } from './schemas.js
 import {
   applyStep,
   gpuReadings,
-  parseTrace,
   readingAt,
   replaySteps,
   type ReplayOptions,
   type ReplayStep,
   type TraceRow,
 } from './trace-replay.js'
+import { FIXTURES, fixtureTraceRows } from '../../test/helpers/fixture-trace.js'
 
-const FIXTURES = new URL('../../fixtures/comfyui-0.8.0/', import.meta.url)
-const parsedTrace = parseTrace(readFileSync(new URL('trace.jsonl', FIXTURES), 'utf8'))
-if (!parsedTrace.ok) throw new Error(parsedTrace.reason)
-const ROWS = parsedTrace.rows
+const ROWS = fixtureTraceRows()
 const READINGS = gpuReadings(ROWS)
 
 const systemStatsRow = ROWS.find((r) => r.kind === 'http' && r.path === '/system_stats')

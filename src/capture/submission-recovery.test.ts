@@ -4,7 +4,6 @@
  * The history entry and queue are the recorded ComfyUI 0.8 answers, with the seal a gateway would have added.
  */
 import { randomBytes } from 'node:crypto'
-import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
 import type { AuditEventInput, JsonObject, JsonValue, Submitter } from '../audit/types.js'
 import { parseJson, stringifyJson } from '../audit/json.js'
@@ -18,13 +17,10 @@ import {
   withoutSeal,
   type SubmissionSeal,
 } from './submission-seal.js'
-import { parseTrace } from './trace-replay.js'
 import { generateKey, parseSignerKey } from '../ledger/signed-note.js'
+import { fixtureTraceRows } from '../../test/helpers/fixture-trace.js'
 
-const FIXTURES = new URL('../../fixtures/comfyui-0.8.0/', import.meta.url)
-const trace = parseTrace(readFileSync(new URL('trace.jsonl', FIXTURES), 'utf8'))
-if (!trace.ok) throw new Error(trace.reason)
-const ROWS = trace.rows
+const ROWS = fixtureTraceRows()
 const ID = 'fixed-3189cedb6bec'
 const historyRow = ROWS.find((r) => r.kind === 'http' && r.path === `/history/${ID}`)
 const ENTRY = (historyRow?.response as JsonObject)[ID] as JsonObject
