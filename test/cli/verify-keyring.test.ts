@@ -11,12 +11,9 @@ import { join } from 'node:path'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { generateKey } from '../../src/ledger/signed-note.js'
-import { loadOrCreateSigningKey } from '../../src/ledger/key-store.js'
-import { createLedger } from '../../src/ledger/ledger.js'
-import { createRuntimeStore } from '../../src/store/runtime-store.js'
-import { createSqliteDialect } from '../../src/store/sqlite/sqlite-dialect.js'
 import { cli } from '../helpers/cli.js'
 import { startPostgres, type PostgresCluster } from '../helpers/postgres.js'
+import { writeSignedLog } from '../helpers/signed-log.js'
 import { sessionEvents } from '../ledger/ledger-fixture.js'
 
 const ORIGINS = ['comfy-audit/gpu-01', 'comfy-audit/gpu-02'] as const
@@ -31,20 +28,13 @@ beforeAll(async () => {
   storePath = join(root, 'shared.sqlite')
   for (const [i, origin] of ORIGINS.entries()) {
     const data = join(root, `data-${i + 1}`)
-    const key = await loadOrCreateSigningKey(data, origin)
-    keys.set(origin, key.verifierKey)
-    const store = createRuntimeStore(createSqliteDialect({ path: storePath }), { origin })
-    await store.init()
-    const ledger = createLedger({
-      store,
-      signer: key.signer,
-      checkpointEvery: 3,
-      checkpointIntervalMillis: 0,
-    })
-    await ledger.start()
-    for (const e of sessionEvents(`g${i + 1}-s1`, 'alice', i * 1000)) await store.append([e])
-    await ledger.close()
-    await store.close()
+    const log = await writeSignedLog(
+      { sqlite: { path: storePath }, data, origin, checkpointEvery: 3 },
+      async (store) => {
+        for (const e of sessionEvents(`g${i + 1}-s1`, 'alice', i * 1000)) await store.append([e])
+      },
+    )
+    keys.set(origin, log.verifierKey)
   }
 })
 afterAll(async () => {

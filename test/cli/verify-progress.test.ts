@@ -6,12 +6,9 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { loadOrCreateSigningKey } from '../../src/ledger/key-store.js'
-import { createLedger } from '../../src/ledger/ledger.js'
-import { createRuntimeStore } from '../../src/store/runtime-store.js'
-import { createSqliteDialect } from '../../src/store/sqlite/sqlite-dialect.js'
 import { cli } from '../helpers/cli.js'
 import { generateHistory } from '../helpers/history-generator.js'
+import { writeSignedLog } from '../helpers/signed-log.js'
 
 const ORIGIN = 'comfy-audit/progress'
 
@@ -20,25 +17,16 @@ let events = 0
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'ca-verify-progress-'))
-  const key = await loadOrCreateSigningKey(dir, ORIGIN)
-  const store = createRuntimeStore(
-    createSqliteDialect({ path: join(dir, 'audit.sqlite'), synchronous: 'normal' }),
-    { origin: ORIGIN },
+  const log = await writeSignedLog(
+    {
+      sqlite: { path: join(dir, 'audit.sqlite'), synchronous: 'normal' },
+      data: dir,
+      origin: ORIGIN,
+      checkpointEvery: 1500,
+    },
+    (store) => generateHistory(store, { seed: 9, sessions: 300, batchEvents: 500 }),
   )
-  await store.init()
-  const ledger = createLedger({
-    store,
-    signer: key.signer,
-    checkpointEvery: 1500,
-    checkpointIntervalMillis: 0,
-  })
-  await ledger.start()
-  try {
-    events = (await generateHistory(store, { seed: 9, sessions: 300, batchEvents: 500 })).events
-  } finally {
-    await ledger.close()
-    await store.close()
-  }
+  events = log.written.events
 }, 120_000)
 
 afterAll(async () => {
