@@ -4,11 +4,10 @@
  * optionally publishing each one off the machine (a file, a webhook) so that whoever controls the data
  * directory cannot quietly rewrite history.
  */
-import { parseJson } from '../audit/json.js'
 import { reportError } from '../audit/report-error.js'
 import type { AuditEvent, JsonValue } from '../audit/types.js'
 import type { RuntimeStore } from '../store/runtime-store.js'
-import type { StoredCheckpoint, StoredEventRow } from '../store/store.js'
+import { parseStoredPayload, type StoredCheckpoint, type StoredEventRow } from '../store/store.js'
 import { signCheckpoint } from './checkpoint.js'
 import { eventLeafHash } from './event-leaf.js'
 import { createMerkleAccumulator, type MerkleAccumulator } from './merkle.js'
@@ -68,7 +67,7 @@ export function storedRowLeaf(row: StoredEventRow): Buffer | null {
 
 /** A stored row as an event, or null when its payload is not a JSON object. */
 export function storedRowEvent(row: StoredEventRow): AuditEvent | null {
-  const parsed = parseJson(row.payload)
+  const parsed = parseStoredPayload(row)
   if (!parsed.ok || typeof parsed.value !== 'object' || parsed.value === null || Array.isArray(parsed.value))
     return null
   return {

@@ -65,7 +65,7 @@ interface SqliteDatabase {
 type SqliteConstructor = new (path: string) => SqliteDatabase
 
 const INSERT_RAW_EVENT_SQL =
-  'INSERT INTO events (origin, seq, kind, time, session_id, payload, leaf_hash, pruned) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'
+  'INSERT INTO events (origin, seq, kind, time, session_id, payload, leaf_hash, pruned, payload_format) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)'
 
 /** Rows per transaction: big enough to be fast, small enough that memory stays flat on a large log. */
 const ROWS_PER_TRANSACTION = 5000
@@ -154,7 +154,18 @@ export async function exportToSqlite(
           ? inWindow(e.time, options)
           : kept.has(sessionKey(e.origin, e.session_id))
       if (!keep) continue
-      insertEvent.run(e.origin, e.seq, e.kind, e.time, e.session_id, e.payload, e.leaf_hash, e.pruned)
+      // The payload's format travels with its text: the same bytes read as another format are another value.
+      insertEvent.run(
+        e.origin,
+        e.seq,
+        e.kind,
+        e.time,
+        e.session_id,
+        e.payload,
+        e.leaf_hash,
+        e.pruned,
+        e.payload_format ?? 0,
+      )
       events++
       step()
     }

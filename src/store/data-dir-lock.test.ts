@@ -54,7 +54,10 @@ describe('issue 10 item 9: one lock per spool and per data dir', () => {
       child.kill('SIGKILL')
       await exited
       const lock = acquireDirLock(dir, { purpose: 'gateway' })
-      expect(JSON.parse(readFileSync(lock.path, 'utf8'))).toMatchObject({ pid: process.pid, purpose: 'gateway' })
+      expect(JSON.parse(readFileSync(lock.path, 'utf8'))).toMatchObject({
+        pid: process.pid,
+        purpose: 'gateway',
+      })
       lock.release()
     } finally {
       child.kill('SIGKILL')
@@ -64,7 +67,10 @@ describe('issue 10 item 9: one lock per spool and per data dir', () => {
   it('takes over the stale lock of a dead pid, never one of another host or an unreadable one', async () => {
     const dir = fresh()
     const path = join(dir, LOCK_FILE_NAME)
-    writeFileSync(path, JSON.stringify({ pid: await deadPid(), host: hostname(), purpose: 'old', since: 'x' }))
+    writeFileSync(
+      path,
+      JSON.stringify({ pid: await deadPid(), host: hostname(), purpose: 'old', since: 'x' }),
+    )
     acquireDirLock(dir, { purpose: 'new' }).release()
     writeFileSync(path, JSON.stringify({ pid: 1, host: 'elsewhere', purpose: 'remote', since: 'x' }))
     expect(() => acquireDirLock(dir, { purpose: 'new', isAlive: () => false })).toThrow(/in use by remote/)

@@ -25,6 +25,7 @@ import type {
   StoredCheckpoint,
   StoredEventRow,
 } from './store.js'
+import { parseStoredPayload } from './store.js'
 
 /** A statement and its parameters, `?` placeholders. */
 export interface SqlQuery {
@@ -39,7 +40,27 @@ export type SqlRow = Record<string, unknown>
 export const EVENT_PAGE_SIZE = 500
 
 /** Columns an append writes; the leaf hash is computed here so that every dialect stores the same one. */
-const EVENT_COLUMNS = ['origin', 'seq', 'kind', 'time', 'session_id', 'payload', 'leaf_hash'] as const
+const EVENT_COLUMNS = [
+  'origin',
+  'seq',
+  'kind',
+  'time',
+  'session_id',
+  'payload',
+  'leaf_hash',
+  'payload_format',
+] as const
+
+/**
+ * How `events.payload` is written: 1 = standard JSON with NaN/Infinity tagged (`{"$float": "NaN"}`, see
+ * audit/json.ts), so any SQLite's json_extract and PostgreSQL's ::json read it; 0 = rows written before
+ * migration 8, lossless JSON that may hold bare NaN, read as it was written.
+ */
+export const EVENT_PAYLOAD_FORMAT = 1
+
+/** Migration 8 (both dialects). */
+export const EVENT_PAYLOAD_FORMAT_COLUMN =
+  'ALTER TABLE events ADD COLUMN payload_format INTEGER NOT NULL DEFAULT 0'
 /** Columns read back: the written ones plus the prune mark. */
 const EVENT_READ_COLUMNS = [...EVENT_COLUMNS, 'pruned'] as const
 
@@ -140,8 +161,9 @@ export function eventParams(event: AuditEvent): ColumnValue[] {
     event.kind,
     event.time,
     event.session_id,
-    stringifyJson(event.payload),
+    stringifyJson(event.payload, { tagged: true }),
     eventLeafHex(event),
+    EVENT_PAYLOAD_FORMAT,
   ]
 }
 
@@ -245,12 +267,14 @@ export function rowToStoredEvent(row: SqlRow): StoredEventRow {
     payload: String(row.payload),
     leaf_hash: row.leaf_hash === null || row.leaf_hash === undefined ? null : String(row.leaf_hash),
     pruned: row.pruned === null || row.pruned === undefined ? null : Number(row.pruned),
+    payload_format:
+      row.payload_format === null || row.payload_format === undefined ? 0 : Number(row.payload_format),
   }
 }
 
 /** A stored events row as an AuditEvent; throws, naming origin and seq, when its payload does not parse. */
 export function storedToEvent(row: StoredEventRow): AuditEvent {
-  const parsed = parseJson(row.payload)
+  const parsed = parseStoredPayload(row)
   if (!parsed.ok)
     throw new Error(`stored payload of event ${row.origin}#${row.seq} does not parse: ${parsed.reason}`)
   const payload = parsed.value

@@ -12,6 +12,7 @@ import type {
   SessionRecord,
   SessionStatus,
 } from '../audit/types.js'
+import { parseJson, type ParseResult } from '../audit/json.js'
 import type { AnalysisRollupFilter, UsageRollupRow, WorkflowRollupRow } from './analysis-rollups.js'
 import type { RollupFilter, RollupRow } from './rollups.js'
 
@@ -100,6 +101,15 @@ export interface StoredEventRow {
   readonly leaf_hash: string | null
   /** Seq of the `audit.pruned`/`audit.erased` event that removed this row's payload, or null. */
   readonly pruned: number | null
+  /** How `payload` is written (see EVENT_PAYLOAD_FORMAT in sql-common.ts); absent or 0: before migration 8. */
+  readonly payload_format?: number
+}
+
+/** Reads a stored row's payload text as it was written (tagged standard JSON, or the older lossless form). */
+export function parseStoredPayload(
+  row: Pick<StoredEventRow, 'payload' | 'payload_format'>,
+): ParseResult<JsonValue> {
+  return parseJson(row.payload, { tagged: row.payload_format === 1 })
 }
 
 /** A signed checkpoint as stored (see src/ledger/checkpoint.ts). */

@@ -48,6 +48,7 @@ describe('postgres dialect', () => {
         { version: 5, name: 'analysis indexes' },
         { version: 6, name: 'analysis rollups' },
         { version: 7, name: 'analysis index fix' },
+        { version: 8, name: 'event payloads as standard JSON' },
       ])
     } finally {
       await client.end()
@@ -92,15 +93,23 @@ describe('postgres dialect', () => {
     await store.close()
   })
 
-  it('stores payloads as the exact JSON text it was given', async () => {
+  it('stores payloads as standard JSON text in the order given, which ::json reads (NaN tagged)', async () => {
     const url = await server().createDatabase()
     const store = createRuntimeStore(createPostgresDialect({ url }), { origin: 'gw/a' })
     await store.append([input('prompt.submitted', 's1', { seed: 2n ** 64n - 1n, cfg: NaN, b: 1, a: 2 })])
     const client = new pg.Client({ connectionString: url })
     await client.connect()
     try {
-      const { rows } = await client.query('SELECT payload FROM events')
-      expect(rows).toEqual([{ payload: '{"seed":18446744073709551615,"cfg":NaN,"b":1,"a":2}' }])
+      const { rows } = await client.query(
+        `SELECT payload, payload_format, payload::json -> 'cfg' ->> '$float' AS cfg FROM events`,
+      )
+      expect(rows).toEqual([
+        {
+          payload: '{"seed":18446744073709551615,"cfg":{"$float":"NaN"},"b":1,"a":2}',
+          payload_format: 1,
+          cfg: 'NaN',
+        },
+      ])
     } finally {
       await client.end()
     }

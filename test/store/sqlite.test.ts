@@ -6,7 +6,10 @@ import Database from 'better-sqlite3'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { parseJson } from '../../src/audit/json.js'
 import type { AuditEventInput, JsonObject } from '../../src/audit/types.js'
+import { eventLeafHex } from '../../src/ledger/event-leaf.js'
+import { storedRowEvent, storedRowLeaf } from '../../src/ledger/ledger.js'
 import { NODE_RUN_COLUMNS, SESSION_COLUMNS } from '../../src/store/derived-columns.js'
+import type { StoredEventRow } from '../../src/store/store.js'
 import { createRuntimeStore } from '../../src/store/runtime-store.js'
 import { createSqliteDialect } from '../../src/store/sqlite/sqlite-dialect.js'
 import { at, describeStoreContract, input, nodeRun } from './contract.js'
@@ -57,6 +60,7 @@ describe('sqlite dialect', () => {
         { version: 5, name: 'analysis indexes' },
         { version: 6, name: 'analysis rollups' },
         { version: 7, name: 'analysis index fix' },
+        { version: 8, name: 'event payloads as standard JSON' },
       ])
     } finally {
       other.close()
@@ -146,6 +150,73 @@ describe('sqlite dialect', () => {
     const [run] = await reopened.nodeRuns({ sessionId: 's1' })
     expect(Number.isNaN((run?.inputs as JsonObject).cfg)).toBe(true)
     await reopened.close()
+  })
+
+  it('stores event payloads as standard JSON that json_extract reads, and reads older rows as written (issue 10 item 12)', async () => {
+    const path = join(dir, 'payload-json', 'audit.db')
+    const store = createRuntimeStore(createSqliteDialect({ path, thread: 'worker' }), { origin: 'gw/a' })
+    const parsed = parseJson(
+      '{"session":{"status":"queued","extra_data":{"v":NaN,"cfg":1.0,"tag":{"$float":"NaN"}}}}',
+    )
+    if (!parsed.ok) throw new Error(parsed.reason)
+    await store.append([input('prompt.submitted', 's1', parsed.value as JsonObject)])
+    await store.close()
+    const db = new Database(path)
+    try {
+      const all = db
+        .prepare(
+          'SELECT count(*) AS n, sum(json_valid(payload)) AS valid, min(payload_format) AS f FROM events',
+        )
+        .get() as { n: number; valid: number; f: number }
+      expect(all).toEqual({ n: 1, valid: 1, f: 1 })
+      expect(
+        db
+          .prepare(
+            `SELECT json_extract(payload, '$.session.extra_data.v."$float"') AS v,
+                    json_extract(payload, '$.session.extra_data.cfg') AS cfg FROM events`,
+          )
+          .get(),
+      ).toEqual({ v: 'NaN', cfg: 1 })
+      // A row written before migration 8 (format 0): bare NaN, and an object of its own that looks like a tag.
+      const legacy = {
+        origin: 'gw/a',
+        seq: 1,
+        kind: 'prompt.submitted' as const,
+        time: at(1),
+        session_id: 's0',
+        payload: { session: { status: 'queued', extra_data: { v: NaN, tag: { $float: 'NaN' } } } },
+      }
+      db.prepare(
+        'INSERT INTO events (origin, seq, kind, time, session_id, payload, leaf_hash, payload_format) VALUES (?, ?, ?, ?, ?, ?, ?, 0)',
+      ).run(
+        legacy.origin,
+        7,
+        legacy.kind,
+        legacy.time,
+        legacy.session_id,
+        '{"session":{"status":"queued","extra_data":{"v":NaN,"tag":{"$float":"NaN"}}}}',
+        eventLeafHex({ ...legacy, seq: 7 }),
+      )
+    } finally {
+      db.close()
+    }
+    const reopened = createRuntimeStore(createSqliteDialect({ path }), { origin: 'gw/a' })
+    const rows: StoredEventRow[] = []
+    for await (const row of reopened.rawEvents()) rows.push(row)
+    await reopened.close()
+    expect(rows.map((r) => [r.seq, r.payload_format])).toEqual([
+      [0, 1],
+      [7, 0],
+    ])
+    // Each row reads back to the value its leaf hashed: the tag decoded in the new row, kept as data in the old.
+    for (const row of rows) expect(storedRowLeaf(row)?.toString('hex')).toBe(row.leaf_hash)
+    const [fresh, old] = rows.map(
+      (r) => storedRowEvent(r)!.payload as { session: { extra_data: JsonObject } },
+    )
+    expect(Number.isNaN(fresh!.session.extra_data.v)).toBe(true)
+    expect(fresh!.session.extra_data.tag).toEqual({ $float: 'NaN' })
+    expect(Number.isNaN(old!.session.extra_data.v)).toBe(true)
+    expect(old!.session.extra_data.tag).toEqual({ $float: 'NaN' })
   })
 
   it('reports events per second for 20k events through the runtime store (not asserted)', async () => {
