@@ -15,7 +15,7 @@
  * says where the leak came from. Planted data must also be seen to arrive (sessions ended, receivers fed,
  * `[REDACTED]` written, a rotated .gz present), so the search cannot pass on an empty trail.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
@@ -29,9 +29,9 @@ import { createSimServer } from '../../src/sim/index.js'
 import { sd15 } from '../../src/sim/sim-test-kit.js'
 import { startRecordingServer, type RecordingServer } from '../../src/sinks/sink-test-kit.js'
 import { cli } from '../helpers/cli.js'
+import { spawnCli } from '../helpers/gateway-process.js'
 import { findPostgresBin, startPostgres, type PostgresCluster } from '../helpers/postgres.js'
 
-const ROOT = new URL('../..', import.meta.url).pathname
 const DEADLINE_MS = 90_000
 
 /** Where a secret was planted. */
@@ -191,26 +191,19 @@ async function runScenario(dir: string, storeUrl: string | null): Promise<Run> {
   if (addedAdmin.code !== 0) throw new Error(`users add failed: ${addedAdmin.stderr}`)
   const adminToken = plantNeedle('the admin login token', addedAdmin.stdout.trim().split('\n').at(-1)!)
 
-  const child = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      'src/cli/main.ts',
-      'serve',
-      '--config',
-      configFile,
-      '--data',
-      dataDir,
-      '--auth',
-      'token',
-      '--listen',
-      '127.0.0.1:0',
-      '--comfyui',
-      sim.url,
-    ],
-    { cwd: ROOT, env: { ...process.env, COMFY_AUDIT_CONFIG: '' }, stdio: ['ignore', 'pipe', 'pipe'] },
-  )
+  const child = spawnCli([
+    'serve',
+    '--config',
+    configFile,
+    '--data',
+    dataDir,
+    '--auth',
+    'token',
+    '--listen',
+    '127.0.0.1:0',
+    '--comfyui',
+    sim.url,
+  ])
   let stdout = ''
   let stderr = ''
   child.stdout!.on('data', (c: Buffer) => (stdout += c.toString('utf8')))

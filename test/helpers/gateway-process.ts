@@ -16,6 +16,18 @@ export interface GatewayProcessOptions {
   readonly config?: string
 }
 
+/**
+ * Spawns `comfy-audit ARGS…` from the sources, stdout and stderr piped; `config` is its `COMFY_AUDIT_CONFIG`,
+ * '' by default so a config in the developer's environment is not read.
+ */
+export function spawnCli(args: readonly string[], config = ''): ChildProcess {
+  return spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, COMFY_AUDIT_CONFIG: config },
+  })
+}
+
 /** Resolves once the child has exited, at once if it already has. */
 export function exited(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => {
@@ -35,23 +47,9 @@ export function gatewayProcesses(): {
   const children: ChildProcess[] = []
   return {
     async start({ comfyui, data, origin, config = '' }) {
-      const child = spawn(
-        process.execPath,
-        [
-          '--import',
-          'tsx',
-          'src/cli/main.ts',
-          'serve',
-          '--comfyui',
-          comfyui,
-          '--listen',
-          '127.0.0.1:0',
-          '--data',
-          data,
-          '--origin',
-          origin,
-        ],
-        { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, COMFY_AUDIT_CONFIG: config } },
+      const child = spawnCli(
+        ['serve', '--comfyui', comfyui, '--listen', '127.0.0.1:0', '--data', data, '--origin', origin],
+        config,
       )
       children.push(child)
       let stderr = ''
