@@ -1,4 +1,5 @@
 import { stringifyJson } from '../audit/json.js'
+import { formatDuration } from './format-duration.js'
 import {
   RECORD_SCHEMA_VERSION,
   type JsonValue,
@@ -157,14 +158,7 @@ function padStart(text: string, width: number): string {
   return text.length >= width ? text : ' '.repeat(width - text.length) + text
 }
 
-/** Human duration: `812 ms`, `4.2 s`, `3 min 12 s`. */
-export function formatDuration(ms: number | null | undefined): string {
-  if (ms === null || ms === undefined) return '-'
-  if (ms < 1000) return `${Math.round(ms)} ms`
-  if (ms < 60_000) return `${(ms / 1000).toFixed(1)} s`
-  const min = Math.floor(ms / 60_000)
-  return `${min} min ${Math.round((ms - min * 60_000) / 1000)} s`
-}
+export { formatDuration }
 
 /** The `sessions` table for a terminal. */
 export function formatSessionsTable(sessions: readonly SessionRecord[]): string {

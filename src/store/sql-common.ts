@@ -25,6 +25,7 @@ import type {
   StoredCheckpoint,
   StoredEventRow,
 } from './store.js'
+import type { Migration } from './migrations.js'
 import { parseStoredPayload } from './store.js'
 
 /** A statement and its parameters, `?` placeholders. */
@@ -58,9 +59,15 @@ const EVENT_COLUMNS = [
  */
 export const EVENT_PAYLOAD_FORMAT = 1
 
-/** Migration 8 (both dialects). */
-export const EVENT_PAYLOAD_FORMAT_COLUMN =
-  'ALTER TABLE events ADD COLUMN payload_format INTEGER NOT NULL DEFAULT 0'
+/** Migration 8, the same in both dialects. */
+export const EVENT_PAYLOAD_FORMAT_MIGRATION: Migration = {
+  version: 8,
+  name: 'event payloads as standard JSON',
+  // Rows written before keep 0: their text may hold bare NaN, and an object of theirs that looks like a tag is
+  // data, not a tag. Rows written from now on are standard JSON with NaN tagged (see parseStoredPayload).
+  statements: ['ALTER TABLE events ADD COLUMN payload_format INTEGER NOT NULL DEFAULT 0'],
+}
+
 /** Columns read back: the written ones plus the prune mark. */
 const EVENT_READ_COLUMNS = [...EVENT_COLUMNS, 'pruned'] as const
 

@@ -15,16 +15,14 @@ import type { BrowserContext, Page } from 'playwright-core'
 import { loadConfig } from '../../src/config/config.js'
 import { startAuditGateway, type AuditGateway } from '../../src/create-gateway.js'
 import { createSimServer, type SimServer } from '../../src/sim/index.js'
+import { chromiumMissing, launchChromium } from '../helpers/chromium.js'
 
 const REPO = resolve(new URL('../..', import.meta.url).pathname)
 const DIST = resolve(REPO, '../shared/comfyui-frontend/dist')
-const CHROMIUM = '/usr/bin/chromium'
 const RESULTS = join(REPO, 'test-results')
 const missing = !existsSync(join(DIST, 'index.html'))
   ? `the built front end is not at ${DIST} (see ../shared/comfyui-frontend/README.md)`
-  : !existsSync(CHROMIUM)
-    ? `Debian's chromium is not at ${CHROMIUM} (apt-get install -y chromium)`
-    : undefined
+  : chromiumMissing
 if (missing) console.warn(`front-end test skipped: ${missing}`)
 
 /**
@@ -92,22 +90,7 @@ describe.skipIf(missing !== undefined)('issue 15 item 7: the real front end thro
     if (!config.ok) throw new Error(config.problems.join('; '))
     audit = await startAuditGateway(config.value, { sweepIntervalMillis: 0 })
 
-    const { chromium } = await import('playwright-core')
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      viewport: { width: 1600, height: 1000 },
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    })
+    context = await launchChromium(profile, { viewport: { width: 1600, height: 1000 } })
     page = context.pages()[0] ?? (await context.newPage())
     page.setDefaultTimeout(DEADLINE)
     const gw = new URL(audit.url)

@@ -9,7 +9,7 @@
  * an integer must never make a commit (and its events) fail.
  */
 import type { Migration } from '../migrations.js'
-import { EVENT_PAYLOAD_FORMAT_COLUMN } from '../sql-common.js'
+import { EVENT_PAYLOAD_FORMAT_MIGRATION } from '../sql-common.js'
 import { ANALYSIS_INDEX_FIX, analysisRollupMigration } from '../analysis-rollups.js'
 import { rollupMigration } from '../rollups.js'
 
@@ -179,11 +179,5 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
     name: 'analysis index fix',
     statements: ANALYSIS_INDEX_FIX,
   },
-  {
-    version: 8,
-    name: 'event payloads as standard JSON',
-    // Rows written before keep 0: their text may hold bare NaN, and an object of theirs that looks like a tag
-    // is data, not a tag. Rows written from now on are standard JSON with NaN tagged (see storedPayload).
-    statements: [EVENT_PAYLOAD_FORMAT_COLUMN],
-  },
+  EVENT_PAYLOAD_FORMAT_MIGRATION,
 ]

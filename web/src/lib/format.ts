@@ -1,4 +1,5 @@
 /** Dates and durations for people: dates in the viewer's own time zone and language. */
+import { formatDuration } from '../../../src/query/format-duration.js'
 
 /** `2 Dec 2026, 14:05:09` (en) / `2026年12月2日 14:05:09` (zh-CN), in the browser's time zone. */
 export function formatDateTime(iso: string | null | undefined, locale: string, timeZone?: string): string {
@@ -12,14 +13,7 @@ export function formatDateTime(iso: string | null | undefined, locale: string, t
   }).format(d)
 }
 
-/** `812 ms`, `4.2 s`, `3 min 12 s`. */
-export function formatDuration(ms: number | null | undefined): string {
-  if (ms === null || ms === undefined) return '-'
-  if (ms < 1000) return `${Math.round(ms)} ms`
-  if (ms < 60_000) return `${(ms / 1000).toFixed(1)} s`
-  const min = Math.floor(ms / 60_000)
-  return `${min} min ${Math.round((ms - min * 60_000) / 1000)} s`
-}
+export { formatDuration }
 
 /** The first 12 characters of a hash or id, for tables. */
 export function short(id: string | null | undefined, n = 12): string {
