@@ -304,8 +304,9 @@ export function correlationOption(
       {
         type: 'scatter',
         name: labels.runs,
-        symbolSize: 4,
-        itemStyle: { opacity: 0.45 },
+        // Light enough to read on the dark page; translucent so that piled-up runs show as denser.
+        symbolSize: 6,
+        itemStyle: { color: '#8fb4ff', opacity: 0.6 },
         large: points.length > 2000,
         data: points.map(([x, y]) => [x, y]),
       },
