@@ -2,6 +2,7 @@
  * The run table's state as it lives in the URL, so a filtered view is a link someone can send. Defaults are
  * left out of the URL; unknown or malformed values fall back to the default instead of breaking the page.
  */
+import { SESSION_STATUSES } from '../../../src/audit/types.js'
 import type { SessionStatus } from '../../../src/query/dashboard-types.js'
 
 /** Time ranges offered, as the API's relative time syntax (empty: all time). */
@@ -11,17 +12,8 @@ export type TimeRange = (typeof TIME_RANGES)[number]
 export const SORT_KEYS = ['queued_at', 'duration_ms', 'status', 'user', 'nodes'] as const
 export type SortKey = (typeof SORT_KEYS)[number]
 
-/** Session statuses, in the API's order (a unit test holds this to SESSION_STATUSES). */
-export const STATUSES = [
-  'queued',
-  'running',
-  'success',
-  'error',
-  'interrupted',
-  'cancelled',
-  'rejected',
-  'lost',
-] as const satisfies readonly SessionStatus[]
+/** Session statuses, in the API's order: the store's own list (audit/types.ts imports nothing, so it bundles). */
+export const STATUSES: readonly SessionStatus[] = SESSION_STATUSES
 
 /** Rows per page. */
 export const PAGE_SIZE = 25
