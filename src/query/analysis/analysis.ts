@@ -864,6 +864,28 @@ export async function regressions(
       compared,
     }
   }
+  // One rule for both sources: slower by the ratio, then significant (the test runs only past the ratio).
+  const judge = (
+    g: { readonly node_type: string | null; readonly workflow: string | null },
+    base: WindowSample,
+    recent: WindowSample,
+    pValue: () => number,
+  ): Regression | null => {
+    if (base.p50 === null || recent.p50 === null || base.p50 <= 0) return null
+    const ratio = recent.p50 / base.p50
+    if (ratio < minRatio) return null
+    const p = pValue()
+    if (p >= alpha) return null
+    const r: Regression = {
+      node_type: g.node_type,
+      workflow: g.workflow,
+      baseline: base,
+      recent,
+      ratio: round(ratio) as number,
+      p_value: Number(p.toPrecision(3)),
+    }
+    return r
+  }
   const sketched = options.exact ? undefined : await regressionsFromRollups(store, filter, from, split, now)
   if (sketched) {
     const found: Regression[] = []
@@ -877,19 +899,13 @@ export async function regressions(
         p50: round(g.recent.quantile(0.5)),
         p95: round(g.recent.quantile(0.95)),
       }
-      if (base.p50 === null || recent.p50 === null || base.p50 <= 0) continue
-      const ratio = recent.p50 / base.p50
-      if (ratio < minRatio) continue
-      const test = mannWhitneyGreaterGrouped(alignedBuckets(g.base, g.recent))
-      if (test.p_value >= alpha) continue
-      found.push({
-        node_type: g.node_type,
-        workflow: g.workflow,
-        baseline: base,
+      const r = judge(
+        g,
+        base,
         recent,
-        ratio: round(ratio) as number,
-        p_value: Number(test.p_value.toPrecision(3)),
-      })
+        () => mannWhitneyGreaterGrouped(alignedBuckets(g.base, g.recent)).p_value,
+      )
+      if (r) found.push(r)
     }
     return report(found, compared, 'rollups')
   }
@@ -916,19 +932,8 @@ export async function regressions(
     compared++
     const base = sample(g.base)
     const recent = sample(g.recent)
-    if (base.p50 === null || recent.p50 === null || base.p50 <= 0) continue
-    const ratio = recent.p50 / base.p50
-    if (ratio < minRatio) continue
-    const test = mannWhitneyGreater(g.base, g.recent)
-    if (test.p_value >= alpha) continue
-    found.push({
-      node_type: g.node_type,
-      workflow: g.workflow,
-      baseline: base,
-      recent,
-      ratio: round(ratio) as number,
-      p_value: Number(test.p_value.toPrecision(3)),
-    })
+    const r = judge(g, base, recent, () => mannWhitneyGreater(g.base, g.recent).p_value)
+    if (r) found.push(r)
   }
   return report(found, compared, 'node_runs')
 }
