@@ -22,7 +22,7 @@ import {
   systemStatsIdentity,
 } from './capture/environment.js'
 import { createSubmissionSeal, promptDigest, sealSecretFromSigner } from './capture/submission-seal.js'
-import { zObjectInfo, zSystemStats, type SystemStats } from './capture/schemas.js'
+import { zObjectInfo, zSystemStats, type SystemStats } from './comfyui/schemas.js'
 import { dialectFor } from './cli/open-store.js'
 import { parseHostPort, sinkName, type Config } from './config/config.js'
 import { createGateway, type Gateway } from './gateway/create-gateway.js'

@@ -14,7 +14,7 @@ import { createCapture, type Capture, type CaptureOptions } from './capture.js'
 import { environmentFromSystemStats } from './environment.js'
 import { usedMiB } from './gpu-sampler.js'
 import { REDACTED } from './prompt-analysis.js'
-import { isJsonObject, parseWith, zObjectInfo, zSystemStats } from './schemas.js'
+import { isJsonObject, parseWith, zObjectInfo, zSystemStats } from '../comfyui/schemas.js'
 import {
   applyStep,
   gpuReadings,

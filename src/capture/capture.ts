@@ -24,7 +24,7 @@ import type {
 } from '../audit/types.js'
 import { createGpuSampler, torchMiB, usedMiB, type GpuSample, type GpuSampler } from './gpu-sampler.js'
 import { isoTime, toJsonObject, toJsonValue } from './json-value.js'
-import { parseMultipart } from './multipart.js'
+import { parseMultipart } from '../comfyui/multipart.js'
 import { redactEvent, redactString, type TextRedactor } from './redact-event.js'
 import {
   DEFAULT_MAX_INPUT_STRING_LENGTH,
@@ -67,7 +67,7 @@ import {
   type PromptTuple,
   type Queue,
   type WsMessage,
-} from './schemas.js'
+} from '../comfyui/schemas.js'
 import type { CaptureTap } from './tap.js'
 
 export type { GpuSample } from './gpu-sampler.js'

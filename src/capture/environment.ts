@@ -4,7 +4,7 @@
  */
 import type { EnvironmentSnapshot } from '../audit/types.js'
 import type { GpuSample } from './gpu-sampler.js'
-import type { ObjectInfo, SystemStats } from './schemas.js'
+import type { ObjectInfo, SystemStats } from '../comfyui/schemas.js'
 
 /**
  * Custom node packs seen in `/object_info`: the `X` of every `python_module` of the form `custom_nodes.X`

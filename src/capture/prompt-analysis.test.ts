@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest'
 import { canonicalJson, sha256Hex } from '../audit/json.js'
 import { customNodePacks, environmentFromSystemStats, gpuName, systemStatsIdentity } from './environment.js'
 import { createGpuSampler } from './gpu-sampler.js'
-import { parseMultipart } from './multipart.js'
+import { parseMultipart } from '../comfyui/multipart.js'
 import {
   REDACTED,
   analyzePromptBody,
@@ -10,7 +10,7 @@ import {
   stripSensitive,
   stripSensitiveText,
 } from './prompt-analysis.js'
-import { checkWith, zPromptGraph, zSystemStats } from './schemas.js'
+import { checkWith, zPromptGraph, zSystemStats } from '../comfyui/schemas.js'
 
 describe('prompt analysis', () => {
   it('redacts the comfy.org secrets at any depth before hashing', () => {

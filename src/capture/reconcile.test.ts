@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest'
 import type { AuditEventInput, JsonObject, JsonValue } from '../audit/types.js'
 import { createCapture } from './capture.js'
 import { bypassSessions, historyOutcome, reconcileSessions, type OpenSession } from './reconcile.js'
-import { checkWith, isJsonObject, zHistory, type History } from './schemas.js'
+import { checkWith, isJsonObject, zHistory, type History } from '../comfyui/schemas.js'
 import { applyStep, parseTrace, replaySteps, type TraceRow } from './trace-replay.js'
 
 const parsedTrace = parseTrace(

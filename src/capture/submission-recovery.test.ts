@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest'
 import type { AuditEventInput, JsonObject, JsonValue, Submitter } from '../audit/types.js'
 import { parseJson, stringifyJson } from '../audit/json.js'
 import { createCapture } from './capture.js'
-import { isJsonObject } from './schemas.js'
+import { isJsonObject } from '../comfyui/schemas.js'
 import {
   SUBMISSION_SEAL_KEY,
   createSubmissionSeal,

@@ -18,7 +18,7 @@
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto'
 import { canonicalJson, keepSpellings, sha256Hex } from '../audit/json.js'
 import type { JsonObject, JsonValue, Submitter } from '../audit/types.js'
-import { isJsonObject } from './schemas.js'
+import { isJsonObject } from '../comfyui/schemas.js'
 
 /** The `extra_data` member the gateway owns; a client's own copy never reaches ComfyUI. */
 export const SUBMISSION_SEAL_KEY = 'comfy_audit'

@@ -8,7 +8,7 @@
 import { parseJson, stringifyJson } from '../audit/json.js'
 import type { JsonObject, JsonValue, Submitter } from '../audit/types.js'
 import type { GpuSample } from './gpu-sampler.js'
-import { isJsonObject } from './schemas.js'
+import { isJsonObject } from '../comfyui/schemas.js'
 import type { CaptureTap } from './tap.js'
 
 /** One row of trace.jsonl (every row has these; the rest depends on `kind`). */
