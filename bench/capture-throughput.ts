@@ -18,6 +18,7 @@ import { applyStep, parseTrace, replaySteps, type ReplayStep } from '../src/capt
 import { createRuntimeStore } from '../src/store/runtime-store.js'
 import { createSqliteDialect } from '../src/store/sqlite/sqlite-dialect.js'
 import { ROOT, round } from './bench-kit.js'
+import { parseUpstreamFrame } from '../src/comfyui/frames.js'
 
 /** The recorded scenarios that run the image pipeline graph (fully, cached, partly cached, partial targets). */
 export const PIPELINE_SCENARIOS = [
@@ -102,15 +103,14 @@ function factories(steps: readonly ReplayStep[], ids: readonly string[]): StepFa
   return steps.map((step): StepFactory => {
     switch (step.kind) {
       case 'frame': {
-        const t = text(step.call.data)
+        const t = text(step.call.frame.raw)
         const c = step.call
         return (fresh, shift) => ({
           at: step.at + shift,
           kind: 'frame',
           call: {
             upstreamClientId: c.upstreamClientId,
-            data: fill(t, fresh),
-            isBinary: false,
+            frame: parseUpstreamFrame(fill(t, fresh), false),
             timeMs: c.timeMs + shift,
           },
         })

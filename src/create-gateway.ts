@@ -427,7 +427,7 @@ async function startLocked(
       promptAnswered: (e) => capture.promptAnswered(e),
       promptRefused: (e) => capture.promptRefused(e),
       frame: (e) => {
-        const depth = queueDepthFromFrame(e.data, e.isBinary)
+        const depth = queueDepthFromFrame(e.frame)
         if (depth !== undefined) metrics.setQueueDepth(depth)
         capture.frame(e)
       },

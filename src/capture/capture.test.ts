@@ -25,6 +25,7 @@ import {
   type TraceRow,
 } from './trace-replay.js'
 import { FIXTURES, fixtureTraceRows } from '../../test/helpers/fixture-trace.js'
+import { parseUpstreamFrame } from '../comfyui/frames.js'
 
 const ROWS = fixtureTraceRows()
 const READINGS = gpuReadings(ROWS)
@@ -405,7 +406,7 @@ describe('capture on the recorded ComfyUI 0.8 traffic', () => {
     const steps = replaySteps(ROWS, { clients: CLIENTS, scenarios: ['image_pipeline'] })
     const submit = steps.findIndex((s) => s.kind === 'submitted')
     const firstFrame = steps.findIndex(
-      (s) => s.kind === 'frame' && String(s.call.data).includes('fixed-3189cedb6bec'),
+      (s) => s.kind === 'frame' && String(s.call.frame.raw).includes('fixed-3189cedb6bec'),
     )
     const late = [...steps]
     const [submitted] = late.splice(submit, 1)
@@ -504,8 +505,7 @@ function harness(extra: Partial<CaptureOptions> = {}) {
   const frame = (type: string, data: JsonObject, ms = 1) =>
     capture.frame({
       upstreamClientId: 'gw:x',
-      data: stringifyJson({ type, data }),
-      isBinary: false,
+      frame: parseUpstreamFrame(stringifyJson({ type, data }), false),
       timeMs: at(ms),
     })
   const submit = (promptId: string, body: JsonValue) => {
@@ -791,12 +791,15 @@ describe('capture on synthetic traffic', () => {
     expect(() => {
       h.capture.frame({
         upstreamClientId: 'x',
-        data: '{"type":"executing","data":{"node":7}}',
-        isBinary: false,
+        frame: parseUpstreamFrame('{"type":"executing","data":{"node":7}}', false),
         timeMs: 1,
       })
-      h.capture.frame({ upstreamClientId: 'x', data: Buffer.from([0, 0, 0, 1]), isBinary: true, timeMs: 1 })
-      h.capture.frame({ upstreamClientId: 'x', data: 'not json', isBinary: false, timeMs: 1 })
+      h.capture.frame({
+        upstreamClientId: 'x',
+        frame: parseUpstreamFrame(Buffer.from([0, 0, 0, 1]), true),
+        timeMs: 1,
+      })
+      h.capture.frame({ upstreamClientId: 'x', frame: parseUpstreamFrame('not json', false), timeMs: 1 })
       h.capture.promptAnswered({ promptId: 'ghost', status: 200, body: Buffer.from('garbage'), timeMs: 1 })
       h.capture.action({
         kind: 'queue',
@@ -877,11 +880,11 @@ describe('issue 15 item 3: previews counted per node', () => {
       scenarios: ['sd15_model_workflow'],
     })) {
       steps.push(step)
-      if (step.kind !== 'frame' || step.call.isBinary) continue
-      const text = String(step.call.data)
+      if (step.kind !== 'frame' || step.call.frame.isBinary) continue
+      const text = String(step.call.frame.raw)
       if (!/"type":\s*"progress"/.test(text)) continue
       if (text.includes(promptIdOf('sd15_model_workflow'))) progressFrames++
-      steps.push({ ...step, call: { ...step.call, data: jpeg, isBinary: true } })
+      steps.push({ ...step, call: { ...step.call, frame: parseUpstreamFrame(jpeg, true) } })
     }
     await feed(capture, clock, steps)
     expect(errors).toEqual([])

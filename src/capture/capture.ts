@@ -24,6 +24,7 @@ import type {
 } from '../audit/types.js'
 import { createGpuSampler, torchMiB, usedMiB, type GpuSample, type GpuSampler } from './gpu-sampler.js'
 import { isoTime, toJsonObject, toJsonValue } from './json-value.js'
+import type { PreviewTarget } from '../comfyui/frames.js'
 import { parseMultipart } from '../comfyui/multipart.js'
 import { redactEvent, redactString, type TextRedactor } from './redact-event.js'
 import {
@@ -47,7 +48,6 @@ import {
   type OpenSession,
 } from './reconcile.js'
 import {
-  WS_MESSAGE_TYPES,
   checkWith,
   isJsonObject,
   parseWith,
@@ -59,7 +59,6 @@ import {
   zQueue,
   zQueueOrHistoryAction,
   zUploadResponse,
-  zWsMessage,
   type ExecutionErrorData,
   type History,
   type HistoryEntry,
@@ -268,33 +267,9 @@ interface PendingFrames {
   frames: { msg: WsMessage; timeMs: number }[]
 }
 
-const HANDLED_TYPES = new Set<string>(WS_MESSAGE_TYPES)
 const MAX_RECENT_SESSIONS = 1024
 const MAX_PENDING_PROMPTS = 256
 const MAX_PENDING_FRAMES = 4096
-
-interface PreviewTarget {
-  readonly promptId: string | null
-  readonly nodeId: string | null
-}
-
-/**
- * Where a binary frame's preview belongs: PREVIEW_IMAGE (1) names nothing, PREVIEW_IMAGE_WITH_METADATA
- * (4, metadata length, JSON, image) names `prompt_id` and `node_id`. Null for other binary frames.
- */
-function previewTarget(frame: Buffer): PreviewTarget | null {
-  if (frame.length < 8) return null
-  const type = frame.readUInt32BE(0)
-  if (type === 1) return { promptId: null, nodeId: null }
-  if (type !== 4) return null
-  const len = frame.readUInt32BE(4)
-  if (8 + len > frame.length) return null
-  const meta = parseJson(frame.subarray(8, 8 + len))
-  if (!meta.ok || !isJsonObject(meta.value)) return null
-  const { prompt_id: promptId, node_id: nodeId } = meta.value
-  if (typeof promptId !== 'string' || typeof nodeId !== 'string') return null
-  return { promptId, nodeId }
-}
 
 /** A small JSON request body; empty means `{}` (ComfyUI treats a missing body so), unparseable means null. */
 function bodyJson(body: Buffer): JsonValue | null {
@@ -977,20 +952,6 @@ export function createCapture(options: CaptureOptions): Capture {
     }
   }
 
-  const parseFrame = (data: string | Buffer): WsMessage | null => {
-    const parsed = parseJson(data)
-    if (!parsed.ok || !isJsonObject(parsed.value)) return null
-    const type = parsed.value.type
-    // Unknown types (custom nodes' own events) pass through the gateway untouched and mean nothing here.
-    if (typeof type !== 'string' || !HANDLED_TYPES.has(type)) return null
-    const checked = checkWith(zWsMessage, parsed.value)
-    if (!checked.ok) {
-      onError(new Error(`capture: unexpected ${type} frame: ${checked.reason}`))
-      return null
-    }
-    return checked.value
-  }
-
   // ------------------------------------------------------------------------------------------------------
   // HTTP exchanges
 
@@ -1538,16 +1499,18 @@ export function createCapture(options: CaptureOptions): Capture {
       enqueue((out) => handleAnswered(out, e))
     },
     frame(e) {
-      if (e.isBinary) {
-        // Only the count of previews is recorded: read the few header bytes now, so the queued work
+      const { frame } = e
+      if (frame.isBinary) {
+        // Only the count of previews is recorded: the hub read the few header bytes, so the queued work
         // holds no image.
-        const preview = typeof e.data === 'string' ? null : previewTarget(e.data)
+        const preview = frame.preview
         if (preview) enqueue(() => handlePreview(preview, e.upstreamClientId))
         return
       }
       enqueue(async (out) => {
-        const msg = parseFrame(e.data)
-        if (msg) await handleMessage(out, msg, e.timeMs)
+        const checked = frame.checked()
+        if (checked.ok) await handleMessage(out, checked.message, e.timeMs)
+        else if (checked.invalid !== null) onError(new Error(`capture: ${checked.invalid}`))
       })
     },
     action(e) {

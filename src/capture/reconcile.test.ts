@@ -270,7 +270,7 @@ describe('capture.reconcile', () => {
     })
     const steps = replaySteps(ROWS, { clients: { A: 'gw:A' }, scenarios: ['runtime_error_custom_node'] })
     const cut = steps.findIndex(
-      (s) => s.kind === 'frame' && String(s.call.data).includes('"execution_error"'),
+      (s) => s.kind === 'frame' && String(s.call.frame.raw).includes('"execution_error"'),
     )
     for (const step of steps.slice(0, cut)) {
       clock = step.at

@@ -1,4 +1,5 @@
 import type { Submitter } from '../audit/types.js'
+import type { UpstreamFrame } from '../comfyui/frames.js'
 
 /**
  * What the gateway tells capture. The gateway calls these synchronously on its hot path and never awaits
@@ -48,8 +49,8 @@ export interface CaptureTap {
     reason: 'prompt_id_taken'
     timeMs: number
   }): void
-  /** One frame received from ComfyUI on the upstream socket of `upstreamClientId`. */
-  frame(e: { upstreamClientId: string; data: string | Buffer; isBinary: boolean; timeMs: number }): void
+  /** One frame received from ComfyUI on the upstream socket of `upstreamClientId`, read once by the hub. */
+  frame(e: { upstreamClientId: string; frame: UpstreamFrame; timeMs: number }): void
   /** A state-changing request other than POST /prompt, after ComfyUI answered it. */
   action(e: {
     kind: 'interrupt' | 'queue' | 'history' | 'upload' | 'free'

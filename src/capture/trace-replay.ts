@@ -9,6 +9,7 @@ import { parseJson, stringifyJson } from '../audit/json.js'
 import type { JsonObject, JsonValue, Submitter } from '../audit/types.js'
 import type { GpuSample } from './gpu-sampler.js'
 import { isJsonObject } from '../comfyui/schemas.js'
+import { parseUpstreamFrame } from '../comfyui/frames.js'
 import type { CaptureTap } from './tap.js'
 
 /** One row of trace.jsonl (every row has these; the rest depends on `kind`). */
@@ -103,7 +104,7 @@ export function replaySteps(rows: readonly TraceRow[], options: ReplayOptions): 
       steps.push({
         at,
         kind: 'frame',
-        call: { upstreamClientId: upstream, data, isBinary: false, timeMs: at },
+        call: { upstreamClientId: upstream, frame: parseUpstreamFrame(data, false), timeMs: at },
       })
       continue
     }

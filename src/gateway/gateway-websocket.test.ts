@@ -354,7 +354,7 @@ describe('relaying', () => {
     expect((relayed[1] as { binary: Buffer }).binary.equals(b)).toBe(true)
     expect((relayed[2] as { text: string }).text).toBe(c)
     const tapped = tap.of('frame').filter((f) => f.upstreamClientId === ns('r1'))
-    expect(tapped.map((f) => f.isBinary)).toEqual([false, false, true, false]) // connect status, then the three
+    expect(tapped.map((f) => f.frame.isBinary)).toEqual([false, false, true, false]) // connect status, then the three
   })
 
   it('keeps one upstream socket per id and sends events only to the newest downstream socket', async () => {
@@ -518,7 +518,7 @@ describe('prompts', () => {
     comfy.send('progress', { value: 1, max: 3, prompt_id: 'mine-1', node: '7.0.0.3' }, ns('c1'))
     await tap.waitFor(
       'frame',
-      (f) => f.upstreamClientId === ns('c1') && String(f.data).includes('"progress"'),
+      (f) => f.upstreamClientId === ns('c1') && String(f.frame.raw).includes('"progress"'),
     )
     expect(comfy.opened.filter((id) => id === ns('c1'))).toHaveLength(1)
 

@@ -6,6 +6,7 @@ import type { JsonValue } from '../audit/types.js'
 import type { CaptureTap } from '../capture/tap.js'
 import { namespacedClientId, parseClientId } from './client-ids.js'
 import { UpstreamSocket, type ReconnectOptions } from './upstream-socket.js'
+import { parseUpstreamFrame, type UpstreamFrame } from '../comfyui/frames.js'
 
 /** Where the gateway keeps the namespaced client ids it holds, to re-attach them after a restart. */
 export interface ClientIdState {
@@ -102,6 +103,13 @@ function parseFrame(text: string): Frame | null {
     type: typeof value.type === 'string' ? value.type : null,
     data: isRecord(value.data) ? value.data : {},
   }
+}
+
+/** The routing view of an upstream frame, read once by {@link parseUpstreamFrame}. */
+function frameOf(upstream: UpstreamFrame): Frame | null {
+  const value = upstream.json
+  if (value === null) return null
+  return { type: upstream.type, data: isRecord(value.data) ? value.data : {} }
 }
 
 function str(v: JsonValue | undefined): string | null {
@@ -462,10 +470,10 @@ export class SocketHub {
 
   #onObserverFrame(data: Buffer, isBinary: boolean): void {
     const timeMs = this.#opts.now()
-    const payload = isBinary ? data : data.toString('utf8')
-    this.#tapFrame(this.#observer.clientId, payload, isBinary, timeMs)
+    const upstream = parseUpstreamFrame(isBinary ? data : data.toString('utf8'), isBinary)
+    this.#tapFrame(this.#observer.clientId, upstream, timeMs)
     if (isBinary) return
-    const frame = parseFrame(payload as string)
+    const frame = frameOf(upstream)
     if (frame?.type !== 'status') return
     const status = frame.data.status
     const info = isRecord(status) ? status.exec_info : undefined
@@ -481,9 +489,9 @@ export class SocketHub {
     return false
   }
 
-  #tapFrame(upstreamClientId: string, data: string | Buffer, isBinary: boolean, timeMs: number): void {
+  #tapFrame(upstreamClientId: string, frame: UpstreamFrame, timeMs: number): void {
     try {
-      this.#opts.tap.frame({ upstreamClientId, data, isBinary, timeMs })
+      this.#opts.tap.frame({ upstreamClientId, frame, timeMs })
     } catch (error) {
       this.#opts.logger.error('gateway: capture tap threw on a frame', { error: String(error) })
     }
@@ -509,13 +517,13 @@ export class SocketHub {
         const legacy = type === BINARY_PREVIEW_IMAGE ? data : toLegacyPreview(data)
         if (legacy) this.#broadcast(legacy, true)
       }
-      this.#tapFrame(ch.id, data, true, timeMs)
+      this.#tapFrame(ch.id, parseUpstreamFrame(data, true), timeMs)
       return
     }
     const text = data.toString('utf8')
-    const frame = parseFrame(text)
-    this.#route(ch, data, text, frame)
-    this.#tapFrame(ch.id, text, false, timeMs)
+    const upstream = parseUpstreamFrame(text, false)
+    this.#route(ch, data, text, frameOf(upstream))
+    this.#tapFrame(ch.id, upstream, timeMs)
   }
 
   #route(ch: Channel, data: Buffer, text: string, frame: Frame | null): void {

@@ -6,6 +6,7 @@ import { sessionEvents } from '../sinks/sink-test-kit.js'
 import { parsePrometheusText } from '../../test/helpers/prometheus-text.js'
 import { createMetrics, observeEvents, queueDepthFromFrame, type Metrics } from './metrics.js'
 import { createMetricsRoute, METRICS_OFF_MESSAGE, type MetricsRouteOptions } from './metrics-route.js'
+import { parseUpstreamFrame } from '../comfyui/frames.js'
 
 let server: Server | undefined
 afterEach(async () => {
@@ -24,6 +25,10 @@ async function serve(metrics: Metrics, options: MetricsRouteOptions): Promise<st
   await new Promise<void>((resolve) => server!.listen(0, '127.0.0.1', resolve))
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
 }
+
+/** The tap's reading of one upstream frame, as the hub hands it on. */
+const depthOf = (raw: string | Buffer, isBinary: boolean): number | undefined =>
+  queueDepthFromFrame(parseUpstreamFrame(raw, isBinary))
 
 describe('createMetricsRoute', () => {
   it('serves metrics only to a scraper that sends the token', async () => {
@@ -109,15 +114,15 @@ describe('queueDepthFromFrame', () => {
   it('reads queue_remaining from ComfyUI status frames and ignores every other frame', () => {
     const status =
       '{"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 3}}, "sid": "abc"}}'
-    expect(queueDepthFromFrame(status, false)).toBe(3)
-    expect(queueDepthFromFrame(Buffer.from(status), false)).toBe(3)
-    expect(queueDepthFromFrame(Buffer.from(status), true)).toBeUndefined()
+    expect(depthOf(status, false)).toBe(3)
+    expect(depthOf(Buffer.from(status), false)).toBe(3)
+    expect(depthOf(Buffer.from(status), true)).toBeUndefined()
     expect(
-      queueDepthFromFrame('{"type": "progress", "data": {"value": 1, "max": 20}}', false),
+      depthOf('{"type": "progress", "data": {"value": 1, "max": 20}}', false),
     ).toBeUndefined()
     expect(
-      queueDepthFromFrame('{"type": "executing", "data": {"queue_remaining": 2}}', false),
+      depthOf('{"type": "executing", "data": {"queue_remaining": 2}}', false),
     ).toBeUndefined()
-    expect(queueDepthFromFrame('{"queue_remaining": ', false)).toBeUndefined()
+    expect(depthOf('{"queue_remaining": ', false)).toBeUndefined()
   })
 })

@@ -9,6 +9,7 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import { reportError } from '../audit/report-error.js'
 import type { AuditEvent, JsonObject, JsonValue, NodeRunRecord } from '../audit/types.js'
 import { FINAL_SESSION_STATUSES } from '../audit/types.js'
+import type { UpstreamFrame } from '../comfyui/frames.js'
 
 /** The per-sink figures metrics need (structurally the sinks' `SinkHealth`; metrics do not depend on sinks). */
 export interface SinkHealthSample {
@@ -234,20 +235,13 @@ export function observeEvents(metrics: Pick<Metrics, 'observe'>, events: readonl
 /**
  * ComfyUI's queue depth (running + pending) from one upstream WebSocket frame: its `status` message carries
  * `exec_info.queue_remaining`. Returns undefined for every other frame; cheap for the many progress frames
- * (they are not parsed). Feed it from the gateway's frame tap into {@link Metrics.setQueueDepth}.
+ * (only `status` frames are schema-checked). Feed it from the gateway's frame tap into {@link Metrics.setQueueDepth}.
  */
-export function queueDepthFromFrame(data: string | Buffer, isBinary: boolean): number | undefined {
-  if (isBinary) return undefined
-  const text = typeof data === 'string' ? data : data.toString('utf8')
-  if (!text.includes('queue_remaining')) return undefined
-  let message: unknown
-  try {
-    message = JSON.parse(text)
-  } catch {
-    return undefined
-  }
-  const m = message as { type?: unknown; data?: { status?: { exec_info?: { queue_remaining?: unknown } } } }
-  const depth = m.type === 'status' ? m.data?.status?.exec_info?.queue_remaining : undefined
+export function queueDepthFromFrame(frame: UpstreamFrame): number | undefined {
+  if (frame.type !== 'status') return undefined
+  const checked = frame.checked()
+  if (!checked.ok || checked.message.type !== 'status') return undefined
+  const depth = checked.message.data.status.exec_info.queue_remaining
   return typeof depth === 'number' && Number.isInteger(depth) && depth >= 0 ? depth : undefined
 }
 

@@ -21,6 +21,7 @@ import { createSimServer, type SimServer } from '../../src/sim/index.js'
 import type { SinkPipeline } from '../../src/sinks/sink-pipeline.js'
 import { startRecordingServer, type RecordingServer } from '../../src/sinks/sink-test-kit.js'
 import { parsePrometheusText, type PrometheusExposition } from '../helpers/prometheus-text.js'
+import { parseUpstreamFrame } from '../../src/comfyui/frames.js'
 
 const TOKEN = 'scrape-token-for-the-test'
 let sim: SimServer
@@ -81,7 +82,7 @@ beforeAll(async () => {
   const ended = new Map<string, string>()
   const waiters = new Map<string, (type: string) => void>()
   ws.on('message', (raw, isBinary) => {
-    const depth = queueDepthFromFrame(raw as Buffer, isBinary)
+    const depth = queueDepthFromFrame(parseUpstreamFrame(raw as Buffer, isBinary))
     if (depth !== undefined) metrics.setQueueDepth(depth)
     if (isBinary) return
     const msg = JSON.parse(raw.toString()) as { type: string; data: { prompt_id?: string } }

@@ -1,0 +1,86 @@
+/**
+ * One upstream WebSocket frame, read once. The socket hub parses each frame as it arrives (it needs the type
+ * and prompt id to route it) and hands this object on, so capture and metrics never parse the bytes again.
+ * The schema check of a known message type is deferred and memoised: the hub's hot path pays only for the
+ * JSON parse, capture's serial worker pays for the check, and nobody pays twice.
+ */
+import { parseJson } from '../audit/json.js'
+import type { JsonObject } from '../audit/types.js'
+import { checkWith, isJsonObject, WS_MESSAGE_TYPES, zWsMessage, type WsMessage } from './schemas.js'
+
+const KNOWN_TYPES = new Set<string>(WS_MESSAGE_TYPES)
+
+/** Binary event types (protocol §1.4). */
+export const BINARY_PREVIEW_IMAGE = 1
+export const BINARY_PREVIEW_WITH_METADATA = 4
+
+/** Where a binary preview belongs: type 1 names nothing, type 4 names the prompt and node in its metadata. */
+export interface PreviewTarget {
+  readonly promptId: string | null
+  readonly nodeId: string | null
+}
+
+/** The schema-checked reading of a text frame. */
+export type CheckedMessage =
+  /** A message of a type comfy-audit reads, matching its schema. */
+  | { readonly ok: true; readonly message: WsMessage }
+  /** Not a type comfy-audit reads (custom nodes' events, binary, not JSON): nothing to record. */
+  | { readonly ok: false; readonly invalid: null }
+  /** A known type whose data does not match the schema: worth a log line, never a guess. */
+  | { readonly ok: false; readonly invalid: string }
+
+export interface UpstreamFrame {
+  /** The bytes exactly as ComfyUI sent them (text frames as a string). */
+  readonly raw: string | Buffer
+  readonly isBinary: boolean
+  /** A text frame's JSON object, read losslessly (bigints, NaN); null for binary or non-object frames. */
+  readonly json: JsonObject | null
+  /** `json.type` when it is a string. */
+  readonly type: string | null
+  /** A binary preview's target (read from the few header bytes); null for other frames. */
+  readonly preview: PreviewTarget | null
+  /** The schema check of the message, done on first call and remembered. */
+  checked(): CheckedMessage
+}
+
+const NOT_READ: CheckedMessage = { ok: false, invalid: null }
+
+/** Reads one frame from ComfyUI. Never throws: malformed frames read as `json: null`. */
+export function parseUpstreamFrame(raw: string | Buffer, isBinary: boolean): UpstreamFrame {
+  if (isBinary) {
+    const preview = typeof raw === 'string' ? null : previewTarget(raw)
+    return { raw, isBinary, json: null, type: null, preview, checked: () => NOT_READ }
+  }
+  const parsed = parseJson(raw)
+  const json = parsed.ok && isJsonObject(parsed.value) ? parsed.value : null
+  const type = json && typeof json.type === 'string' ? json.type : null
+  let memo: CheckedMessage | undefined
+  const checked = (): CheckedMessage => (memo ??= checkMessage(json, type))
+  return { raw, isBinary, json, type, preview: null, checked }
+}
+
+function checkMessage(json: JsonObject | null, type: string | null): CheckedMessage {
+  if (json === null || type === null || !KNOWN_TYPES.has(type)) return NOT_READ
+  const result = checkWith(zWsMessage, json)
+  return result.ok
+    ? { ok: true, message: result.value }
+    : { ok: false, invalid: `unexpected ${type} frame: ${result.reason}` }
+}
+
+/**
+ * Where a binary frame's preview belongs: PREVIEW_IMAGE (1) names nothing, PREVIEW_IMAGE_WITH_METADATA
+ * (4, metadata length, JSON, image) names `prompt_id` and `node_id`. Null for other binary frames.
+ */
+export function previewTarget(frame: Buffer): PreviewTarget | null {
+  if (frame.length < 8) return null
+  const type = frame.readUInt32BE(0)
+  if (type === BINARY_PREVIEW_IMAGE) return { promptId: null, nodeId: null }
+  if (type !== BINARY_PREVIEW_WITH_METADATA) return null
+  const len = frame.readUInt32BE(4)
+  if (8 + len > frame.length) return null
+  const meta = parseJson(frame.subarray(8, 8 + len))
+  if (!meta.ok || !isJsonObject(meta.value)) return null
+  const { prompt_id: promptId, node_id: nodeId } = meta.value
+  if (typeof promptId !== 'string' || typeof nodeId !== 'string') return null
+  return { promptId, nodeId }
+}
