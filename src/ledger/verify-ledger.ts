@@ -9,6 +9,7 @@ import type { AuditEvent, JsonValue } from '../audit/types.js'
 import { firstAnalysisRollupDifference, replayAnalysisRollups } from '../store/analysis-rollups.js'
 import { createDerivedReplay } from '../store/project.js'
 import { firstRollupDifference, replayRollups, type RollupRow } from '../store/rollups.js'
+import { firstCoarseRollupDifference } from '../store/rollup-replay.js'
 import type { RuntimeStore } from '../store/runtime-store.js'
 import type { DerivedRows, StoredCheckpoint, StoredEventRow } from '../store/store.js'
 import { verifyCheckpoint } from './checkpoint.js'
@@ -511,7 +512,8 @@ async function firstDerivedDifference(
   } catch (error) {
     return derivedProblem(origin, error instanceof Error ? error.message : String(error))
   }
-  const rollups = firstRollupDifference(replayRollups(replay.nodeRuns), storedRollups)
+  const replayedRollups = replayRollups(replay.nodeRuns)
+  const rollups = firstRollupDifference(replayedRollups, storedRollups)
   if (rollups !== undefined) return derivedProblem(origin, rollups)
   let storedAnalysis: Parameters<typeof firstAnalysisRollupDifference>[1]
   try {
@@ -522,11 +524,20 @@ async function firstDerivedDifference(
   } catch (error) {
     return derivedProblem(origin, error instanceof Error ? error.message : String(error))
   }
-  const analysis = firstAnalysisRollupDifference(
-    replayAnalysisRollups(replay.sessions, replay.nodeRuns),
-    storedAnalysis,
-  )
-  return analysis === undefined ? undefined : derivedProblem(origin, analysis)
+  const replayedAnalysis = replayAnalysisRollups(replay.sessions, replay.nodeRuns)
+  const analysis = firstAnalysisRollupDifference(replayedAnalysis, storedAnalysis)
+  if (analysis !== undefined) return derivedProblem(origin, analysis)
+  // The model usage and daily rollups (src/store/rollup-replay.ts).
+  let coarse: string | undefined
+  try {
+    coarse = await firstCoarseRollupDifference(options.store, origin, replay, {
+      node: replayedRollups,
+      ...replayedAnalysis,
+    })
+  } catch (error) {
+    return derivedProblem(origin, error instanceof Error ? error.message : String(error))
+  }
+  return coarse === undefined ? undefined : derivedProblem(origin, coarse)
 }
 
 function derivedProblem(origin: string, detail: string): LedgerProblem {

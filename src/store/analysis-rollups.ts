@@ -13,12 +13,31 @@
  * the asynchronous PostgreSQL one run the same steps.
  */
 import { parseJson } from '../audit/json.js'
-import type { SessionRecord } from '../audit/types.js'
+import {
+  DAILY_ROLLUP_TABLES,
+  DAILY_SPECS,
+  MODEL_DAILY,
+  NODE_DAILY,
+  USAGE_DAILY,
+  WORKFLOW_DAILY,
+  dailyKeys,
+  grainTable,
+  recomputeAllDaily,
+  recomputeDaily,
+  recomputeModelHours,
+  type RollupGrain,
+  type RollupPlan,
+} from './daily-rollups.js'
 import type { ColumnValue } from './derived-columns.js'
 import { LogSketch, parseSketch, type LogSketchData } from './log-sketch.js'
 import type { DerivedChanges } from './project.js'
-import { sessionWorkflowId, type SqlQuery, type SqlRow } from './sql-common.js'
+import type { SqlQuery, SqlRow } from './sql-common.js'
 import type { NodeRunRow } from './store.js'
+
+export type { RollupPlan } from './daily-rollups.js'
+export { ANALYSIS_INDEX_FIX, analysisRollupMigration } from './analysis-rollup-migrations.js'
+export { firstAnalysisRollupDifference, replayAnalysisRollups } from './rollup-replay.js'
+export { runPlan, runPlanSync } from './daily-rollups.js'
 
 /** One `workflow_rollups` bucket. */
 export interface WorkflowRollupRow {
@@ -49,6 +68,9 @@ export interface UsageRollupRow {
   readonly gpu_ms: number
   readonly node_runs: number
   readonly outputs: number
+  /** Only in rows read with `byModel`: the model's name (`''`: sessions without models) and SHA-256 (or `''`). */
+  readonly model?: string
+  readonly sha256?: string
 }
 
 /** Which analysis rollups to read; `since`/`until` compare with `hour` (inclusive / exclusive). */
@@ -59,10 +81,11 @@ export interface AnalysisRollupFilter {
   readonly user?: string
   readonly since?: string
   readonly until?: string
+  /** `day`: the daily tables (`hour` then holds the day's midnight); default `hour`. */
+  readonly grain?: RollupGrain
+  /** Usage per person × model (model_usage_rollups) instead of per person. */
+  readonly byModel?: boolean
 }
-
-/** A plan of SQL steps: yields each statement (`?` placeholders) and receives its rows (none for writes). */
-export type RollupPlan<T> = Generator<SqlQuery, T, SqlRow[]>
 
 /** The ISO hour holding an ISO time; `''` for null, undefined for a time that does not parse. */
 export function hourOf(time: string | null): string | undefined {
@@ -77,8 +100,8 @@ function hourEnd(hour: string): string {
   return new Date(Date.parse(hour) + 3_600_000).toISOString()
 }
 
-type WorkflowKey = readonly [origin: string, nodeType: string, workflow: string, hour: string]
-type UsageKey = readonly [origin: string, user: string, hour: string]
+export type WorkflowKey = readonly [origin: string, nodeType: string, workflow: string, hour: string]
+export type UsageKey = readonly [origin: string, user: string, hour: string]
 
 const SELECT_SESSION_KEY_SQL =
   'SELECT origin, session_id, submitter_user, workflow_id, queued_at FROM sessions WHERE origin = ? AND session_id = ?'
@@ -134,8 +157,8 @@ const DELETE_WORKFLOW_SQL =
   'DELETE FROM workflow_rollups WHERE origin = ? AND node_type = ? AND workflow = ? AND hour = ?'
 const DELETE_USAGE_SQL = 'DELETE FROM usage_rollups WHERE origin = ? AND submitter_user = ? AND hour = ?'
 
-/** The two tables, for rebuilds that empty them. */
-export const ANALYSIS_ROLLUP_TABLES = ['workflow_rollups', 'usage_rollups'] as const
+/** The tables of this file and of daily-rollups.ts, for rebuilds that empty them. */
+export const ANALYSIS_ROLLUP_TABLES = ['workflow_rollups', 'usage_rollups', ...DAILY_ROLLUP_TABLES] as const
 
 function text(v: unknown): string {
   return v === null || v === undefined ? '' : String(v)
@@ -274,6 +297,24 @@ export function* recomputeTouched(changes: DerivedChanges, t: TouchedRollups): R
     if (session) addUsageKey(t, session)
   }
   yield* recomputeBuckets(t)
+  yield* recomputeCoarse(t)
+}
+
+/**
+ * After the hourly rows: the model buckets of the touched hours, and the daily rows of every touched day. The
+ * node_run_rollups hours an append touches are among the workflow keys (every replaced and new run's origin,
+ * node type and hour is one), and the dialects recompute them before this plan runs.
+ */
+function* recomputeCoarse(t: TouchedRollups): RollupPlan<void> {
+  const workflowKeys = [...t.workflow.values()]
+  yield* recomputeDaily(NODE_DAILY, dailyKeys(workflowKeys.map((k) => [k[0], k[1], k[3]])).values())
+  yield* recomputeDaily(WORKFLOW_DAILY, dailyKeys(workflowKeys).values())
+  const usageKeys = [...t.usage.values()]
+  yield* recomputeDaily(USAGE_DAILY, dailyKeys(usageKeys).values())
+  const hours = new Map<string, [string, string]>()
+  for (const k of usageKeys) hours.set(JSON.stringify([k[0], k[2]]), [k[0], k[2]])
+  yield* recomputeModelHours(hours.values())
+  yield* recomputeDaily(MODEL_DAILY, dailyKeys(hours.values()).values())
 }
 
 function* recomputeBuckets(t: TouchedRollups): RollupPlan<void> {
@@ -313,8 +354,9 @@ function* recomputeBuckets(t: TouchedRollups): RollupPlan<void> {
 }
 
 /**
- * Recomputes both tables from the stored sessions and node runs (all origins): run once when the migration
- * that creates them is applied to a store that already holds rows.
+ * Recomputes every table here and in daily-rollups.ts from the stored sessions, node runs and (for the daily
+ * node_run_rollups) hourly node_run_rollups, all origins: run once when a migration that creates them is
+ * applied to a store that already holds rows.
  */
 export function* recomputeAllAnalysisRollups(): RollupPlan<void> {
   for (const table of ANALYSIS_ROLLUP_TABLES) yield { sql: `DELETE FROM ${table}`, params: [] }
@@ -332,6 +374,10 @@ export function* recomputeAllAnalysisRollups(): RollupPlan<void> {
   })
     addWorkflowKey(t, run, text(run.workflow_id))
   yield* recomputeBuckets(t)
+  const hours = new Map<string, [string, string]>()
+  for (const k of t.usage.values()) hours.set(JSON.stringify([k[0], k[2]]), [k[0], k[2]])
+  yield* recomputeModelHours(hours.values())
+  for (const spec of DAILY_SPECS) yield* recomputeAllDaily(spec)
 }
 
 function workflowParams(r: WorkflowRollupRow): ColumnValue[] {
@@ -379,11 +425,13 @@ export function rowToUsageRollup(row: SqlRow): UsageRollupRow {
     gpu_ms: Number(row.gpu_ms),
     node_runs: Number(row.node_runs),
     outputs: Number(row.outputs),
+    ...(row.model !== undefined ? { model: text(row.model), sha256: text(row.sha256) } : {}),
   }
 }
 
 function readQuery(
   table: string,
+  time: string,
   columns: Record<'origin' | 'nodeType' | 'workflow' | 'user', string | undefined>,
   filter: AnalysisRollupFilter,
   order: string,
@@ -398,195 +446,43 @@ function readQuery(
     params.push(value)
   }
   if (filter.since !== undefined) {
-    where.push('hour >= ?')
+    where.push(`${time} >= ?`)
     params.push(filter.since)
   } else if (filter.until !== undefined) {
     // The '' bucket (no queue time) lies outside every bounded window.
-    where.push("hour <> ''")
+    where.push(`${time} <> ''`)
   }
   if (filter.until !== undefined) {
-    where.push('hour < ?')
+    where.push(`${time} < ?`)
     params.push(filter.until)
   }
+  const select = time === 'hour' ? '*' : `*, ${time} AS hour`
   return {
-    sql: `SELECT * FROM ${table}${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY ${order}`,
+    sql: `SELECT ${select} FROM ${table}${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY ${time}, ${order}`,
     params,
   }
 }
 
-/** The read query of `workflow_rollups`. */
+/** The read query of `workflow_rollups` (or its daily table). */
 export function workflowRollupsQuery(filter: AnalysisRollupFilter): SqlQuery {
+  const { table, time } = grainTable(WORKFLOW_DAILY, filter.grain)
   return readQuery(
-    'workflow_rollups',
+    table,
+    time,
     { origin: 'origin', nodeType: 'node_type', workflow: 'workflow', user: undefined },
     filter,
-    'hour, origin, node_type, workflow',
+    'origin, node_type, workflow',
   )
 }
 
-/** The read query of `usage_rollups`. */
+/** The read query of `usage_rollups` or, with `byModel`, `model_usage_rollups` (or their daily tables). */
 export function usageRollupsQuery(filter: AnalysisRollupFilter): SqlQuery {
+  const { table, time } = grainTable(filter.byModel ? MODEL_DAILY : USAGE_DAILY, filter.grain)
   return readQuery(
-    'usage_rollups',
+    table,
+    time,
     { origin: 'origin', nodeType: undefined, workflow: undefined, user: 'submitter_user' },
     filter,
-    'hour, origin, submitter_user',
+    filter.byModel ? 'origin, submitter_user, model, sha256' : 'origin, submitter_user',
   )
-}
-
-/** What a replay of the log gives for both tables, from its sessions and node runs (for `verify`). */
-export function replayAnalysisRollups(
-  sessions: readonly SessionRecord[],
-  runs: readonly NodeRunRow[],
-): { workflow: WorkflowRollupRow[]; usage: UsageRollupRow[] } {
-  const bySession = new Map<string, SessionRecord>()
-  for (const s of sessions) bySession.set(JSON.stringify([s.origin, s.session_id]), s)
-  const workflow = new Map<string, { key: WorkflowKey; durations: number[] }>()
-  const perSession = new Map<string, { nodeRuns: number; gpuMs: number }>()
-  for (const run of runs) {
-    const sk = JSON.stringify([run.origin, run.session_id])
-    let p = perSession.get(sk)
-    if (!p) perSession.set(sk, (p = { nodeRuns: 0, gpuMs: 0 }))
-    p.nodeRuns++
-    if (run.status !== 'cached' && run.duration_ms !== null) p.gpuMs += run.duration_ms
-    if (run.status !== 'success' || run.duration_ms === null) continue
-    const hour = hourOf(run.timestamp_start)
-    if (hour === undefined || hour === '') continue
-    const session = bySession.get(sk)
-    const key: WorkflowKey = [
-      run.origin,
-      run.node_type ?? '',
-      session ? (sessionWorkflowId(session) ?? '') : '',
-      hour,
-    ]
-    const k = JSON.stringify(key)
-    let b = workflow.get(k)
-    if (!b) workflow.set(k, (b = { key, durations: [] }))
-    b.durations.push(run.duration_ms)
-  }
-  const usage = new Map<
-    string,
-    { key: UsageKey; sessions: { status: string; outputs: number; nodeRuns: number; gpuMs: number }[] }
-  >()
-  for (const s of sessions) {
-    const hour = hourOf(s.queued_at)
-    if (hour === undefined) continue
-    const user = s.submitter && typeof s.submitter.user === 'string' ? s.submitter.user : ''
-    const key: UsageKey = [s.origin, user, hour]
-    const k = JSON.stringify(key)
-    let b = usage.get(k)
-    if (!b) usage.set(k, (b = { key, sessions: [] }))
-    const p = perSession.get(JSON.stringify([s.origin, s.session_id])) ?? { nodeRuns: 0, gpuMs: 0 }
-    b.sessions.push({ status: s.status, outputs: s.outputs.length, ...p })
-  }
-  return {
-    workflow: [...workflow.values()].map((b) => computeWorkflowRollup(b.key, b.durations)),
-    usage: [...usage.values()].map((b) => computeUsageRollup(b.key, b.sessions)),
-  }
-}
-
-/** The first difference between replayed and stored analysis rollups, naming table, bucket and field. */
-export function firstAnalysisRollupDifference(
-  want: { workflow: readonly WorkflowRollupRow[]; usage: readonly UsageRollupRow[] },
-  have: { workflow: readonly WorkflowRollupRow[]; usage: readonly UsageRollupRow[] },
-): string | undefined {
-  const tables = [
-    [
-      'workflow_rollups',
-      (r: WorkflowRollupRow | UsageRollupRow): string => {
-        const w = r as WorkflowRollupRow
-        return `${w.origin} / ${w.node_type || '(no type)'} / ${w.workflow || '(no workflow)'} / ${w.hour}`
-      },
-      want.workflow,
-      have.workflow,
-    ],
-    [
-      'usage_rollups',
-      (r: WorkflowRollupRow | UsageRollupRow): string => {
-        const u = r as UsageRollupRow
-        return `${u.origin} / ${u.user || '(no user)'} / ${u.hour || '(no queue time)'}`
-      },
-      want.usage,
-      have.usage,
-    ],
-  ] as const
-  for (const [table, keyOf, wantRows, haveRows] of tables) {
-    const w = new Map<string, Record<string, unknown>>(wantRows.map((r) => [keyOf(r), { ...r }]))
-    const h = new Map<string, Record<string, unknown>>(haveRows.map((r) => [keyOf(r), { ...r }]))
-    for (const key of [...new Set([...w.keys(), ...h.keys()])].sort()) {
-      const a = w.get(key)
-      const b = h.get(key)
-      if (!a) return `${table} row (${key}) is not produced by the log`
-      if (!b) return `${table} row (${key}) is missing, though the log produces it`
-      for (const field of Object.keys(a)) {
-        const x = a[field]
-        const y = b[field]
-        const same =
-          field === 'gpu_ms'
-            ? Math.abs(Number(x) - Number(y)) <= 1e-9 * Math.max(1, Math.abs(Number(x)))
-            : JSON.stringify(x) === JSON.stringify(y)
-        if (!same) {
-          return `${table} row (${key}) field ${field} is ${JSON.stringify(y).slice(0, 80)}, the log gives ${JSON.stringify(x).slice(0, 80)}`
-        }
-      }
-    }
-  }
-  return undefined
-}
-
-/** The migration statements (same text for both dialects: text, integer and double columns). */
-export function analysisRollupMigration(types: { text: string; int: string; real: string }): string[] {
-  return [
-    `CREATE TABLE workflow_rollups (
-      origin ${types.text} NOT NULL,
-      node_type ${types.text} NOT NULL,
-      workflow ${types.text} NOT NULL,
-      hour ${types.text} NOT NULL,
-      successes ${types.int} NOT NULL,
-      duration_sketch text NOT NULL,
-      PRIMARY KEY (origin, node_type, workflow, hour)
-    )`,
-    `CREATE INDEX workflow_rollups_hour ON workflow_rollups (hour)`,
-    `CREATE TABLE usage_rollups (
-      origin ${types.text} NOT NULL,
-      submitter_user ${types.text} NOT NULL,
-      hour ${types.text} NOT NULL,
-      sessions ${types.int} NOT NULL,
-      successes ${types.int} NOT NULL,
-      errors ${types.int} NOT NULL,
-      gpu_ms ${types.real} NOT NULL,
-      node_runs ${types.int} NOT NULL,
-      outputs ${types.int} NOT NULL,
-      PRIMARY KEY (origin, submitter_user, hour)
-    )`,
-    `CREATE INDEX usage_rollups_hour ON usage_rollups (hour)`,
-    // Dropped again by migration 7 (see ANALYSIS_INDEX_FIX): they made session-scoped reads scan an origin.
-    `CREATE INDEX node_runs_origin_start ON node_runs (origin, timestamp_start)`,
-    `CREATE INDEX sessions_origin_queued_at ON sessions (origin, queued_at)`,
-  ]
-}
-
-/** Migration 7: drops the (origin, time) indexes of migration 6, which the planner also chose for reads of one
- * session's node runs (ordering by start time), scanning the whole origin; the bucket reads use the time
- * indexes instead (see WORKFLOW_BUCKET_SQL). */
-export const ANALYSIS_INDEX_FIX = [
-  'DROP INDEX node_runs_origin_start',
-  'DROP INDEX sessions_origin_queued_at',
-] as const
-
-/** Runs a plan synchronously (SQLite's transaction functions must not await). */
-export function runPlanSync<T>(plan: RollupPlan<T>, exec: (query: SqlQuery) => SqlRow[]): T {
-  let step = plan.next()
-  while (!step.done) step = plan.next(exec(step.value))
-  return step.value
-}
-
-/** Runs a plan step by step on an asynchronous connection. */
-export async function runPlan<T>(
-  plan: RollupPlan<T>,
-  exec: (query: SqlQuery) => Promise<SqlRow[]>,
-): Promise<T> {
-  let step = plan.next()
-  while (!step.done) step = plan.next(await exec(step.value))
-  return step.value
 }

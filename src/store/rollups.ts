@@ -4,6 +4,7 @@
  * data like node_runs: each dialect recomputes the buckets an append touches from the node_runs rows, in the
  * same transaction, and a rebuild recomputes them all; so they always equal a computation over the rows.
  */
+import { NODE_DAILY, grainTable, type RollupGrain } from './daily-rollups.js'
 import { LogSketch, parseSketch, type LogSketchData } from './log-sketch.js'
 import type { ColumnValue } from './derived-columns.js'
 import type { NodeRunRow } from './store.js'
@@ -33,6 +34,8 @@ export interface RollupFilter {
   readonly nodeType?: string
   readonly since?: string
   readonly until?: string
+  /** `day`: node_run_rollups_daily (`hour` then holds the day's midnight); default `hour`. */
+  readonly grain?: RollupGrain
 }
 
 /** Bucket key of a node run: `[origin, node_type, hour]`. */
@@ -177,7 +180,7 @@ export function rowToRollup(row: Record<string, unknown>): RollupRow {
   }
 }
 
-/** The read query of {@link RollupFilter}, ordered by hour. */
+/** The read query of {@link RollupFilter}, ordered by hour (or day). */
 export function rollupsQuery(filter: RollupFilter): { sql: string; params: ColumnValue[] } {
   const where: string[] = []
   const params: ColumnValue[] = []
@@ -187,10 +190,12 @@ export function rollupsQuery(filter: RollupFilter): { sql: string; params: Colum
   }
   if (filter.origin !== undefined) add('origin = ?', filter.origin)
   if (filter.nodeType !== undefined) add('node_type = ?', filter.nodeType)
-  if (filter.since !== undefined) add('hour >= ?', filter.since)
-  if (filter.until !== undefined) add('hour < ?', filter.until)
+  const { table, time } = grainTable(NODE_DAILY, filter.grain)
+  if (filter.since !== undefined) add(`${time} >= ?`, filter.since)
+  if (filter.until !== undefined) add(`${time} < ?`, filter.until)
+  const select = time === 'hour' ? '*' : `*, ${time} AS hour`
   return {
-    sql: `SELECT * FROM node_run_rollups${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY hour, origin, node_type`,
+    sql: `SELECT ${select} FROM ${table}${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY ${time}, origin, node_type`,
     params,
   }
 }

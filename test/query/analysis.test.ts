@@ -303,6 +303,16 @@ describe.each(dialects)('analysis on %s', (_name, makeDialect) => {
       (await stats(store, { since: '2026-11-02T05:30:00Z', until: '2026-11-02T08:00:00Z' })).source,
     ).toBe('node_runs')
     expect((await stats(store, { user: 'ana' })).source).toBe('node_runs')
+    // The origin is a rollup key; days come from the daily rollups, hours (`--by hour`) from the hourly ones.
+    const origin = (await stats(store, filter, 'origin', { exact: true })).groups[0]!.key.origin!
+    for (const by of ['day', 'hour', 'origin'] as const) {
+      const f = { ...filter, origin }
+      const got = await stats(store, f, by)
+      const want = await stats(store, f, by, { exact: true })
+      expect(got.source, by).toBe('rollups')
+      const counts = (r: typeof got) => r.groups.map((g) => [g.key, g.runs, g.errors, g.duration_ms.max])
+      expect(counts(got), by).toEqual(counts(want))
+    }
   })
 
   it('keeps rollups equal to a computation over the rows: after every append and after a rebuild', async () => {
@@ -340,7 +350,7 @@ describe.each(dialects)('analysis on %s', (_name, makeDialect) => {
       { since: '2026-11-02T05:30:00Z', until: '2026-11-07T18:45:00Z' },
       { since: '2026-11-03T00:00:00Z', until: '2026-11-06T00:00:00Z', user: 'ana' },
     ]) {
-      for (const by of ['user', 'day', 'origin'] as const) {
+      for (const by of ['user', 'day', 'origin', 'model'] as const) {
         const fromRollups = await usage(store, filter, by)
         const exact = await usage(store, filter, by, { exact: true })
         expect(fromRollups.source, `${JSON.stringify(filter)} ${by}`).toBe('rollups')
@@ -352,9 +362,10 @@ describe.each(dialects)('analysis on %s', (_name, makeDialect) => {
         expect(shape(fromRollups), `${JSON.stringify(filter)} ${by}`).toEqual(shape(exact))
       }
     }
-    // A node type or model filter, grouping by model, and short windows read raw rows.
+    // A node type or model filter and short windows read raw rows; grouping by model reads model_usage_rollups.
     expect((await usage(store, { nodeType: 'KSampler' })).source).toBe('node_runs')
-    expect((await usage(store, {}, 'model')).source).toBe('node_runs')
+    expect((await usage(store, { model: 'sd_xl_base_1.0.safetensors' }, 'model')).source).toBe('node_runs')
+    expect((await usage(store, {}, 'model')).source).toBe('rollups')
     expect(
       (await usage(store, { since: '2026-11-02T05:30:00Z', until: '2026-11-02T08:00:00Z' })).source,
     ).toBe('node_runs')

@@ -70,6 +70,7 @@ import {
   type UsageRollupRow,
   type WorkflowRollupRow,
 } from '../analysis-rollups.js'
+import { DAILY_ROLLUPS_VERSION } from '../daily-rollups.js'
 import { ANALYSIS_ROLLUPS_VERSION, POSTGRES_MIGRATIONS } from './postgres-migrations.js'
 import {
   DELETE_ROLLUP_SQL,
@@ -245,7 +246,13 @@ class PostgresDriver implements StoreDriver {
       signal?.throwIfAborted()
       const outcome = await migrate(pool)
       if (outcome.error) throw outcome.error
-      if (outcome.results.some((r) => r.version === ANALYSIS_ROLLUPS_VERSION && r.status === 'applied')) {
+      if (
+        outcome.results.some(
+          (r) =>
+            (r.version === ANALYSIS_ROLLUPS_VERSION || r.version === DAILY_ROLLUPS_VERSION) &&
+            r.status === 'applied',
+        )
+      ) {
         // The tables are new: fill them from the rows already stored (nothing to do in a new database).
         await transaction(pool, (client) => runPlan(recomputeAllAnalysisRollups(), planExecutor(client)))
       }

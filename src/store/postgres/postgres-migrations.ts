@@ -12,6 +12,7 @@ import type { Migration } from '../migrations.js'
 import { EVENT_PAYLOAD_FORMAT_MIGRATION } from '../sql-common.js'
 import { ANALYSIS_INDEX_FIX, analysisRollupMigration } from '../analysis-rollups.js'
 import { rollupMigration } from '../rollups.js'
+import { DAILY_ROLLUPS_VERSION, dailyRollupMigration } from '../daily-rollups.js'
 
 /** The migration creating workflow_rollups and usage_rollups; the driver fills them when it is applied. */
 export const ANALYSIS_ROLLUPS_VERSION = 6
@@ -180,4 +181,10 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
     statements: ANALYSIS_INDEX_FIX,
   },
   EVENT_PAYLOAD_FORMAT_MIGRATION,
+  {
+    version: DAILY_ROLLUPS_VERSION,
+    name: 'daily and model usage rollups',
+    // Per day for every hourly rollup table, and usage per model (src/store/daily-rollups.ts).
+    statements: dailyRollupMigration({ text: 'text COLLATE "C"', int: 'bigint', real: 'double precision' }),
+  },
 ]

@@ -89,6 +89,7 @@ import {
   rowToUsageRollup,
   rowToWorkflowRollup,
 } from '../analysis-rollups.js'
+import { DAILY_ROLLUPS_VERSION } from '../daily-rollups.js'
 import { ANALYSIS_ROLLUPS_VERSION, SQLITE_MIGRATIONS } from './sqlite-migrations.js'
 import { decodeStoredRow, decodeStoredRows, encodeStoredParams } from '../stored-text.js'
 import { createWorkerSqliteDriver } from './sqlite-worker-driver.js'
@@ -187,7 +188,13 @@ export class SqliteDriver implements StoreDriver {
       db.pragma(`busy_timeout = ${Math.max(0, Math.trunc(this.#options.busyTimeoutMillis ?? 5000))}`)
       const outcome = migrate(db)
       if (outcome.error) throw outcome.error
-      if (outcome.results.some((r) => r.version === ANALYSIS_ROLLUPS_VERSION && r.status === 'applied')) {
+      if (
+        outcome.results.some(
+          (r) =>
+            (r.version === ANALYSIS_ROLLUPS_VERSION || r.version === DAILY_ROLLUPS_VERSION) &&
+            r.status === 'applied',
+        )
+      ) {
         // The tables are new: fill them from the rows already stored (nothing to do in a new database).
         const cache = new Map<string, SqliteStatement>()
         db.transaction(() => runPlanSync(recomputeAllAnalysisRollups(), planExecutor(db, cache))).immediate()
