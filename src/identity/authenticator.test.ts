@@ -8,7 +8,8 @@ import { WebSocket, WebSocketServer } from 'ws'
 import { zAuthConfig, type AuthConfig } from '../config/security-config.js'
 import { createRuntimeStore, type RuntimeStore } from '../store/runtime-store.js'
 import { createSqliteDialect } from '../store/sqlite/sqlite-dialect.js'
-import { createAuthenticator, type Authenticator, type SecurityEvent } from './authenticator.js'
+import { createAuthenticator, type Authenticator } from './authenticator.js'
+import type { SecurityEvent } from './identity.js'
 import { createIdentityDirectory } from './identity-directory.js'
 
 const FAST = { N: 1 << 10, r: 8, p: 1 }

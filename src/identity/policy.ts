@@ -96,7 +96,8 @@ export interface FactsNeeded {
   readonly file?: { readonly filename: string; readonly subfolder: string; readonly type: string }
 }
 
-type Route =
+/** A request path as ComfyUI's router would see it, or why it is refused. */
+export type Route =
   { kind: 'audit'; path: string } | { kind: 'comfy'; path: string } | { kind: 'bad'; reason: string }
 
 const ALLOW: Decision = { action: 'allow' }
