@@ -12,7 +12,7 @@ import { firstRollupDifference, replayRollups, type RollupRow } from '../store/r
 import type { RuntimeStore } from '../store/runtime-store.js'
 import type { DerivedRows, StoredCheckpoint, StoredEventRow } from '../store/store.js'
 import { verifyCheckpoint } from './checkpoint.js'
-import { eventLeafHash } from './event-leaf.js'
+import { eventLeafHash } from '../audit/event-leaf.js'
 import { storedRowEvent } from './ledger.js'
 import { createMerkleAccumulator } from './merkle.js'
 import { parseVerifierKey, type NoteVerifier } from './signed-note.js'
