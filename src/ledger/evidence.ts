@@ -13,7 +13,7 @@ import { replayDerived } from '../store/project.js'
 import type { RuntimeStore } from '../store/runtime-store.js'
 import { verifyCheckpoint } from './checkpoint.js'
 import { decodeBase64Strict } from './decode-base64-strict.js'
-import { eventLeafHash, eventLeafObject } from './event-leaf.js'
+import { eventLeafHash, eventLeafObject } from '../audit/event-leaf.js'
 import { storedRowEvent, storedRowLeaf } from './ledger.js'
 import { inclusionProof, leafHash, rootFromLeafHashes, verifyInclusion } from './merkle.js'
 

@@ -9,7 +9,7 @@ import type { AuditEvent, JsonValue } from '../audit/types.js'
 import type { RuntimeStore } from '../store/runtime-store.js'
 import { parseStoredPayload, type StoredCheckpoint, type StoredEventRow } from '../store/store.js'
 import { signCheckpoint } from './checkpoint.js'
-import { eventLeafHash } from './event-leaf.js'
+import { eventLeafHash } from '../audit/event-leaf.js'
 import { createMerkleAccumulator, type MerkleAccumulator } from './merkle.js'
 import type { NoteSigner } from './signed-note.js'
 

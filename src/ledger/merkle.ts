@@ -11,6 +11,7 @@
  * JS bitwise operators truncate to 32 bits.
  */
 import { createHash } from 'node:crypto'
+import { leafHash } from '../audit/event-leaf.js'
 
 /** Outcome of a proof check. */
 export type VerifyResult = { ok: true } | { ok: false; reason: string }
@@ -18,16 +19,13 @@ export type VerifyResult = { ok: true } | { ok: false; reason: string }
 /** Length in bytes of every hash in the tree. */
 export const HASH_BYTES = 32
 
-const LEAF_PREFIX = Buffer.from([0x00])
 const NODE_PREFIX = Buffer.from([0x01])
 
 /** MTH({}): the root of the empty tree, SHA-256 of no bytes. */
 export const EMPTY_ROOT: Buffer = createHash('sha256').digest()
 
-/** The RFC 9162 leaf hash of one entry (its canonical JSON, as UTF-8 when given a string). */
-export function leafHash(canonical: string | Buffer): Buffer {
-  return createHash('sha256').update(LEAF_PREFIX).update(canonical).digest()
-}
+/** The RFC 9162 leaf hash of one entry: defined beside the event types, which the store also hashes. */
+export { leafHash }
 
 /** The RFC 9162 interior node hash of two child hashes. */
 export function nodeHash(left: Buffer, right: Buffer): Buffer {

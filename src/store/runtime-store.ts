@@ -32,6 +32,7 @@ import type {
   StoredEventRow,
 } from './store.js'
 import type { EventSpool } from './event-spool.js'
+import { prepareAppend } from './append-batch.js'
 
 /** Options of {@link createRuntimeStore}. */
 export interface RuntimeStoreOptions {
@@ -771,7 +772,8 @@ class DefaultRuntimeStore implements RuntimeStore {
       let seq = this.#nextSeq
       events = group.flatMap((p) => p.inputs.map((input) => this.#toEvent(input, seq++)))
       attempted = true
-      const outcome = await this.#write(() => this.#driver.append(events))
+      const batch = prepareAppend(events)
+      const outcome = await this.#write(() => this.#driver.append(batch))
       this.#nextSeq = seq
       return this.#committed(group, events, started, outcome)
     } catch (error) {

@@ -16,7 +16,6 @@ import {
   encodeColumn,
   type ColumnValue,
 } from './derived-columns.js'
-import { eventLeafHex } from '../ledger/event-leaf.js'
 import type {
   EventFilter,
   NodeRunFilter,
@@ -40,7 +39,7 @@ export type SqlRow = Record<string, unknown>
 /** Rows read per page when streaming events; keyset pagination keeps no cursor open between pages. */
 export const EVENT_PAGE_SIZE = 500
 
-/** Columns an append writes; the leaf hash is computed here so that every dialect stores the same one. */
+/** Columns an append writes; the leaf hash comes from the runtime store's batch, the same for every dialect. */
 const EVENT_COLUMNS = [
   'origin',
   'seq',
@@ -160,8 +159,8 @@ export function derivedTableQuery(table: (typeof DERIVED_TABLES)[number], origin
   }
 }
 
-/** Parameters of INSERT_EVENT_SQL; the payload as lossless JSON text, and the event's leaf hash. */
-export function eventParams(event: AuditEvent): ColumnValue[] {
+/** Parameters of INSERT_EVENT_SQL; the payload as lossless JSON text, and the event's leaf hash (hex). */
+export function eventParams(event: AuditEvent, leafHash: string): ColumnValue[] {
   return [
     event.origin,
     event.seq,
@@ -169,7 +168,7 @@ export function eventParams(event: AuditEvent): ColumnValue[] {
     event.time,
     event.session_id,
     stringifyJson(event.payload, { tagged: true }),
-    eventLeafHex(event),
+    leafHash,
     EVENT_PAYLOAD_FORMAT,
   ]
 }

@@ -13,6 +13,7 @@ import type {
   SessionStatus,
 } from '../audit/types.js'
 import { parseJson, type ParseResult } from '../audit/json.js'
+import type { AppendBatch } from './append-batch.js'
 import type { AnalysisRollupFilter, UsageRollupRow, WorkflowRollupRow } from './analysis-rollups.js'
 import type { RollupFilter, RollupRow } from './rollups.js'
 
@@ -160,10 +161,10 @@ export interface StoreDriver {
   /** Opens the database and runs pending migrations (PostgreSQL under an advisory lock). */
   init(signal?: AbortSignal): Promise<void>
   /**
-   * Writes the events (origin and seq already assigned) and the derived rows of every event in ONE
-   * transaction: after a failure nothing of the call is stored.
+   * Writes the batch's events (origin and seq already assigned, leaf hashes beside them) and applies its
+   * derived changes in ONE transaction: after a failure nothing of the call is stored.
    */
-  append(events: readonly AuditEvent[]): Promise<ProjectionOutcome>
+  append(batch: AppendBatch): Promise<ProjectionOutcome>
   /** Highest stored seq of the origin, or -1 when it has none. */
   lastSeq(origin: string): Promise<number>
   /** Origins present in the events table, sorted. */

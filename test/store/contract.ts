@@ -12,7 +12,8 @@ import type {
   SessionRecord,
 } from '../../src/audit/types.js'
 import { parseJson, stringifyJson } from '../../src/audit/json.js'
-import { eventLeafHex } from '../../src/ledger/event-leaf.js'
+import { eventLeafHex } from '../../src/audit/event-leaf.js'
+import { prepareAppend } from '../../src/store/append-batch.js'
 import { emptySession, replayDerived } from '../../src/store/project.js'
 import {
   createRuntimeStore,
@@ -423,8 +424,8 @@ export function describeStoreContract(
       // The same ComfyUI prompt id seen by two gateways: two sessions.
       const a = toEvents('gw/a', sessionLifecycle('shared', 'alice', 0))
       const b = toEvents('gw/b', sessionLifecycle('shared', 'bob', 50))
-      await driver.append(a)
-      await driver.append(b)
+      await driver.append(prepareAppend(a))
+      await driver.append(prepareAppend(b))
       expect(await driver.origins()).toEqual(['gw/a', 'gw/b'])
       expect(await driver.lastSeq('gw/a')).toBe(a.length - 1)
       expect(await driver.lastSeq('gw/c')).toBe(-1)
@@ -455,14 +456,14 @@ export function describeStoreContract(
     it('leaves nothing half-written when a transaction fails', async () => {
       const driver = await newDriver()
       const origin = 'gw/a'
-      await driver.append([{ ...input('gateway.started', null), origin, seq: 0 }])
+      await driver.append(prepareAppend([{ ...input('gateway.started', null), origin, seq: 0 }]))
       const failing: AuditEvent[] = [
         { ...sessionLifecycle('s1', 'alice', 0)[0]!, origin, seq: 1 },
         { ...input('node.finished', 's1', { node_run: asJson(nodeRun('s1', '3')) }), origin, seq: 2 },
         // Duplicate key: the database refuses the whole transaction.
         { ...input('gateway.stopped', null), origin, seq: 0 },
       ]
-      await expect(driver.append(failing)).rejects.toThrow()
+      await expect(driver.append(prepareAppend(failing))).rejects.toThrow()
       expect(await driver.lastSeq(origin)).toBe(0)
       expect((await collect(driver.events({}))).map((e) => e.seq)).toEqual([0])
       expect(await driver.derivedRows()).toEqual({ sessions: [], nodeRuns: [], outputs: [] })

@@ -6,6 +6,7 @@ import { decodeStoredRows, encodeStoredParams } from '../stored-text.js'
 import { reportError } from '../../audit/report-error.js'
 import type { AuditEvent, JsonValue, OutputRecord, SessionRecord } from '../../audit/types.js'
 import { pendingMigrations, type MigrationOutcome, type MigrationResult } from '../migrations.js'
+import type { AppendBatch } from '../append-batch.js'
 import { applyOutputChange, applySessionChange, projectEvents, type DerivedChanges } from '../project.js'
 import {
   DERIVED_TABLES,
@@ -263,16 +264,17 @@ class PostgresDriver implements StoreDriver {
     this.#pool = pool
   }
 
-  async append(events: readonly AuditEvent[]): Promise<ProjectionOutcome> {
+  async append(batch: AppendBatch): Promise<ProjectionOutcome> {
     return this.#transaction(async (client) => {
+      const { events, leafHashes } = batch
       const perStatement = Math.floor(MAX_PARAMS / EVENT_PARAM_COUNT)
       for (let i = 0; i < events.length; i += perStatement) {
         const chunk = events.slice(i, i + perStatement)
-        await client.query(numbered(insertEventsSql(chunk.length)), chunk.flatMap(eventParams))
+        const params = chunk.flatMap((event, j) => eventParams(event, leafHashes[i + j]!))
+        await client.query(numbered(insertEventsSql(chunk.length)), params)
       }
-      const changes = projectEvents(events)
-      await applyChanges(client, changes)
-      return { problems: changes.problems }
+      await applyChanges(client, batch.changes)
+      return { problems: batch.changes.problems }
     })
   }
 

@@ -10,6 +10,7 @@
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import type { AuditEvent, JsonValue, OutputRecord, SessionRecord } from '../../audit/types.js'
+import type { AppendBatch } from '../append-batch.js'
 import { pendingMigrations, type MigrationOutcome, type MigrationResult } from '../migrations.js'
 import { applyOutputChange, applySessionChange, projectEvents, type DerivedChanges } from '../project.js'
 import {
@@ -167,7 +168,7 @@ export class SqliteDriver implements StoreDriver {
   readonly #options: SqliteDialectOptions
   #db: SqliteDatabase | undefined
   #statements: Statements | undefined
-  #appendTx: ((events: readonly AuditEvent[]) => string[]) | undefined
+  #appendTx: ((batch: AppendBatch) => readonly string[]) | undefined
   #rebuildTx: ((origin: string | undefined) => RebuildOutcome) | undefined
   #pruneTx: ((request: PruneRequest) => number) | undefined
 
@@ -225,11 +226,11 @@ export class SqliteDriver implements StoreDriver {
     }
     const exec = planExecutor(db, new Map())
     const apply = (changes: DerivedChanges): void => applyChanges(statements, changes, exec)
-    const append = db.transaction((events: readonly AuditEvent[]): string[] => {
-      for (const event of events) statements.insertEvent.run(...eventParams(event))
-      const changes = projectEvents(events)
-      apply(changes)
-      return changes.problems
+    const append = db.transaction((batch: AppendBatch): readonly string[] => {
+      const leaves = batch.leafHashes
+      batch.events.forEach((event, i) => statements.insertEvent.run(...eventParams(event, leaves[i]!)))
+      apply(batch.changes)
+      return batch.changes.problems
     })
     const rebuild = db.transaction((origin: string | undefined): RebuildOutcome => {
       for (const table of [...DERIVED_TABLES, 'node_run_rollups', ...ANALYSIS_ROLLUP_TABLES]) {
@@ -268,17 +269,17 @@ export class SqliteDriver implements StoreDriver {
       return count
     })
     // IMMEDIATE takes the write lock at BEGIN, so a transaction never fails halfway on another process's lock.
-    this.#appendTx = (events) => append.immediate(events)
+    this.#appendTx = (batch) => append.immediate(batch)
     this.#rebuildTx = (origin) => rebuild.immediate(origin)
     this.#pruneTx = (request) => prune.immediate(request)
     this.#db = db
     this.#statements = statements
   }
 
-  async append(events: readonly AuditEvent[]): Promise<ProjectionOutcome> {
+  async append(batch: AppendBatch): Promise<ProjectionOutcome> {
     const append = this.#appendTx
     if (!append) throw notOpen()
-    return { problems: append(events) }
+    return { problems: append(batch) }
   }
 
   async lastSeq(origin: string): Promise<number> {

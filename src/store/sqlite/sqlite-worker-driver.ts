@@ -140,7 +140,7 @@ export function createWorkerSqliteDriver(options: SqliteDialectOptions): StoreDr
       signal?.throwIfAborted()
       await call('init')
     },
-    append: (events) => call('append', postedEvents(events)),
+    append: (batch) => call('append', postedEvents(batch.events)),
     lastSeq: (origin) => call('lastSeq', origin),
     origins: () => call('origins'),
     sessionIds: (origin) => call('sessionIds', origin),

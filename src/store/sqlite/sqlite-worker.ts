@@ -1,5 +1,6 @@
 /** Worker-thread side of the SQLite driver: owns the database and answers calls in order. */
 import { parentPort, workerData } from 'node:worker_threads'
+import { prepareAppend } from '../append-batch.js'
 import { SqliteDriver, type SqliteDialectOptions } from './sqlite-dialect.js'
 import {
   receivedEvents,
@@ -21,8 +22,13 @@ parentPort!.on('message', (message: WorkerCall) => {
       if (typeof fn !== 'function' || message.method === 'events' || message.method === 'rawEvents') {
         throw new Error(`SQLite worker: unknown method ${message.method}`)
       }
+      // A structured clone would lose the number spellings the payloads keep (see PostedEvent): the events
+      // travel as text and the batch is prepared here, where its hashes and projection cost the gateway
+      // thread nothing.
       const args =
-        message.method === 'append' ? [receivedEvents(message.args[0] as PostedEvent[])] : message.args
+        message.method === 'append'
+          ? [prepareAppend(receivedEvents(message.args[0] as PostedEvent[]))]
+          : message.args
       reply = { id: message.id, ok: true, value: await fn.apply(driver, args) }
     } catch (error) {
       const e = error instanceof Error ? error : new Error(String(error))
