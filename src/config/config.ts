@@ -1,12 +1,51 @@
 import { readFileSync } from 'node:fs'
 import { hostname } from 'node:os'
-import { resolve } from 'node:path'
+import { isAbsolute, join, resolve } from 'node:path'
 import { z } from 'zod'
 import { parseDurationMillis } from './duration.js'
 import { zAuthConfig, zLimitsConfig, zRedactionConfig } from './security-config.js'
 
 /** Major version of the config file format this build understands. */
 export const CONFIG_VERSION = 1
+
+/** Where the gateway listens by default; the library's options default to the same values. */
+export const DEFAULT_LISTEN_HOST = '127.0.0.1'
+/** Port the gateway listens on by default (ComfyUI's 8188, plus two). */
+export const DEFAULT_LISTEN_PORT = 8190
+/** Input strings longer than this are stored truncated, with their length and SHA-256. */
+export const DEFAULT_MAX_INPUT_LENGTH = 4096
+
+/** Which store a `store.url` names, parsed once with the config (see {@link parseStoreUrl}). */
+export type StoreLocation =
+  | { readonly dialect: 'sqlite'; readonly path: string }
+  | { readonly dialect: 'postgres'; readonly url: string }
+
+/**
+ * Parses a store URL: `sqlite` (`<dataDir>/audit.sqlite`), `sqlite:/path` (`sqlite:///path` too; a relative
+ * path is taken from the working directory), `sqlite::memory:`, or `postgres://…` / `postgresql://…`.
+ */
+export function parseStoreUrl(
+  url: string,
+  dataDir: string,
+): { ok: true; value: StoreLocation } | { ok: false; reason: string } {
+  if (url === 'sqlite' || url.startsWith('sqlite:')) {
+    const rest = url === 'sqlite' ? '' : url.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, '')
+    const path =
+      rest === ''
+        ? join(dataDir, 'audit.sqlite')
+        : rest === ':memory:' || isAbsolute(rest)
+          ? rest
+          : resolve(rest)
+    return { ok: true, value: { dialect: 'sqlite', path } }
+  }
+  if (url.startsWith('postgres://') || url.startsWith('postgresql://')) {
+    return { ok: true, value: { dialect: 'postgres', url } }
+  }
+  return {
+    ok: false,
+    reason: `unknown store URL ${JSON.stringify(url)} (expected sqlite, sqlite:/path or postgres://…)`,
+  }
+}
 
 const zHostPort = z
   .string()
@@ -178,7 +217,7 @@ export function sinkName(sink: Pick<SinkConfig, 'type' | 'name'>): string {
 }
 
 /** The whole configuration: file, environment overrides and CLI flags all pass through this one schema. */
-export const zConfig = z.object({
+const zConfigFile = z.object({
   /** Config file format version; an unknown major is refused. */
   version: z.literal(CONFIG_VERSION).default(CONFIG_VERSION),
   comfyui: z
@@ -192,7 +231,7 @@ export const zConfig = z.object({
     })
     .prefault({}),
   /** Where the gateway listens. */
-  listen: zHostPort.default('127.0.0.1:8190'),
+  listen: zHostPort.default(`${DEFAULT_LISTEN_HOST}:${DEFAULT_LISTEN_PORT}`),
   /** Data directory: SQLite file, the ledger key, sink spools. */
   data: z.string().min(1).default('./data'),
   /** Name of this gateway's log (one per gateway when several share a database). */
@@ -200,7 +239,16 @@ export const zConfig = z.object({
   store: z
     .object({
       /** `sqlite` (default: `<data>/audit.sqlite`), `sqlite:/path/file.sqlite`, or `postgres://user@host:port/db`. */
-      url: z.string().min(1).default('sqlite'),
+      url: z
+        .string()
+        .min(1)
+        .refine((v) => parseStoreUrl(v, '.').ok, {
+          error: (issue) => {
+            const parsed = parseStoreUrl(String(issue.input), '.')
+            return parsed.ok ? undefined : parsed.reason
+          },
+        })
+        .default('sqlite'),
       /** SQLite: how long a commit waits for another process's lock before it fails and is retried, ms. */
       busyTimeoutMillis: z.number().int().min(0).default(5000),
       /**
@@ -231,7 +279,7 @@ export const zConfig = z.object({
       /** How often GPU memory is sampled while a node runs (at most ~10/s). */
       gpuSampleIntervalMillis: z.number().int().min(100).default(100),
       /** Input strings longer than this are stored truncated, with their length and SHA-256. */
-      maxInputLength: z.number().int().positive().default(4096),
+      maxInputLength: z.number().int().positive().default(DEFAULT_MAX_INPUT_LENGTH),
       /**
        * Longest time one environment snapshot (`/system_stats`, custom node packs) serves new sessions, ms. It is
        * also taken anew whenever ComfyUI comes back after being unreachable or reports a different system.
@@ -325,6 +373,25 @@ export const zConfig = z.object({
   redaction: zRedactionConfig,
   /** Body size, JSON depth, WebSocket frame size and prompt rate limits. */
   limits: zLimitsConfig,
+})
+
+/**
+ * The whole configuration as parsed: besides what the file holds, `store.location` is `store.url` parsed
+ * (not a key of the file: it is derived, so a file cannot set it apart from the URL).
+ */
+export const zConfig = zConfigFile.transform((config, ctx) => {
+  const location = parseStoreUrl(config.store.url, config.data)
+  // Unreachable after the refine on `store.url`, which reports a bad URL together with every other problem.
+  if (!location.ok) {
+    ctx.issues.push({
+      code: 'custom',
+      path: ['store', 'url'],
+      message: location.reason,
+      input: config.store.url,
+    })
+    return z.NEVER
+  }
+  return { ...config, store: { ...config.store, location: location.value } }
 })
 export type Config = z.infer<typeof zConfig>
 export type ConfigInput = z.input<typeof zConfig>
