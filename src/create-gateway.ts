@@ -135,19 +135,20 @@ async function startLocked(
     environment: environment.environment,
   })
   const { host, port } = parseHostPort(config.listen)
-  let gateway: Gateway | undefined
+  // The access checks ask the proxy's health, and the proxy is built with the checks: a late reference.
+  const built: { gateway?: Gateway } = {}
   const access = createAccess(config, {
     recording,
     capture,
     logger,
     upstream,
     listenHost: host,
-    upstreamHealthy: () => gateway?.upstreamHealthy ?? false,
+    upstreamHealthy: () => built.gateway?.upstreamHealthy ?? false,
     now: options.now,
   })
   const { refusals } = access
   await loadKnownPrompts(store, capture)
-  gateway = await createGateway({
+  const gateway = await createGateway({
     upstreamUrl: upstream,
     host,
     port,
@@ -184,6 +185,7 @@ async function startLocked(
     sealSubmission: sealSubmissions(submissionSeal),
     state: clientIdState(store),
   })
+  built.gateway = gateway
   const proxy = gateway
   await settleUpstream(proxy, UPSTREAM_SETTLE_MILLIS)
   const inheritedIds = await resumeOpenSessions(store, capture, logger)

@@ -1,7 +1,7 @@
-import { existsSync, mkdirSync } from 'node:fs'
+import { existsSync } from 'node:fs'
 import { userInfo } from 'node:os'
-import { isAbsolute, join, resolve } from 'node:path'
-import type { Config } from '../config/config.js'
+import { parseStoreUrl, type Config } from '../config/config.js'
+import type { StoreDialectOptions } from '../root/presets.js'
 import type { StoreDialect } from '../store/store.js'
 import type { RuntimeStore } from '../store/runtime-store.js'
 
@@ -17,53 +17,28 @@ export interface CliStoreOptions {
   config?: string
 }
 
-/** Builds the dialect a store URL names: `sqlite` (in the data dir), `sqlite:/path`, `postgres://…`. */
+/**
+ * Builds the dialect a store URL names: `sqlite` (in the data dir), `sqlite:/path`, `postgres://…`. The root's
+ * registry opens it; this only words its refusals for the CLI's flags.
+ */
 export async function dialectFor(
   storeUrl: string,
   dataDir: string,
-  /** `worker` runs SQLite on a worker thread (the gateway: commits must not block proxying). */
-  options: {
-    sqliteThread?: 'main' | 'worker'
-    busyTimeoutMillis?: number
-    /**
-     * false: the SQLite file must already exist (read-only commands must not leave an empty store, and
-     * directories, behind a mistyped `--data`). Default true.
-     */
-    create?: boolean
-  } = {},
+  options: StoreDialectOptions = {},
 ): Promise<StoreDialect> {
-  if (storeUrl === 'sqlite' || storeUrl.startsWith('sqlite:')) {
-    const rest = storeUrl === 'sqlite' ? '' : storeUrl.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, '')
-    const path =
-      rest === ''
-        ? join(dataDir, 'audit.sqlite')
-        : rest === ':memory:'
-          ? ':memory:'
-          : isAbsolute(rest)
-            ? rest
-            : resolve(rest)
-    if (path !== ':memory:' && options.create === false && !existsSync(path)) {
-      throw new CliError(
-        rest !== '' || existsSync(dataDir)
-          ? `no audit store at ${path} (check --data / --store; the gateway creates it at first start)`
-          : `data dir not found: ${dataDir} (check --data; the gateway creates it at first start)`,
-      )
-    }
-    if (path !== ':memory:') mkdirSync(resolve(path, '..'), { recursive: true })
-    const { createSqliteDialect } = await import('../store/sqlite/sqlite-dialect.js')
-    return createSqliteDialect({
-      path,
-      thread: options.sqliteThread ?? 'main',
-      ...(options.busyTimeoutMillis !== undefined ? { busyTimeoutMillis: options.busyTimeoutMillis } : {}),
-    })
+  const location = parseStoreUrl(storeUrl, dataDir)
+  if (!location.ok) throw new CliError(`store: ${location.reason}`)
+  const { openStoreDialect, StoreNotFoundError } = await import('../root/presets.js')
+  try {
+    return await openStoreDialect(location.value, options)
+  } catch (error) {
+    if (!(error instanceof StoreNotFoundError)) throw error
+    throw new CliError(
+      storeUrl !== 'sqlite' || existsSync(dataDir)
+        ? `no audit store at ${error.path} (check --data / --store; the gateway creates it at first start)`
+        : `data dir not found: ${dataDir} (check --data; the gateway creates it at first start)`,
+    )
   }
-  if (storeUrl.startsWith('postgres://') || storeUrl.startsWith('postgresql://')) {
-    const { createPostgresDialect } = await import('../store/postgres/postgres-dialect.js')
-    return createPostgresDialect({ url: storeUrl, create: options.create !== false })
-  }
-  throw new CliError(
-    `store: unknown store URL ${JSON.stringify(storeUrl)} (expected sqlite, sqlite:/path or postgres://…)`,
-  )
 }
 
 /**

@@ -13,8 +13,8 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import type { JsonObject } from '../audit/types.js'
 import { silentLogger, type Logger } from '../audit/report-error.js'
-import { dialectFor } from '../cli/open-store.js'
-import { loadConfig } from '../config/config.js'
+import { openStoreDialect } from '../root/presets.js'
+import { loadConfig, parseStoreUrl, type StoreLocation } from '../config/config.js'
 import { startAuditGateway, type AuditGateway } from '../create-gateway.js'
 import { createIdentityDirectory } from '../identity/identity-directory.js'
 import { createSimServer, type SimServer } from '../sim/index.js'
@@ -127,7 +127,7 @@ async function until(what: string, cond: () => boolean, timeoutMillis = 60_000):
 
 /** Adds the demo's people to the store before the gateway opens it; returns their tokens. */
 async function addPeople(storeUrl: string, data: string, origin: string): Promise<Map<string, string>> {
-  const store = createRuntimeStore(await dialectFor(storeUrl, data), { origin })
+  const store = createRuntimeStore(await openStoreDialect(storeLocation(storeUrl, data)), { origin })
   await store.init()
   const tokens = new Map<string, string>()
   try {
@@ -317,4 +317,11 @@ export async function runDemo(options: DemoOptions = {}): Promise<Demo> {
     await sim.close().catch(() => {})
     throw err
   }
+}
+
+/** The store a URL names (the URL is the config's, already checked). */
+function storeLocation(url: string, dataDir: string): StoreLocation {
+  const parsed = parseStoreUrl(url, dataDir)
+  if (!parsed.ok) throw new Error(parsed.reason)
+  return parsed.value
 }

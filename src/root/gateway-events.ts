@@ -6,7 +6,7 @@
 import { reportError, type Logger } from '../audit/report-error.js'
 import type { AuditEventInput, AuditEventKind, JsonObject } from '../audit/types.js'
 import { redactEvent } from '../capture/redact-event.js'
-import type { SecurityEvent } from '../identity/authenticator.js'
+import type { SecurityEvent } from '../identity/identity.js'
 import type { RuntimeStore } from '../store/runtime-store.js'
 
 /** Appends the gateway's own events. */

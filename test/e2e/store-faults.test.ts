@@ -13,7 +13,8 @@ import { FINAL_SESSION_STATUSES, type AuditEvent, type JsonObject } from '../../
 import { loadConfig } from '../../src/config/config.js'
 import { startAuditGateway, type AuditGateway } from '../../src/create-gateway.js'
 import { createSimServer, type SimServer } from '../../src/sim/index.js'
-import { dialectFor } from '../../src/cli/open-store.js'
+import { parseStoreUrl, type StoreLocation } from '../../src/config/config.js'
+import { openStoreDialect } from '../../src/root/presets.js'
 import { cli } from '../helpers/cli.js'
 import { startPostgres } from '../helpers/postgres.js'
 import { lockSqlite } from '../helpers/sqlite-locker.js'
@@ -106,7 +107,7 @@ async function expectWholeTrail(
   })
   await audit.close()
   const { createRuntimeStore } = await import('../../src/store/runtime-store.js')
-  const reader = createRuntimeStore(await dialectFor(storeUrl, data), { origin: 'reader' })
+  const reader = createRuntimeStore(await openStoreDialect(storeLocation(storeUrl, data)), { origin: 'reader' })
   const events: AuditEvent[] = []
   for await (const e of reader.events({ origin: ORIGIN })) events.push(e)
   for (const id of accepted) {
@@ -217,3 +218,10 @@ describe('fault suite: the store fails under a multi-client run (issue 10 item 2
     await expectWholeTrail(audit, data, accepted, cluster.url)
   }, 120_000)
 })
+
+/** The store a URL names (the URL is the config's, already checked). */
+function storeLocation(url: string, dataDir: string): StoreLocation {
+  const parsed = parseStoreUrl(url, dataDir)
+  if (!parsed.ok) throw new Error(parsed.reason)
+  return parsed.value
+}
