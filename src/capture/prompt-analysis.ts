@@ -5,7 +5,13 @@
 import { canonicalJson, keepSpellings, parseJson, sha256Hex } from '../audit/json.js'
 import type { JsonObject, JsonValue, ModelRef } from '../audit/types.js'
 import { redactKeyedValues } from './keyed-text-scan.js'
-import { checkWith, isJsonObject, zPromptGraph, type PromptGraph, type PromptNode } from '../comfyui/schemas.js'
+import {
+  checkWith,
+  isJsonObject,
+  zPromptGraph,
+  type PromptGraph,
+  type PromptNode,
+} from '../comfyui/schemas.js'
 
 /** The literal that replaces a secret. */
 export const REDACTED = '[REDACTED]'

@@ -23,7 +23,13 @@ import {
   truncateLongStrings,
   type Redactor,
 } from './prompt-analysis.js'
-import { isJsonObject, type History, type HistoryEntry, type PromptGraph, type Queue } from '../comfyui/schemas.js'
+import {
+  isJsonObject,
+  type History,
+  type HistoryEntry,
+  type PromptGraph,
+  type Queue,
+} from '../comfyui/schemas.js'
 
 /** A node run that has started and not ended; its status is decided when it closes. */
 export type OpenNodeRun = Omit<NodeRunRecord, 'status'>

@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs'
 import { userInfo } from 'node:os'
-import { parseStoreUrl, type Config } from '../config/config.js'
+import type { Config } from '../config/config.js'
 import type { StoreDialectOptions } from '../root/presets.js'
 import type { StoreDialect } from '../store/store.js'
 import type { RuntimeStore } from '../store/runtime-store.js'
@@ -26,6 +26,8 @@ export async function dialectFor(
   dataDir: string,
   options: StoreDialectOptions = {},
 ): Promise<StoreDialect> {
+  // Imported here, not at the top: registering the commands (and `--help`) must not load the schema.
+  const { parseStoreUrl } = await import('../config/config.js')
   const location = parseStoreUrl(storeUrl, dataDir)
   if (!location.ok) throw new CliError(`store: ${location.reason}`)
   const { openStoreDialect, StoreNotFoundError } = await import('../root/presets.js')
