@@ -2,7 +2,6 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import { z } from 'zod'
-import { createOutputHasher } from '../provenance/provenance-enricher.js'
 import { createComfyClient } from './comfy-client.js'
 import { zSystemStats } from './schemas.js'
 
@@ -83,22 +82,5 @@ describe('createComfyClient', () => {
 
   it('refuses a base URL that is not http(s)', () => {
     expect(() => createComfyClient({ baseUrl: 'ftp://x' })).toThrow(/http\(s\)/)
-  })
-})
-
-describe('createOutputHasher', () => {
-  it('streams /view from under the prefix of the ComfyUI URL', async () => {
-    const body = Buffer.from('not a png, just bytes')
-    const base = await mountedUnderPrefix((path, _req, res) => {
-      if (path.startsWith('/view?')) res.end(body)
-      else res.writeHead(404).end()
-    })
-    const digest = await createOutputHasher({ comfyUrl: base }).hash({
-      type: 'output',
-      subfolder: 'a b',
-      filename: 'x.png',
-    })
-    expect(digest.bytes).toBe(body.length)
-    expect(seen).toEqual(['/comfy/view?filename=x.png&subfolder=a+b&type=output'])
   })
 })
