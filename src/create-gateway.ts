@@ -4,7 +4,6 @@
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import type { IncomingMessage } from 'node:http'
-import { parseJson } from './audit/json.js'
 import { reportError, silentLogger, type Logger } from './audit/report-error.js'
 import type {
   AuditEventInput,
@@ -22,7 +21,8 @@ import {
   systemStatsIdentity,
 } from './capture/environment.js'
 import { createSubmissionSeal, promptDigest, sealSecretFromSigner } from './capture/submission-seal.js'
-import { zObjectInfo, zSystemStats, type SystemStats } from './comfyui/schemas.js'
+import { createComfyClient } from './comfyui/comfy-client.js'
+import { zJsonValue, zObjectInfo, zSystemStats, type SystemStats } from './comfyui/schemas.js'
 import { dialectFor } from './cli/open-store.js'
 import { parseHostPort, sinkName, type Config } from './config/config.js'
 import { createGateway, type Gateway } from './gateway/create-gateway.js'
@@ -89,17 +89,6 @@ const CLIENT_IDS_STATE_KEY = 'gateway.client_ids'
 /** Largest POST /prompt body whose graph the submission seal digests (1 MiB). */
 const MAX_DIGESTED_PROMPT_BYTES = 1 << 20
 
-async function fetchJson(url: string, timeoutMillis: number): Promise<JsonValue | null> {
-  try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMillis) })
-    if (!res.ok) return null
-    const parsed = parseJson(Buffer.from(await res.arrayBuffer()))
-    return parsed.ok ? parsed.value : null
-  } catch {
-    return null
-  }
-}
-
 /**
  * Starts the gateway described by `config`. Throws `DirLockedError` when another live process holds the
  * data dir: two writers of one origin would corrupt its sequence numbers.
@@ -130,6 +119,12 @@ async function startLocked(
   const offThread = createOffThreadPromptAnalyzer(config.redaction)
   const logger = redactingLogger(options.logger ?? silentLogger, redaction.text)
   const upstream = config.comfyui.url.replace(/\/+$/, '')
+  // ComfyUI's own GETs, path prefix kept; any failure reads as "no answer" (null).
+  const comfy = createComfyClient({ baseUrl: upstream })
+  const fetchJson = async (path: string, timeoutMillis: number): Promise<JsonValue | null> => {
+    const r = await comfy.getJson(zJsonValue, path, { timeoutMillis })
+    return r.ok ? r.value : null
+  }
 
   // While the database refuses commits, acknowledged events wait in memory, then in this spool on disk
   // (inside the locked data dir, so one process owns it); a next start commits what a crash left there.
@@ -249,7 +244,7 @@ async function startLocked(
           cacheStore: store,
           pathMap: config.provenance.pathMap,
           folderPaths: async () => {
-            const v = await fetchJson(`${upstream}/internal/folder_paths`, 10_000)
+            const v = await fetchJson(`/internal/folder_paths`, 10_000)
             if (!v || typeof v !== 'object' || Array.isArray(v)) return null
             const out: Record<string, string[]> = {}
             for (const [k, dirs] of Object.entries(v)) {
@@ -316,17 +311,17 @@ async function startLocked(
       realNames.set(realNameKey(sessionId, nodeId, recorded), real)
     },
     sampleGpu: async () => {
-      const stats = zSystemStats.safeParse(await fetchJson(`${upstream}/system_stats`, 2000))
+      const stats = zSystemStats.safeParse(await fetchJson(`/system_stats`, 2000))
       if (!stats.success) return null
       noteSystemStats(stats.data)
       return gpuSampleFromSystemStats(stats.data)
     },
     environment: async () => {
-      const stats = zSystemStats.safeParse(await fetchJson(`${upstream}/system_stats`, 5000))
+      const stats = zSystemStats.safeParse(await fetchJson(`/system_stats`, 5000))
       if (!stats.success) return null
       noteSystemStats(stats.data)
       if (!objectInfoCache?.success)
-        objectInfoCache = zObjectInfo.safeParse(await fetchJson(`${upstream}/object_info`, 30_000))
+        objectInfoCache = zObjectInfo.safeParse(await fetchJson(`/object_info`, 30_000))
       return environmentFromSystemStats(stats.data, objectInfoCache.success ? objectInfoCache.data : null)
     },
   })
@@ -559,15 +554,15 @@ async function startLocked(
         .filter((o) => o.accepted || inheritedIds.has(o.session_id))
         .map((o) => o.session_id),
     )
-    const queue = await fetchJson(`${upstream}/queue`, 10_000)
-    const history = await fetchJson(`${upstream}/history?max_items=1000`, 30_000)
+    const queue = await fetchJson(`/queue`, 10_000)
+    const history = await fetchJson(`/history?max_items=1000`, 30_000)
     if (history === null || typeof history !== 'object' || Array.isArray(history)) return
     // Open sessions older than the window read above: ask for each one, so none is called lost by mistake.
     const queued = JSON.stringify(queue ?? '')
     for (const open of capture.openSessions()) {
       if (!candidates.has(open.session_id)) continue
       if (open.session_id in history || queued.includes(open.session_id)) continue
-      const one = await fetchJson(`${upstream}/history/${encodeURIComponent(open.session_id)}`, 10_000)
+      const one = await fetchJson(`/history/${encodeURIComponent(open.session_id)}`, 10_000)
       if (one === null) return // ComfyUI did not answer: decide nothing this time
       if (typeof one === 'object' && !Array.isArray(one) && one[open.session_id] !== undefined) {
         history[open.session_id] = one[open.session_id]!
