@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { sendJson } from '../comfyui/send-json.js'
 import { stringifyJson } from '../audit/json.js'
 import { SESSION_STATUSES, type AuditEvent, type JsonValue, type SessionStatus } from '../audit/types.js'
 import { parseTimeSpec } from '../config/duration.js'
@@ -53,13 +54,7 @@ export interface AuditApiOptions {
 }
 
 function send(res: ServerResponse, status: number, body: JsonValue): void {
-  const text = stringifyJson(body, { strict: true })
-  res.writeHead(status, {
-    'content-type': 'application/json; charset=utf-8',
-    'cache-control': 'no-store',
-    'x-content-type-options': 'nosniff',
-  })
-  res.end(text)
+  sendJson(res, status, stringifyJson(body, { strict: true }))
 }
 
 /** `since`/`until` query parameters in the one time syntax, as ISO strings. */
