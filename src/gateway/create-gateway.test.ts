@@ -220,7 +220,10 @@ describe('HTTP forwarding', () => {
     expect(action.body.length).toBe(total)
     expect(createHash('sha256').update(action.body).digest('hex')).toBe(digest)
   })
+})
 
+// The same suite in two blocks, so that neither callback runs past the function-length limit.
+describe('HTTP forwarding', () => {
   it('streams a download: the client receives bytes before ComfyUI has sent them all', async () => {
     const { up, gw } = await setup()
     let clientGotBytes!: () => void

@@ -1,18 +1,34 @@
 import { randomBytes } from 'node:crypto'
 import WebSocket from 'ws'
-import { parseJson } from '../audit/json.js'
 import type { Logger } from '../audit/report-error.js'
 import type { JsonValue } from '../audit/types.js'
 import type { CaptureTap } from '../capture/tap.js'
-import { namespacedClientId, parseClientId } from './client-ids.js'
-import { UpstreamSocket, type ReconnectOptions } from './upstream-socket.js'
 import { parseUpstreamFrame, type UpstreamFrame } from '../comfyui/frames.js'
+import { pyString } from '../comfyui/py-json.js'
+import { namespacedClientId, parseClientId } from './client-ids.js'
+import {
+  ClientIdSaver,
+  isIdle,
+  newChannel,
+  settlePrompt,
+  type Channel,
+  type ClientIdState,
+  type Downstream,
+} from './hub-channel.js'
+import {
+  frameOf,
+  isNoClientBroadcast,
+  isRecord,
+  parseFrame,
+  parseQueue,
+  str,
+  type Frame,
+} from './hub-frames.js'
+import { FeaturesCache } from './hub-features.js'
+import { binaryFrameFor, broadcastPreview } from './preview-translation.js'
+import { UpstreamSocket, type ReconnectOptions } from './upstream-socket.js'
 
-/** Where the gateway keeps the namespaced client ids it holds, to re-attach them after a restart. */
-export interface ClientIdState {
-  load(): Promise<string[]>
-  save(ids: string[]): Promise<void>
-}
+export type { ClientIdState } from './hub-channel.js'
 
 /** Options of {@link SocketHub}. */
 export interface SocketHubOptions {
@@ -37,111 +53,6 @@ export interface SocketHubOptions {
   readonly onHealth: (healthy: boolean) => void
 }
 
-interface Downstream {
-  readonly ws: WebSocket
-  /** ComfyUI checks only the first text frame for feature flags. */
-  first: boolean
-  /** Whether that frame asked for `supports_preview_metadata` (type 4 previews). */
-  previewMeta?: boolean
-}
-
-interface InflightPrompt {
-  /** Hub sequence number when ComfyUI accepted it; null while its POST is unanswered. */
-  answeredSeq: number | null
-}
-
-/** One namespaced client id and its upstream socket. */
-interface Channel {
-  readonly id: string
-  readonly kind: 'client' | 'noclient'
-  /** The id as the client knows it (null for no-client ids). */
-  readonly downstreamId: string | null
-  /** The id inside JSON strings, and its replacement, for rewriting relayed frames. */
-  readonly idInJson: string
-  readonly downstreamInJson: string | null
-  readonly socket: UpstreamSocket
-  readonly downstreams: Set<Downstream>
-  /** The newest downstream socket; the only one that gets events (older ones stay silent, as in ComfyUI). */
-  active: Downstream | null
-  readonly inflight: Map<string, InflightPrompt>
-  /** A few finished prompts, for events that trail the end of a run. */
-  readonly recent: string[]
-  /** Display id of the node running for this id (ComfyUI's `last_node_id`), for the reconnect `executing`. */
-  runningNode: string | null
-  runningPrompt: string | null
-  /** Restored from state: kept until the first reconciliation with ComfyUI's queue. */
-  pinned: boolean
-  idleTimer: NodeJS.Timeout | null
-  closed: boolean
-}
-
-type Frame = { type: string | null; data: Record<string, JsonValue> }
-
-const NON_ASCII = /[\u007f-\uffff]/g
-
-/** JSON string the way Python's `json.dumps` writes it (ensure_ascii), so our frames match ComfyUI's bytes. */
-function pyString(s: string): string {
-  return JSON.stringify(s).replace(NON_ASCII, (c) => '\\u' + c.charCodeAt(0).toString(16).padStart(4, '0'))
-}
-
-function isRecord(v: unknown): v is Record<string, JsonValue> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
-}
-
-function parseFrame(text: string): Frame | null {
-  let value: unknown
-  try {
-    value = JSON.parse(text)
-  } catch {
-    // Python writes NaN/Infinity bare; the tolerant parser reads them.
-    const r = parseJson(text)
-    if (!r.ok) return null
-    value = r.value
-  }
-  if (!isRecord(value)) return null
-  return {
-    type: typeof value.type === 'string' ? value.type : null,
-    data: isRecord(value.data) ? value.data : {},
-  }
-}
-
-/** The routing view of an upstream frame, read once by {@link parseUpstreamFrame}. */
-function frameOf(upstream: UpstreamFrame): Frame | null {
-  const value = upstream.json
-  if (value === null) return null
-  return { type: upstream.type, data: isRecord(value.data) ? value.data : {} }
-}
-
-function str(v: JsonValue | undefined): string | null {
-  return typeof v === 'string' ? v : typeof v === 'number' || typeof v === 'bigint' ? String(v) : null
-}
-
-/** Binary event types (protocol §1.4). */
-const BINARY_PREVIEW_IMAGE = 1
-const BINARY_PREVIEW_WITH_METADATA = 4
-
-/**
- * PREVIEW_IMAGE_WITH_METADATA (4, metadata length, JSON, image) as PREVIEW_IMAGE (1, 1 = JPEG or
- * 2 = PNG, image): what server.py's send_image would have sent. Null when the frame is malformed.
- */
-function toLegacyPreview(frame: Buffer): Buffer | null {
-  if (frame.length < 8) return null
-  const len = frame.readUInt32BE(4)
-  if (8 + len > frame.length) return null
-  let png = false
-  try {
-    const meta = JSON.parse(frame.subarray(8, 8 + len).toString('utf8')) as unknown
-    png = isRecord(meta) && meta.image_type === 'image/png'
-  } catch {
-    return null
-  }
-  const head = Buffer.alloc(8)
-  head.writeUInt32BE(BINARY_PREVIEW_IMAGE, 0)
-  head.writeUInt32BE(png ? 2 : 1, 4)
-  return Buffer.concat([head, frame.subarray(8 + len)])
-}
-const RECENT_PROMPTS = 8
-
 /**
  * The gateway's own negotiation, sent as the first text frame of every upstream connection: ComfyUI picks
  * the preview format per socket, and several downstream sockets with different wishes share one upstream
@@ -165,18 +76,18 @@ export class SocketHub {
   readonly #observer: UpstreamSocket
   #healthy = false
   #queueRemaining = 0
-  #features: string | null = null
-  #featuresLoading: Promise<string | null> | null = null
+  readonly #features: FeaturesCache
+  readonly #saver: ClientIdSaver
   #seq = 0
   #reconcileRunning = false
   #reconcileAgain = false
-  #saving: Promise<void> | null = null
-  #dirty = false
   #shuttingDown = false
   #restoring = false
 
   constructor(opts: SocketHubOptions) {
     this.#opts = opts
+    this.#features = new FeaturesCache(opts.fetchFeatures)
+    this.#saver = new ClientIdSaver(opts.state, opts.logger, () => [...this.#channels.keys()])
     this.#observer = new UpstreamSocket({
       ...this.#socketOptions(`comfy-audit~observer-${randomBytes(4).toString('hex')}`),
       onFrame: (data, isBinary) => this.#onObserverFrame(data, isBinary),
@@ -303,7 +214,7 @@ export class SocketHub {
       closes.push(ch.socket.close())
     }
     await Promise.all(closes)
-    if (this.#saving) await this.#saving
+    await this.#saver.settled()
   }
 
   #socketOptions(clientId: string) {
@@ -325,9 +236,6 @@ export class SocketHub {
       existing.idleTimer = null
       return existing
     }
-    const parsed = parseClientId(id)
-    const downstreamId = parsed.kind === 'client' ? parsed.downstreamId : null
-    const idJson = JSON.stringify(id).slice(1, -1)
     // Assigned right below: the socket needs the channel in its callbacks, which run only later.
     // eslint-disable-next-line prefer-const
     let ch!: Channel
@@ -346,34 +254,18 @@ export class SocketHub {
         for (const d of ch.downstreams) d.ws.close(1012, 'ComfyUI connection lost')
       },
     })
-    ch = {
-      id,
-      kind: parsed.kind === 'noclient' ? 'noclient' : 'client',
-      downstreamId,
-      idInJson: idJson,
-      downstreamInJson: downstreamId === null ? null : JSON.stringify(downstreamId).slice(1, -1),
-      socket,
-      downstreams: new Set(),
-      active: null,
-      inflight: new Map(),
-      recent: [],
-      runningNode: null,
-      runningPrompt: null,
-      pinned: false,
-      idleTimer: null,
-      closed: false,
-    }
+    ch = newChannel(id, socket)
     this.#channels.set(id, ch)
     this.#persist()
     return ch
   }
 
   #maybeRelease(ch: Channel): void {
-    if (ch.closed || ch.pinned || ch.downstreams.size > 0 || ch.inflight.size > 0 || ch.idleTimer) return
+    if (!isIdle(ch) || ch.idleTimer) return
     if (this.#shuttingDown) return
     ch.idleTimer = setTimeout(() => {
       ch.idleTimer = null
-      if (ch.closed || ch.pinned || ch.downstreams.size > 0 || ch.inflight.size > 0) return
+      if (!isIdle(ch)) return
       ch.closed = true
       this.#channels.delete(ch.id)
       const closed = ch.socket.close()
@@ -387,28 +279,12 @@ export class SocketHub {
   }
 
   #finishPrompt(ch: Channel, promptId: string): void {
-    if (!ch.inflight.delete(promptId)) return
-    ch.recent.push(promptId)
-    if (ch.recent.length > RECENT_PROMPTS) ch.recent.shift()
-    this.#maybeRelease(ch)
+    if (settlePrompt(ch, promptId)) this.#maybeRelease(ch)
   }
 
   #persist(): void {
-    const state = this.#opts.state
-    if (!state || this.#shuttingDown || this.#restoring) return
-    this.#dirty = true
-    if (this.#saving) return
-    this.#saving = (async () => {
-      while (this.#dirty) {
-        this.#dirty = false
-        try {
-          await state.save([...this.#channels.keys()])
-        } catch (error) {
-          this.#opts.logger.warn('gateway: could not save client ids', { error: String(error) })
-        }
-      }
-      this.#saving = null
-    })()
+    if (this.#shuttingDown || this.#restoring) return
+    this.#saver.save()
   }
 
   #send(d: Downstream, data: Buffer | string, binary: boolean): void {
@@ -432,26 +308,12 @@ export class SocketHub {
   #onClientFlags(d: Downstream): void {
     const reply = (features: string): void =>
       this.#send(d, `{"type": "feature_flags", "data": ${features}}`, false)
-    if (this.#features !== null) reply(this.#features)
+    const features = this.#features.current
+    if (features !== null) reply(features)
     else
-      void this.#loadFeatures().then((f) => {
+      void this.#features.load().then((f) => {
         if (f !== null) reply(f)
       })
-  }
-
-  #loadFeatures(): Promise<string | null> {
-    if (this.#features !== null) return Promise.resolve(this.#features)
-    if (!this.#featuresLoading) {
-      this.#featuresLoading = this.#opts
-        .fetchFeatures()
-        .catch(() => null)
-        .then((f) => {
-          this.#featuresLoading = null
-          if (f !== null) this.#features = f
-          return f
-        })
-    }
-    return this.#featuresLoading
   }
 
   #setHealthy(healthy: boolean): void {
@@ -463,7 +325,7 @@ export class SocketHub {
 
   #onObserverReady(): void {
     this.#setHealthy(true)
-    void this.#loadFeatures()
+    void this.#features.load()
     for (const ch of this.#channels.values()) ch.socket.kick()
     void this.#reconcile()
   }
@@ -500,22 +362,14 @@ export class SocketHub {
   #onChannelFrame(ch: Channel, data: Buffer, isBinary: boolean): void {
     const timeMs = this.#opts.now()
     if (isBinary) {
-      const type = data.length >= 4 ? data.readUInt32BE(0) : -1
       if (ch.kind === 'client') {
-        // The upstream socket always negotiated type 4; ComfyUI decides per socket, so a downstream socket
-        // that did not ask for type 4 gets the legacy type 1 frame it would have had.
+        // The upstream socket always negotiated type 4; ComfyUI decides per socket (preview-translation.ts).
         const active = ch.active
-        if (active) {
-          const legacy = type === BINARY_PREVIEW_WITH_METADATA && active.previewMeta !== true
-          this.#send(active, legacy ? (toLegacyPreview(data) ?? data) : data, true)
-        }
-      } else if (
-        (type === BINARY_PREVIEW_IMAGE || type === BINARY_PREVIEW_WITH_METADATA) &&
-        ch.runningPrompt !== null
-      ) {
+        if (active) this.#send(active, binaryFrameFor(data, active.previewMeta === true), true)
+      } else if (ch.runningPrompt !== null) {
         // A preview of a prompt whose client gave no id: ComfyUI would have sent everyone type 1.
-        const legacy = type === BINARY_PREVIEW_IMAGE ? data : toLegacyPreview(data)
-        if (legacy) this.#broadcast(legacy, true)
+        const preview = broadcastPreview(data)
+        if (preview) this.#broadcast(preview, true)
       }
       this.#tapFrame(ch.id, parseUpstreamFrame(data, true), timeMs)
       return
@@ -542,7 +396,7 @@ export class SocketHub {
     if (ch.kind === 'noclient') {
       if (
         promptId !== null &&
-        this.#isNoClientBroadcast(type, d) &&
+        isNoClientBroadcast(type, d) &&
         (ch.inflight.has(promptId) || ch.recent.includes(promptId))
       ) {
         this.#broadcast(data, false)
@@ -555,20 +409,6 @@ export class SocketHub {
       this.#send(active, text.split(ch.idInJson).join(ch.downstreamInJson), false)
     } else {
       this.#send(active, data, false)
-    }
-  }
-
-  /** What ComfyUI broadcasts for a prompt without a client id (protocol §1.3). */
-  #isNoClientBroadcast(type: string | null, d: Record<string, JsonValue>): boolean {
-    switch (type) {
-      case 'progress':
-      case 'progress_state':
-      case 'execution_interrupted':
-        return true
-      case 'execution_error':
-        return d.exception_type === 'ExecutionBlocked'
-      default:
-        return false
     }
   }
 
@@ -645,26 +485,4 @@ export class SocketHub {
       this.#reconcileRunning = false
     }
   }
-}
-
-/** `GET /queue` → prompt ids by client id (`[number, prompt_id, prompt, extra_data, outputs]` items). */
-function parseQueue(body: Buffer): Map<string, Set<string>> | null {
-  const r = parseJson(body)
-  if (!r.ok || !isRecord(r.value)) return null
-  const out = new Map<string, Set<string>>()
-  for (const key of ['queue_running', 'queue_pending']) {
-    const items = r.value[key]
-    if (!Array.isArray(items)) continue
-    for (const item of items) {
-      if (!Array.isArray(item)) continue
-      const promptId = str(item[1])
-      const extra = item[3]
-      const clientId = isRecord(extra) ? str(extra.client_id) : null
-      if (promptId === null || clientId === null) continue
-      let set = out.get(clientId)
-      if (!set) out.set(clientId, (set = new Set()))
-      set.add(promptId)
-    }
-  }
-  return out
 }

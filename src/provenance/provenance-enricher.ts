@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto'
 import { open } from 'node:fs/promises'
 import { isAbsolute, join, relative, resolve, sep } from 'node:path'
 import { reportError } from '../audit/report-error.js'
+import { createComfyClient, type ComfyClient } from '../comfyui/comfy-client.js'
 import type { AuditEvent, AuditEventInput, FileRef, JsonObject, JsonValue, ModelRef } from '../audit/types.js'
 import type { FileHasher } from './file-hasher.js'
 import { findEmbeddingRefs, type ModelHasher } from './model-hasher.js'
@@ -32,7 +33,7 @@ export interface OutputHasher {
 
 /** Options of {@link createOutputHasher}. */
 export interface OutputHasherOptions {
-  /** ComfyUI's base URL, for `/view` when the file is not local. */
+  /** ComfyUI's base URL (a path prefix is kept), for `/view` when the file is not local. */
   readonly comfyUrl: string
   /** ComfyUI's `output`, `temp` and `input` folders when this host can read them. */
   readonly localDirs?: Partial<Record<'output' | 'temp' | 'input', string>>
@@ -61,6 +62,8 @@ async function readHead(path: string): Promise<Buffer> {
 
 /** Hashes outputs from ComfyUI's local folders when configured, else streams them from `/view`. */
 export function createOutputHasher(options: OutputHasherOptions): OutputHasher {
+  // Made on first use: a hasher that only reads local folders never needs ComfyUI's URL to be valid.
+  let comfy: ComfyClient | undefined
   return {
     async hash(file) {
       const dir = options.localDirs?.[file.type as 'output' | 'temp' | 'input']
@@ -87,17 +90,20 @@ export function createOutputHasher(options: OutputHasherOptions): OutputHasher {
         const size = pngSize(await readHead(path))
         return { ...digest, width: size?.width ?? null, height: size?.height ?? null }
       }
-      const url = new URL('/view', options.comfyUrl)
-      url.searchParams.set('filename', file.filename)
-      url.searchParams.set('subfolder', file.subfolder)
-      url.searchParams.set('type', file.type)
-      const res = await fetch(url, { signal: AbortSignal.timeout(options.timeoutMillis ?? 60_000) })
-      if (!res.ok || !res.body) throw new Error(`GET /view for ${file.filename} answered ${res.status}`)
+      const query = new URLSearchParams({
+        filename: file.filename,
+        subfolder: file.subfolder,
+        type: file.type,
+      })
+      comfy ??= createComfyClient({ baseUrl: options.comfyUrl, timeoutMillis: options.timeoutMillis ?? 60_000 })
+      const res = await comfy.stream(`/view?${query.toString()}`)
+      if (!res.ok)
+        throw new Error(`GET /view for ${file.filename} answered ${res.status ?? `nothing: ${res.reason}`}`)
       const hash = createHash('sha256')
       let bytes = 0
       let head = Buffer.alloc(0)
-      for await (const chunk of res.body) {
-        const buf = Buffer.from(chunk)
+      for await (const chunk of res.value.body) {
+        const buf = chunk as Buffer
         hash.update(buf)
         bytes += buf.length
         if (head.length < 24) head = Buffer.concat([head, buf.subarray(0, 24 - head.length)])

@@ -2,6 +2,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { stringifyJson } from '../audit/json.js'
 import type { JsonValue } from '../audit/types.js'
+import { sendJson } from '../comfyui/send-json.js'
 import { parseTimeSpec } from '../config/duration.js'
 import type { AuditApiOptions } from './audit-api.js'
 
@@ -18,13 +19,7 @@ export type ApiHandler = (call: ApiCall) => Promise<boolean>
 
 /** A JSON answer in strict JSON: a browser's `JSON.parse` rejects bare NaN and Infinity, so they become strings. */
 export function send(res: ServerResponse, status: number, body: JsonValue): void {
-  const text = stringifyJson(body, { strict: true })
-  res.writeHead(status, {
-    'content-type': 'application/json; charset=utf-8',
-    'cache-control': 'no-store',
-    'x-content-type-options': 'nosniff',
-  })
-  res.end(text)
+  sendJson(res, status, stringifyJson(body, { strict: true }))
 }
 
 export function badRequest(res: ServerResponse, message: string): true {

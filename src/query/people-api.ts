@@ -5,6 +5,7 @@
  * the answer that creates them and nowhere else.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { sendJson } from '../comfyui/send-json.js'
 import { stringifyJson } from '../audit/json.js'
 import type { JsonValue } from '../audit/types.js'
 import { ROLES, type Role } from '../config/security-config.js'
@@ -22,12 +23,7 @@ export interface PeopleApiOptions {
 }
 
 function send(res: ServerResponse, status: number, body: JsonValue): void {
-  res.writeHead(status, {
-    'content-type': 'application/json; charset=utf-8',
-    'cache-control': 'no-store',
-    'x-content-type-options': 'nosniff',
-  })
-  res.end(stringifyJson(body, { strict: true }))
+  sendJson(res, status, stringifyJson(body, { strict: true }))
 }
 
 /** A handler for `/_audit/api/people` and below; false for other paths. */

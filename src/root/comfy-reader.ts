@@ -2,8 +2,9 @@
  * The few reads of ComfyUI the root's modules make besides the proxied traffic (history and queue for
  * reconciliation, system stats for the environment, folder paths for model hashing), behind one port.
  */
-import { parseJson } from '../audit/json.js'
 import type { JsonValue } from '../audit/types.js'
+import { createComfyClient } from '../comfyui/comfy-client.js'
+import { zJsonValue } from '../comfyui/schemas.js'
 
 /** Reads one JSON answer of ComfyUI. */
 export interface ComfyReader {
@@ -14,18 +15,13 @@ export interface ComfyReader {
   getJson(path: string, timeoutMillis: number): Promise<JsonValue | null>
 }
 
-/** A {@link ComfyReader} over `fetch`; `baseUrl` without a trailing slash. */
+/** A {@link ComfyReader} over the one ComfyUI client; `baseUrl` without a trailing slash. */
 export function createComfyReader(baseUrl: string): ComfyReader {
+  const client = createComfyClient({ baseUrl })
   return {
     async getJson(path, timeoutMillis) {
-      try {
-        const res = await fetch(`${baseUrl}${path}`, { signal: AbortSignal.timeout(timeoutMillis) })
-        if (!res.ok) return null
-        const parsed = parseJson(Buffer.from(await res.arrayBuffer()))
-        return parsed.ok ? parsed.value : null
-      } catch {
-        return null
-      }
+      const r = await client.getJson(zJsonValue, path, { timeoutMillis })
+      return r.ok ? r.value : null
     },
   }
 }

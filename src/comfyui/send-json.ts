@@ -1,0 +1,42 @@
+import type { ServerResponse } from 'node:http'
+
+/**
+ * The headers of every JSON answer comfy-audit writes itself (gateway refusals, the audit and people APIs,
+ * login): one set, so no route drifts. `no-store` because answers carry audit data or per-request refusals;
+ * `nosniff` so a browser never reads one as anything but JSON.
+ */
+export const JSON_ANSWER_HEADERS: Readonly<Record<string, string>> = {
+  'content-type': 'application/json; charset=utf-8',
+  'cache-control': 'no-store',
+  'x-content-type-options': 'nosniff',
+}
+
+/**
+ * Answers `status` with JSON text the caller serialised (so each caller keeps its writer: Python style for
+ * ComfyUI-shaped bodies, strict for the audit API) and an exact `content-length`. `extra` adds or overrides
+ * headers (`retry-after`, `connection`, `content-disposition`). When headers already went out (a proxied
+ * answer was under way) the only honest signal left is to cut the connection.
+ *
+ * @example
+ * sendJson(res, 404, '{"error": "not found"}')
+ */
+export function sendJson(
+  res: ServerResponse,
+  status: number,
+  text: string | Buffer,
+  extra: Readonly<Record<string, string>> = {},
+): void {
+  if (res.headersSent) {
+    res.destroy()
+    return
+  }
+  const body = typeof text === 'string' ? Buffer.from(text, 'utf8') : text
+  res.writeHead(status, { ...JSON_ANSWER_HEADERS, 'content-length': String(body.length), ...lower(extra) })
+  res.end(body)
+}
+
+function lower(headers: Readonly<Record<string, string>>): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const [k, v] of Object.entries(headers)) out[k.toLowerCase()] = v
+  return out
+}
