@@ -134,7 +134,7 @@ async function startLocked(
     sampleGpu: environment.sampleGpu,
     environment: environment.environment,
   })
-  const { host, port } = parseHostPort(config.listen)
+  const { host } = parseHostPort(config.listen)
   // The access checks ask the proxy's health, and the proxy is built with the checks: a late reference.
   const built: { gateway?: Gateway } = {}
   const access = createAccess(config, {
@@ -148,42 +148,13 @@ async function startLocked(
   })
   const { refusals } = access
   await loadKnownPrompts(store, capture)
-  const gateway = await createGateway({
-    upstreamUrl: upstream,
-    host,
-    port,
-    tap: {
-      promptSubmitted: (e) => capture.promptSubmitted(e),
-      promptAnswered: (e) => capture.promptAnswered(e),
-      promptRefused: (e) => capture.promptRefused(e),
-      frame: (e) => {
-        const depth = queueDepthFromFrame(e.frame)
-        if (depth !== undefined) metrics.setQueueDepth(depth)
-        capture.frame(e)
-      },
-      action: (e) => capture.action(e),
-    },
-    ...(options.identify ? { identify: options.identify } : { guard: access.guard }),
-    maxClientFrameBytes: config.limits.maxWsFrameBytes,
-    onRequestDone: (e) => metrics.observeRequest(e.method, e.route, e.status, e.seconds),
-    maxPromptBytes: config.limits.maxBodyBytes,
-    headersTimeoutMs: config.limits.headersTimeoutMillis,
-    requestTimeoutMs: config.limits.requestTimeoutMillis,
-    unauthenticatedIdleMs: config.limits.unauthenticatedIdleMillis,
-    // Fail closed (default): a prompt that could not be recorded is not run. Synchronous, no disk.
-    refusePrompt: () => {
-      if (config.store.outage.whenFull !== 'refuse' || store.health().state !== 'over-quota') return null
-      metrics.promptRefused('store')
-      return 'the audit store is unavailable and its write-ahead spool is full (store.outage.spoolMaxBytes)'
-    },
-    auditHandler: access.auditHandler,
-    now: options.now,
+  const gateway = await startProxy(config, options, {
+    capture,
+    recording,
+    access,
+    submissionSeal,
     logger,
-    upstreamTimeoutMs: config.comfyui.timeoutMillis,
-    claimPromptId: (id) => capture.claimPromptId(id),
-    onRefused: (r) => refusals.refused({ ...r, user: null, role: null }),
-    sealSubmission: sealSubmissions(submissionSeal),
-    state: clientIdState(store),
+    upstream,
   })
   built.gateway = gateway
   const proxy = gateway
@@ -263,6 +234,61 @@ async function startLocked(
     },
     close: () => (closing ??= shutdown(config, parts)),
   }
+}
+
+/** The proxy, wired to capture (every tap), the metrics, the access checks and the store's outage policy. */
+function startProxy(
+  config: Readonly<Config>,
+  options: AuditGatewayOptions,
+  parts: {
+    readonly capture: Capture
+    readonly recording: Recording
+    readonly access: ReturnType<typeof createAccess>
+    readonly submissionSeal: ReturnType<typeof createSubmissionSeal>
+    readonly logger: Logger
+    readonly upstream: string
+  },
+): Promise<Gateway> {
+  const { capture, recording, access, submissionSeal, logger, upstream } = parts
+  const { store, metrics } = recording
+  const { host, port } = parseHostPort(config.listen)
+  return createGateway({
+    upstreamUrl: upstream,
+    host,
+    port,
+    tap: {
+      promptSubmitted: (e) => capture.promptSubmitted(e),
+      promptAnswered: (e) => capture.promptAnswered(e),
+      promptRefused: (e) => capture.promptRefused(e),
+      frame: (e) => {
+        const depth = queueDepthFromFrame(e.frame)
+        if (depth !== undefined) metrics.setQueueDepth(depth)
+        capture.frame(e)
+      },
+      action: (e) => capture.action(e),
+    },
+    ...(options.identify ? { identify: options.identify } : { guard: access.guard }),
+    maxClientFrameBytes: config.limits.maxWsFrameBytes,
+    onRequestDone: (e) => metrics.observeRequest(e.method, e.route, e.status, e.seconds),
+    maxPromptBytes: config.limits.maxBodyBytes,
+    headersTimeoutMs: config.limits.headersTimeoutMillis,
+    requestTimeoutMs: config.limits.requestTimeoutMillis,
+    unauthenticatedIdleMs: config.limits.unauthenticatedIdleMillis,
+    // Fail closed (default): a prompt that could not be recorded is not run. Synchronous, no disk.
+    refusePrompt: () => {
+      if (config.store.outage.whenFull !== 'refuse' || store.health().state !== 'over-quota') return null
+      metrics.promptRefused('store')
+      return 'the audit store is unavailable and its write-ahead spool is full (store.outage.spoolMaxBytes)'
+    },
+    auditHandler: access.auditHandler,
+    now: options.now,
+    logger,
+    upstreamTimeoutMs: config.comfyui.timeoutMillis,
+    claimPromptId: (id) => capture.claimPromptId(id),
+    onRefused: (r) => access.refusals.refused({ ...r, user: null, role: null }),
+    sealSubmission: sealSubmissions(submissionSeal),
+    state: clientIdState(store),
+  })
 }
 
 /** Shutdown order: stop taking work, drain the proxy, flush capture, then the log, then the sinks. */

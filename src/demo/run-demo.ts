@@ -196,20 +196,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<Demo> {
     const tokens = await addPeople(config.value.store.url, auditData, config.value.origin ?? 'comfy-audit')
     audit = await startAuditGateway(config.value, { logger: options.logger ?? silentLogger, now: clock.now })
     const gateway = audit
-    // Each person works in a browser tab: a socket with their client id, as the front end opens one. ComfyUI
-    // sends node events only to the socket of the prompt's client id, so prompts carry it.
-    const sockets: WebSocket[] = []
-    for (const p of DEMO_PEOPLE.filter((p) => p.weight > 0)) {
-      const ws = new WebSocket(`${gateway.url.replace(/^http/, 'ws')}/ws?clientId=demo-${p.name}`, {
-        headers: { authorization: `Bearer ${tokens.get(p.name)!}` },
-      })
-      sockets.push(ws)
-      await once(ws, 'open')
-    }
-    closers.push(async () => {
-      for (const ws of sockets) ws.close()
-      await Promise.all(sockets.map((ws) => (ws.readyState === WebSocket.CLOSED ? null : once(ws, 'close'))))
-    })
+    closers.push(await openPeopleSockets(gateway.url, tokens))
     const post = async (person: string, path: string, body: JsonObject): Promise<Response> =>
       fetch(`${gateway.url}${path}`, {
         method: 'POST',
@@ -257,28 +244,13 @@ export async function runDemo(options: DemoOptions = {}): Promise<Demo> {
         const interrupt = prompt.workflow !== 'wf-upscale' && (random() < 0.03 || i % 20 === 11)
         ids.push({ id: answer.prompt_id, person, interrupt })
       }
-      for (const job of ids.filter((j) => j.interrupt)) {
-        // Its owner stops it once it runs (a wrong seed noticed in the preview).
-        await until(`prompt ${job.id} to run or finish`, () => {
-          const q = sim.queue()
-          return q.running.some((r) => r.promptId === job.id) || !q.pending.some((r) => r.promptId === job.id)
-        })
-        if (sim.queue().running.some((r) => r.promptId === job.id)) {
-          const res = await post(job.person, '/interrupt', { prompt_id: job.id })
-          await res.arrayBuffer()
-          if (res.ok) interrupted++
-        }
-      }
+      interrupted += await interruptWhenRunning(
+        sim,
+        ids.filter((j) => j.interrupt),
+        post,
+      )
       await sim.idle()
-      // ComfyUI is done; the gateway may still be reading its last frames. Jumping the clock before capture
-      // closed every session would stretch their last node by the jump.
-      for (;;) {
-        await gateway.capture.flush()
-        const open = gateway.capture.openSessions()
-        if (open.length === 0) break
-        // Let the socket deliver ComfyUI's last frames (flush alone settles on microtasks).
-        await new Promise((r) => setTimeout(r, 5))
-      }
+      await captureSettled(gateway)
       const tenth = Math.floor((i * 10) / prompts)
       if (tenth > reported) {
         reported = tenth
@@ -316,6 +288,59 @@ export async function runDemo(options: DemoOptions = {}): Promise<Demo> {
     await audit?.close().catch(() => {})
     await sim.close().catch(() => {})
     throw err
+  }
+}
+
+/**
+ * Each person works in a browser tab: a socket with their client id, as the front end opens one. ComfyUI sends
+ * node events only to the socket of the prompt's client id, so prompts carry it. Returns their closer.
+ */
+async function openPeopleSockets(url: string, tokens: Map<string, string>): Promise<() => Promise<void>> {
+  const sockets: WebSocket[] = []
+  for (const p of DEMO_PEOPLE.filter((p) => p.weight > 0)) {
+    const ws = new WebSocket(`${url.replace(/^http/, 'ws')}/ws?clientId=demo-${p.name}`, {
+      headers: { authorization: `Bearer ${tokens.get(p.name)!}` },
+    })
+    sockets.push(ws)
+    await once(ws, 'open')
+  }
+  return async () => {
+    for (const ws of sockets) ws.close()
+    await Promise.all(sockets.map((ws) => (ws.readyState === WebSocket.CLOSED ? null : once(ws, 'close'))))
+  }
+}
+
+/** Its owner stops each job once it runs (a wrong seed noticed in the preview). Returns how many stopped. */
+async function interruptWhenRunning(
+  sim: SimServer,
+  jobs: readonly { id: string; person: string }[],
+  post: (person: string, path: string, body: JsonObject) => Promise<Response>,
+): Promise<number> {
+  let interrupted = 0
+  for (const job of jobs) {
+    await until(`prompt ${job.id} to run or finish`, () => {
+      const q = sim.queue()
+      return q.running.some((r) => r.promptId === job.id) || !q.pending.some((r) => r.promptId === job.id)
+    })
+    if (sim.queue().running.some((r) => r.promptId === job.id)) {
+      const res = await post(job.person, '/interrupt', { prompt_id: job.id })
+      await res.arrayBuffer()
+      if (res.ok) interrupted++
+    }
+  }
+  return interrupted
+}
+
+/**
+ * ComfyUI is done; the gateway may still be reading its last frames. Jumping the clock before capture closed
+ * every session would stretch their last node by the jump.
+ */
+async function captureSettled(gateway: AuditGateway): Promise<void> {
+  for (;;) {
+    await gateway.capture.flush()
+    if (gateway.capture.openSessions().length === 0) return
+    // Let the socket deliver ComfyUI's last frames (flush alone settles on microtasks).
+    await new Promise((r) => setTimeout(r, 5))
   }
 }
 
