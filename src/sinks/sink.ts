@@ -5,6 +5,8 @@
  * OpenTelemetry's exporters). Sinks never retry by themselves: HTTP sinks go through
  * `createRetryingTransport()`, and a batch the transport gives up on goes back to the processor, which keeps it.
  */
+import { decodeEvent } from '../audit/decode-event.js'
+import { isSubmitter } from '../audit/event-schemas.js'
 import { parseJson, stringifyJson } from '../audit/json.js'
 import {
   RECORD_SCHEMA_VERSION,
@@ -181,8 +183,7 @@ function isObject(value: JsonValue | undefined): value is JsonObject {
 }
 
 function asSubmitter(value: JsonValue | undefined): Submitter | null {
-  if (!isObject(value) || typeof value.user !== 'string') return null
-  return value as unknown as Submitter
+  return isSubmitter(value) ? value : null
 }
 
 /**
@@ -206,10 +207,10 @@ export function toSinkRecords(event: AuditEvent, sessions?: SessionMerger): Sink
     schema_version: RECORD_SCHEMA_VERSION,
   })
   const payload = event.payload
-  const nodeRun = payload.node_run
-  if (event.kind === 'node.finished' && isObject(nodeRun) && typeof nodeRun.node_id === 'string') {
-    const run = nodeRun as unknown as NodeRunRecord
-    out.push({ ...base(), record_type: 'node_run', ...run, session_id: run.session_id ?? event.session_id })
+  const decoded = decodeEvent(event)
+  if (decoded.ok && decoded.event.kind === 'node.finished') {
+    const run: NodeRunRecord = decoded.event.payload.node_run
+    out.push({ ...base(), record_type: 'node_run', ...run })
   }
   if (event.kind.startsWith('action.')) {
     const submitter = asSubmitter(payload.submitter)
@@ -244,7 +245,7 @@ export function toSinkRecords(event: AuditEvent, sessions?: SessionMerger): Sink
       const fields =
         rows.length > 0
           ? sessions.merge(event.origin, event.session_id, {
-              outputs: mergeOutputs(current.outputs, rows) as unknown as JsonValue,
+              outputs: mergeOutputs(current.outputs, rows),
             })
           : current
       // A session the merger no longer knows (evicted, or seen before a restart) has no status to ship.
