@@ -40,3 +40,42 @@ export function toJsonValue(value: unknown): JsonValue {
       throw new TypeError(`toJsonValue: not a JSON value: ${typeof value}`)
   }
 }
+
+/**
+ * True when `value` can be used as a JsonValue as it is: plain objects and arrays all the way down, no
+ * `undefined` member, no class instance (bigint and NaN allowed, as everywhere in the log).
+ */
+export function isJsonValue(value: unknown, depth = 0): value is JsonValue {
+  switch (typeof value) {
+    case 'string':
+    case 'number':
+    case 'bigint':
+    case 'boolean':
+      return true
+    case 'object': {
+      if (value === null) return true
+      if (depth > 256) return false
+      if (Array.isArray(value)) return value.every((v) => isJsonValue(v, depth + 1))
+      const proto: unknown = Object.getPrototypeOf(value)
+      if (proto !== Object.prototype && proto !== null) return false
+      return Object.values(value).every((v) => isJsonValue(v, depth + 1))
+    }
+    default:
+      return false
+  }
+}
+
+/**
+ * A typed record (an interface, which lacks the index signature JsonObject has) as a JsonObject: the record
+ * itself when it is JSON all the way down, which is the common case and costs no copy, else the copy
+ * {@link toJsonObject} makes (leaving out `undefined` fields, throwing on anything that is not JSON).
+ */
+export function asJsonObject(value: object): JsonObject {
+  if (!Array.isArray(value) && isJsonValue(value)) return value as JsonObject
+  return toJsonObject(value)
+}
+
+/** {@link asJsonObject} for any value: itself when it is JSON already, else {@link toJsonValue}'s copy. */
+export function asJsonValue(value: unknown): JsonValue {
+  return isJsonValue(value) ? value : toJsonValue(value)
+}

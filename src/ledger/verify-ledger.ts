@@ -5,7 +5,8 @@
  * too) and the kind of damage. Pruned and erased payloads are reported as such, not as tampering.
  */
 import { canonicalJson } from '../audit/json.js'
-import type { AuditEvent, JsonValue } from '../audit/types.js'
+import { asJsonObject } from '../audit/json-value.js'
+import type { AuditEvent } from '../audit/types.js'
 import { firstAnalysisRollupDifference, replayAnalysisRollups } from '../store/analysis-rollups.js'
 import { createDerivedReplay } from '../store/project.js'
 import { firstRollupDifference, replayRollups, type RollupRow } from '../store/rollups.js'
@@ -481,12 +482,8 @@ async function firstDerivedDifference(
     ['outputs', 'outputs'],
   ]
   for (const [table, field] of tables) {
-    const want = new Map(
-      replay[field].map((r) => [rowKey(table, r as never), r as unknown as Record<string, JsonValue>]),
-    )
-    const have = new Map(
-      stored[field].map((r) => [rowKey(table, r as never), r as unknown as Record<string, JsonValue>]),
-    )
+    const want = new Map(replay[field].map((r) => [rowKey(table, r as never), asJsonObject(r)]))
+    const have = new Map(stored[field].map((r) => [rowKey(table, r as never), asJsonObject(r)]))
     const keys = [...new Set([...want.keys(), ...have.keys()])].sort()
     for (const key of keys) {
       const w = want.get(key)

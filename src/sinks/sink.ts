@@ -8,6 +8,7 @@
 import { decodeEvent } from '../audit/decode-event.js'
 import { isSubmitter } from '../audit/event-schemas.js'
 import { parseJson, stringifyJson } from '../audit/json.js'
+import { asJsonObject } from '../audit/json-value.js'
 import {
   RECORD_SCHEMA_VERSION,
   type AuditEvent,
@@ -309,7 +310,7 @@ export function recordError(
 
 /** The record as a JSON value (its fields are all JSON already; interfaces just lack an index signature). */
 export function recordToJson(record: SinkRecord): JsonObject {
-  return record as unknown as JsonObject
+  return asJsonObject(record)
 }
 
 /**
@@ -326,16 +327,10 @@ export function parseRecord(line: string): { ok: true; value: SinkRecord } | { o
   const parsed = parseJson(line, { tagged: true })
   if (!parsed.ok) return parsed
   const v = parsed.value
-  if (
-    !isObject(v) ||
-    typeof v.id !== 'string' ||
-    typeof v.origin !== 'string' ||
-    typeof v.seq !== 'number' ||
-    (v.record_type !== 'node_run' && v.record_type !== 'action' && v.record_type !== 'session')
-  ) {
+  if (!isSinkRecordShape(v)) {
     return { ok: false, reason: 'not a sink record' }
   }
-  return { ok: true, value: v as unknown as SinkRecord }
+  return { ok: true, value: v }
 }
 
 /** Epoch nanoseconds of an ISO 8601 time, as a decimal string (exact: ms × 10^6 in bigint). */
@@ -343,4 +338,15 @@ export function isoToUnixNanos(iso: string): string {
   const ms = Date.parse(iso)
   if (Number.isNaN(ms)) throw new RangeError(`isoToUnixNanos: not an ISO 8601 time: ${iso}`)
   return (BigInt(ms) * 1_000_000n).toString()
+}
+
+/** The fields every sink record has, checked on a line read back (the rest is as the writer serialized it). */
+function isSinkRecordShape(v: JsonValue): v is JsonObject & SinkRecord {
+  return (
+    isObject(v) &&
+    typeof v.id === 'string' &&
+    typeof v.origin === 'string' &&
+    typeof v.seq === 'number' &&
+    (v.record_type === 'node_run' || v.record_type === 'action' || v.record_type === 'session')
+  )
 }

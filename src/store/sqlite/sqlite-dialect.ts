@@ -427,7 +427,8 @@ function notOpen(): Error {
 async function loadBetterSqlite3(): Promise<SqliteConstructor> {
   // Loaded on first use so that importing the dialect costs nothing until a store opens.
   const mod = await import('better-sqlite3')
-  return mod.default as unknown as SqliteConstructor
+  const Database: SqliteConstructor = mod.default
+  return Database
 }
 
 /** Runs plan steps on the database, preparing each distinct statement once. */
