@@ -7,6 +7,7 @@
  * The bundle is written in RFC 8785 canonical form, and the verifier refuses any other spelling, so that
  * every byte is either covered by a proof or a signature, or fixed by the format: any change fails.
  */
+import { asJsonValue } from '../audit/json-value.js'
 import { canonicalJson, parseJson } from '../audit/json.js'
 import type { AuditEvent, JsonObject, JsonValue } from '../audit/types.js'
 import { replayDerived } from '../store/project.js'
@@ -41,14 +42,14 @@ export function evidenceSummary(events: readonly AuditEvent[]): JsonObject {
   const session: JsonObject | null = s
     ? {
         status: s.status,
-        submitter: s.submitter as unknown as JsonValue,
+        submitter: asJsonValue(s.submitter),
         queued_at: s.queued_at,
         started_at: s.started_at,
         ended_at: s.ended_at,
         prompt_sha256: s.prompt_sha256,
         workflow_sha256: s.workflow_sha256,
-        models: s.models as unknown as JsonValue,
-        seeds: s.seeds as unknown as JsonValue,
+        models: asJsonValue(s.models),
+        seeds: asJsonValue(s.seeds),
       }
     : null
   return {

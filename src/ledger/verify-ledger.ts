@@ -4,14 +4,11 @@
  * of each origin's log (or the checkpoint interval it lies in when the stored leaf hashes were rewritten
  * too) and the kind of damage. Pruned and erased payloads are reported as such, not as tampering.
  */
-import { canonicalJson } from '../audit/json.js'
-import type { AuditEvent, JsonValue } from '../audit/types.js'
-import { firstAnalysisRollupDifference, replayAnalysisRollups } from '../store/analysis-rollups.js'
+import type { AuditEvent } from '../audit/types.js'
 import { createDerivedReplay } from '../store/project.js'
-import { firstRollupDifference, replayRollups, type RollupRow } from '../store/rollups.js'
-import { firstCoarseRollupDifference } from '../store/rollup-replay.js'
+import { firstDerivedDifference } from './verify-derived.js'
 import type { RuntimeStore } from '../store/runtime-store.js'
-import type { DerivedRows, StoredCheckpoint, StoredEventRow } from '../store/store.js'
+import type { StoredCheckpoint, StoredEventRow } from '../store/store.js'
 import { verifyCheckpoint } from './checkpoint.js'
 import { eventLeafHash } from '../audit/event-leaf.js'
 import { storedRowEvent } from './ledger.js'
@@ -284,8 +281,8 @@ async function verifyOrigin(
   }
   if (logProblem) problems.push(logProblem)
 
-  const derived = await firstDerivedDifference(options, origin, replay.result())
-  if (derived) problems.push(derived)
+  const derived = await firstDerivedDifference(options.store, replay.result(), origin)
+  if (derived !== undefined) problems.push(derivedProblem(origin, derived))
 
   return {
     report: { origin, events: count, checkpoints: checkpoints.length, checkpointed, pruned },
@@ -457,87 +454,6 @@ function firstPositionalProblem(
     }
   }
   return undefined
-}
-
-function rowKey(table: string, row: Readonly<Record<string, unknown>>): string {
-  const parts =
-    table === 'sessions'
-      ? [row.origin, row.session_id]
-      : table === 'node_runs'
-        ? [row.origin, row.session_id, row.node_id]
-        : [row.origin, row.session_id, row.node_id, row.type, row.subfolder, row.filename]
-  return parts.map(String).join(' / ')
-}
-
-/** Compares the stored derived rows with a replay of the readable events of the origin. */
-async function firstDerivedDifference(
-  options: VerifyLedgerOptions,
-  origin: string,
-  replay: DerivedRows,
-): Promise<LedgerProblem | undefined> {
-  const stored = await options.store.derivedRows(origin)
-  const tables: [string, keyof DerivedRows][] = [
-    ['sessions', 'sessions'],
-    ['node_runs', 'nodeRuns'],
-    ['outputs', 'outputs'],
-  ]
-  for (const [table, field] of tables) {
-    const want = new Map(
-      replay[field].map((r) => [rowKey(table, r as never), r as unknown as Record<string, JsonValue>]),
-    )
-    const have = new Map(
-      stored[field].map((r) => [rowKey(table, r as never), r as unknown as Record<string, JsonValue>]),
-    )
-    const keys = [...new Set([...want.keys(), ...have.keys()])].sort()
-    for (const key of keys) {
-      const w = want.get(key)
-      const h = have.get(key)
-      if (!w) return derivedProblem(origin, `${table} row (${key}) is not produced by any event in the log`)
-      if (!h) return derivedProblem(origin, `${table} row (${key}) is missing, though the log produces it`)
-      const fields = [...new Set([...Object.keys(w), ...Object.keys(h)])].sort()
-      for (const f of fields) {
-        if (canonicalJson(w[f] ?? null) !== canonicalJson(h[f] ?? null)) {
-          return derivedProblem(
-            origin,
-            `${table} row (${key}) field ${f} is ${canonicalJson(h[f] ?? null).slice(0, 80)}, the log says ${canonicalJson(w[f] ?? null).slice(0, 80)}`,
-          )
-        }
-      }
-    }
-  }
-  // Rollups are derived from the node runs the log gives (not the stored ones: those are checked above).
-  let storedRollups: RollupRow[]
-  try {
-    storedRollups = await options.store.rollups({ origin })
-  } catch (error) {
-    return derivedProblem(origin, error instanceof Error ? error.message : String(error))
-  }
-  const replayedRollups = replayRollups(replay.nodeRuns)
-  const rollups = firstRollupDifference(replayedRollups, storedRollups)
-  if (rollups !== undefined) return derivedProblem(origin, rollups)
-  let storedAnalysis: Parameters<typeof firstAnalysisRollupDifference>[1]
-  try {
-    storedAnalysis = {
-      workflow: await options.store.workflowRollups({ origin }),
-      usage: await options.store.usageRollups({ origin }),
-    }
-  } catch (error) {
-    return derivedProblem(origin, error instanceof Error ? error.message : String(error))
-  }
-  const replayedAnalysis = replayAnalysisRollups(replay.sessions, replay.nodeRuns)
-  const analysis = firstAnalysisRollupDifference(replayedAnalysis, storedAnalysis)
-  if (analysis !== undefined) return derivedProblem(origin, analysis)
-  // The model usage and daily rollups (src/store/rollup-replay.ts).
-  let coarse: string | undefined
-  try {
-    coarse = await firstCoarseRollupDifference(options.store, origin, replay, {
-      node: replayedRollups,
-      ...replayedAnalysis,
-    })
-  } catch (error) {
-    return derivedProblem(origin, error instanceof Error ? error.message : String(error))
-  }
-  return coarse === undefined ? undefined : derivedProblem(origin, coarse)
 }
 
 function derivedProblem(origin: string, detail: string): LedgerProblem {

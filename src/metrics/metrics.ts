@@ -6,6 +6,7 @@
 import { timingSafeEqual } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { decodeEvent } from '../audit/decode-event.js'
 import { reportError } from '../audit/report-error.js'
 import type { AuditEvent, JsonObject, JsonValue, NodeRunRecord } from '../audit/types.js'
 import { FINAL_SESSION_STATUSES } from '../audit/types.js'
@@ -171,9 +172,9 @@ export function createMetrics(): Metrics {
     contentType: registry.contentType,
     observe(event) {
       const payload = event.payload
-      const run = payload.node_run
-      if (event.kind === 'node.finished' && isObject(run)) {
-        const r = run as unknown as NodeRunRecord
+      const decoded = decodeEvent(event)
+      if (decoded.ok && decoded.event.kind === 'node.finished') {
+        const r: NodeRunRecord = decoded.event.payload.node_run
         nodeRuns.inc({ status: r.status })
         if (r.status === 'cached') cacheHits.inc()
         else if (typeof r.duration_ms === 'number')

@@ -7,6 +7,8 @@
 import { createHash } from 'node:crypto'
 import { open } from 'node:fs/promises'
 import { isAbsolute, join, relative, resolve, sep } from 'node:path'
+import { modelsHashedEvent } from '../audit/audit-events.js'
+import { decodeEvent } from '../audit/decode-event.js'
 import { reportError } from '../audit/report-error.js'
 import { createComfyClient, type ComfyClient } from '../comfyui/comfy-client.js'
 import type { AuditEvent, AuditEventInput, FileRef, JsonObject, JsonValue, ModelRef } from '../audit/types.js'
@@ -216,14 +218,7 @@ export function createProvenanceEnricher(options: ProvenanceEnricherOptions): Pr
     const hasher = options.modelHasher
     if (!hasher || models.length === 0) return
     const hashed = await hasher.hashModels(models)
-    await options.emit([
-      {
-        kind: 'models.hashed',
-        time: now(),
-        session_id: sessionId,
-        payload: { session: { models: hashed as unknown as JsonValue } },
-      },
-    ])
+    await options.emit([modelsHashedEvent(now(), sessionId, hashed)])
   }
 
   const hashOutputs = async (sessionId: string, files: (FileRef & { node_id: string })[]): Promise<void> => {
@@ -252,7 +247,11 @@ export function createProvenanceEnricher(options: ProvenanceEnricherOptions): Pr
         if (sid === null) continue
         const session = isObject(event.payload.session) ? event.payload.session : undefined
         if (event.kind === 'prompt.submitted' && session) {
-          const declared = Array.isArray(session.models) ? (session.models as unknown as ModelRef[]) : []
+          const decoded = decodeEvent(event)
+          const declared: readonly ModelRef[] =
+            decoded.ok && decoded.event.kind === 'prompt.submitted'
+              ? (decoded.event.payload.session?.models ?? [])
+              : []
           const embeddings = findEmbeddingRefs(session.prompt ?? null)
           track(hashModels(sid, [...declared, ...embeddings]))
         }

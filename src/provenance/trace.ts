@@ -3,6 +3,7 @@
  * producing node actually ran, with later runs that reused it from cache), or, for a re-encoded copy, by
  * the prompt graph in its PNG `prompt` chunk (ignoring `is_changed`), matched against the recorded prompts.
  */
+import { asJsonValue } from '../audit/json-value.js'
 import { canonicalJson, parseJson, sha256Hex } from '../audit/json.js'
 import type { JsonObject, JsonValue, SessionRecord } from '../audit/types.js'
 import type { RuntimeStore } from '../store/runtime-store.js'
@@ -81,8 +82,8 @@ function describe(
     user: s.submitter?.user ?? null,
     queued_at: s.queued_at,
     status: s.status,
-    models: s.models as unknown as JsonValue,
-    seeds: s.seeds as unknown as JsonValue,
+    models: asJsonValue(s.models),
+    seeds: asJsonValue(s.seeds),
     prompts: promptTexts(s.prompt),
     workflow: s.workflow,
     prompt_sha256: s.prompt_sha256,

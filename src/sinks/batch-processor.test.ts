@@ -2,12 +2,8 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import {
-  createBatchProcessor,
-  createMultiProcessor,
-  type DropReason,
-  type RecordProcessor,
-} from './batch-processor.js'
+import { createBatchProcessor, type DropReason, type RecordProcessor } from './batch-processor.js'
+import { createMultiProcessor } from './multi-processor.js'
 import { InMemorySink } from './in-memory-sink.js'
 import { manyRecords, sessionEvents } from './sink-test-kit.js'
 import { serializeRecord, type ExportResult } from './sink.js'

@@ -14,16 +14,8 @@
  * Only an overflowing queue (a producer that ignores `waitForRoom`) spools newer records before older ones.
  */
 import { reportError, silentLogger, type Logger } from '../audit/report-error.js'
-import type { AuditEvent } from '../audit/types.js'
 import type { Spool, SpoolSegment } from './spool.js'
-import {
-  createSessionMerger,
-  toSinkRecords,
-  type AuditSink,
-  type ExportResult,
-  type SessionMerger,
-  type SinkRecord,
-} from './sink.js'
+import { type AuditSink, type ExportResult, type SinkRecord } from './sink.js'
 
 /** How a sink is doing, for `/_audit/health` and metrics. */
 export interface SinkHealth {
@@ -469,41 +461,4 @@ export class BatchProcessor implements RecordProcessor {
  */
 export function createBatchProcessor(sink: AuditSink, options: BatchProcessorOptions = {}): BatchProcessor {
   return new BatchProcessor(sink, options)
-}
-
-/** Fans records out to several processors; one failing never affects the others. */
-export interface MultiProcessor extends RecordProcessor {
-  /** Maps a committed audit event to sink records (merging session patches) and hands them to every processor. */
-  onEvent(event: AuditEvent): void
-}
-
-/** Creates a {@link MultiProcessor}; it owns one {@link SessionMerger} so sinks get whole session records. */
-export function createMultiProcessor(
-  processors: readonly RecordProcessor[],
-  options: { readonly sessions?: SessionMerger } = {},
-): MultiProcessor {
-  const sessions = options.sessions ?? createSessionMerger()
-  const each = (op: (p: RecordProcessor) => Promise<void>): Promise<void> =>
-    Promise.allSettled(processors.map(op)).then((results) => {
-      for (const r of results) if (r.status === 'rejected') reportError(r.reason, 'sink processor')
-    })
-  const multi: MultiProcessor = {
-    onEnd(record) {
-      for (const p of processors) p.onEnd(record)
-    },
-    onEvent(event) {
-      let records: SinkRecord[]
-      try {
-        records = toSinkRecords(event, sessions)
-      } catch (error) {
-        reportError(error, `sinks: mapping event ${event.origin}:${event.seq}`)
-        return
-      }
-      for (const record of records) multi.onEnd(record)
-    },
-    forceFlush: () => each((p) => p.forceFlush()),
-    shutdown: () => each((p) => p.shutdown()),
-    health: () => processors.flatMap((p) => p.health()),
-  }
-  return multi
 }

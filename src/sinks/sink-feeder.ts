@@ -74,15 +74,85 @@ export interface SinkFeeder {
   readonly nextSeq: number
 }
 
+/** A sleep that `wake()` ends early; the feeder's loop is its only sleeper. */
+function createSleeper(): { sleep(millis?: number): Promise<void>; wake(): void } {
+  let wake: (() => void) | null = null
+  return {
+    sleep: (millis) =>
+      new Promise((resolve) => {
+        let timer: NodeJS.Timeout | undefined
+        wake = () => {
+          wake = null
+          clearTimeout(timer)
+          resolve()
+        }
+        if (millis !== undefined) {
+          timer = setTimeout(() => wake?.(), millis)
+          timer.unref()
+        }
+      }),
+    wake: () => wake?.(),
+  }
+}
+
+async function readEvents(
+  log: SinkLog,
+  origin: string,
+  filter: Omit<SinkLogFilter, 'origin'>,
+): Promise<AuditEvent[]> {
+  const out: AuditEvent[] = []
+  for await (const e of log.events({ origin, ...filter })) out.push(e)
+  return out
+}
+
+/** Removes and returns the buffered events with consecutive seqs from `next` (the buffer starts at it). */
+function takeConsecutive(buffer: AuditEvent[], next: number): AuditEvent[] {
+  let run = 1
+  while (run < buffer.length && buffer[run]!.seq === next + run) run++
+  return buffer.splice(0, run)
+}
+
+/** Gives the merger a session's earlier patches, so its records come out whole. */
+async function warmSession(
+  read: (filter: Omit<SinkLogFilter, 'origin'>) => Promise<AuditEvent[]>,
+  merger: SessionMerger,
+  origin: string,
+  event: AuditEvent,
+  sessionId: string,
+  sinkName: string,
+): Promise<void> {
+  try {
+    for (const prior of await read({ sessionId, toSeq: event.seq - 1 })) toSinkRecords(prior, merger)
+  } catch (error) {
+    // Without them the session's records carry only the fields seen from here on, as before a restart.
+    reportError(error, `sink ${sinkName}: warming session ${sessionId}`)
+  }
+  // Known from now on, even with no earlier patch, so that it is read once.
+  if (!merger.has(origin, sessionId)) merger.merge(origin, sessionId, {})
+}
+
+/** The options a feeder leaves out, filled with their defaults. */
+function feederDefaults(options: SinkFeederOptions): {
+  pageSize: number
+  maxBuffered: number
+  retryDelay: number
+  logger: Logger
+  merger: SessionMerger
+} {
+  return {
+    pageSize: options.pageSize ?? 256,
+    maxBuffered: options.maxBufferedEvents ?? 4096,
+    retryDelay: options.retryDelayMillis ?? 1000,
+    logger: options.logger ?? silentLogger,
+    merger: options.sessions ?? createSessionMerger(),
+  }
+}
+
 /** Starts a feeder; see the module comment. */
 export function createSinkFeeder(options: SinkFeederOptions): SinkFeeder {
   const { log, processor, after } = options
   const origin = log.origin
-  const pageSize = options.pageSize ?? 256
-  const maxBuffered = options.maxBufferedEvents ?? 4096
-  const retryDelay = options.retryDelayMillis ?? 1000
-  const logger = options.logger ?? silentLogger
-  const merger = options.sessions ?? createSessionMerger()
+  const { pageSize, maxBuffered, retryDelay, logger, merger } = feederDefaults(options)
 
   let next = Math.max(0, after.seq)
   let buffer: AuditEvent[] = []
@@ -92,7 +162,6 @@ export function createSinkFeeder(options: SinkFeederOptions): SinkFeeder {
   let idle = false
   /** Waiting for the processor to have room: nothing more can be offered now. */
   let blocked = false
-  let wake: (() => void) | null = null
   let idleWaiters: (() => void)[] = []
   let closed!: () => void
   const closedSignal = new Promise<void>((resolve) => (closed = resolve))
@@ -102,36 +171,16 @@ export function createSinkFeeder(options: SinkFeederOptions): SinkFeeder {
     idleWaiters = []
     for (const resolve of waiters) resolve()
   }
-  const sleep = (millis?: number): Promise<void> =>
-    new Promise((resolve) => {
-      let timer: NodeJS.Timeout | undefined
-      wake = () => {
-        wake = null
-        clearTimeout(timer)
-        resolve()
-      }
-      if (millis !== undefined) {
-        timer = setTimeout(() => wake?.(), millis)
-        timer.unref()
-      }
-    })
-
-  const read = async (filter: Omit<SinkLogFilter, 'origin'>): Promise<AuditEvent[]> => {
-    const out: AuditEvent[] = []
-    for await (const e of log.events({ origin, ...filter })) out.push(e)
-    return out
-  }
+  const sleeper = createSleeper()
+  const read = (filter: Omit<SinkLogFilter, 'origin'>): Promise<AuditEvent[]> =>
+    readEvents(log, origin, filter)
 
   /** The events to map next, or null when there is nothing to do until a live event arrives. */
   const nextEvents = async (): Promise<AuditEvent[] | null> => {
     let stale = 0
     while (stale < buffer.length && buffer[stale]!.seq < next) stale++
     if (stale > 0) buffer.splice(0, stale)
-    if (buffer.length > 0 && buffer[0]!.seq === next) {
-      let run = 1
-      while (run < buffer.length && buffer[run]!.seq === next + run) run++
-      return buffer.splice(0, run)
-    }
+    if (buffer.length > 0 && buffer[0]!.seq === next) return takeConsecutive(buffer, next)
     if (caughtUp && buffer.length === 0) return null
     // Behind (start, or a gap before the first live event): read what is missing from the store.
     const gapEnd = buffer.length > 0 ? buffer[0]!.seq - 1 : undefined
@@ -158,23 +207,12 @@ export function createSinkFeeder(options: SinkFeederOptions): SinkFeeder {
     return page
   }
 
-  /** Gives the merger a session's earlier patches, so its records come out whole. */
-  const warm = async (event: AuditEvent, sessionId: string): Promise<void> => {
-    try {
-      for (const prior of await read({ sessionId, toSeq: event.seq - 1 })) toSinkRecords(prior, merger)
-    } catch (error) {
-      // Without them the session's records carry only the fields seen from here on, as before a restart.
-      reportError(error, `sink ${options.name}: warming session ${sessionId}`)
-    }
-    // Known from now on, even with no earlier patch, so that it is read once.
-    if (!merger.has(origin, sessionId)) merger.merge(origin, sessionId, {})
-  }
-
   /** Maps one event and offers its records; false when closing left no room for them (it stops). */
   const feed = async (event: AuditEvent): Promise<boolean> => {
     const sid = event.session_id
     // A session's first event needs nothing before it (prompt ids are never reused).
-    if (sid !== null && event.kind !== 'prompt.submitted' && !merger.has(origin, sid)) await warm(event, sid)
+    if (sid !== null && event.kind !== 'prompt.submitted' && !merger.has(origin, sid))
+      await warmSession(read, merger, origin, event, sid, options.name)
     for (const record of toSinkRecords(event, merger)) {
       if (comparePositions(positionOf(record), after) <= 0) continue
       if (!processor.hasRoom()) {
@@ -206,14 +244,14 @@ export function createSinkFeeder(options: SinkFeederOptions): SinkFeeder {
         })
         settleIdle()
         if (closing) return
-        await sleep(retryDelay)
+        await sleeper.sleep(retryDelay)
         continue
       }
       if (events === null) {
         if (closing) return
         idle = true
         settleIdle()
-        await sleep()
+        await sleeper.sleep()
         idle = false
         continue
       }
@@ -238,7 +276,7 @@ export function createSinkFeeder(options: SinkFeederOptions): SinkFeeder {
           // The sink is far behind: keep memory bounded; these events are in the store and read back from it.
           buffer = []
         }
-        wake?.()
+        sleeper.wake()
       } catch (error) {
         reportError(error, `sink ${options.name}: onEvents`)
       }
@@ -250,7 +288,7 @@ export function createSinkFeeder(options: SinkFeederOptions): SinkFeeder {
     async close() {
       closing = true
       closed()
-      wake?.()
+      sleeper.wake()
       await loop
     },
     get nextSeq() {

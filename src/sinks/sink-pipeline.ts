@@ -17,12 +17,11 @@ import type { AuditEvent, JsonObject } from '../audit/types.js'
 import { sinkName, type SinkConfig } from '../config/config.js'
 import {
   createBatchProcessor,
-  createMultiProcessor,
   type DropReason,
-  type MultiProcessor,
   type RecordProcessor,
   type SinkHealth,
 } from './batch-processor.js'
+import { createMultiProcessor, type MultiProcessor } from './multi-processor.js'
 import type { HttpSinkConfig, HttpSinkOptions } from './retrying-transport.js'
 import type { AuditSink } from './sink.js'
 import { openSinkCursor, positionOf, type SinkCursor } from './sink-cursor.js'

@@ -10,6 +10,7 @@ import {
   type JsonObject,
   type NodeRunRecord,
 } from '../audit/types.js'
+import { toJsonObject } from '../audit/json-value.js'
 import { createSessionMerger, toSinkRecords, type SinkRecord } from './sink.js'
 
 /** A node run with every field set (override what the test cares about). */
@@ -71,7 +72,7 @@ export function sessionEvents(options: {
   for (const n of options.nodes ?? [{}]) {
     const run = nodeRun({ session_id: sid, ...n })
     push('node.finished', run.timestamp_end ?? run.timestamp_start, {
-      node_run: run as unknown as JsonObject,
+      node_run: toJsonObject(run),
     })
   }
   push('action.interrupt', '2026-11-26T04:34:03.000Z', { submitter, prompt_id: sid })

@@ -5,7 +5,10 @@
  * OpenTelemetry's exporters). Sinks never retry by themselves: HTTP sinks go through
  * `createRetryingTransport()`, and a batch the transport gives up on goes back to the processor, which keeps it.
  */
+import { decodeEvent } from '../audit/decode-event.js'
+import { isSubmitter } from '../audit/event-schemas.js'
 import { parseJson, stringifyJson } from '../audit/json.js'
+import { asJsonObject } from '../audit/json-value.js'
 import {
   RECORD_SCHEMA_VERSION,
   type AuditEvent,
@@ -181,8 +184,7 @@ function isObject(value: JsonValue | undefined): value is JsonObject {
 }
 
 function asSubmitter(value: JsonValue | undefined): Submitter | null {
-  if (!isObject(value) || typeof value.user !== 'string') return null
-  return value as unknown as Submitter
+  return isSubmitter(value) ? value : null
 }
 
 /**
@@ -206,10 +208,10 @@ export function toSinkRecords(event: AuditEvent, sessions?: SessionMerger): Sink
     schema_version: RECORD_SCHEMA_VERSION,
   })
   const payload = event.payload
-  const nodeRun = payload.node_run
-  if (event.kind === 'node.finished' && isObject(nodeRun) && typeof nodeRun.node_id === 'string') {
-    const run = nodeRun as unknown as NodeRunRecord
-    out.push({ ...base(), record_type: 'node_run', ...run, session_id: run.session_id ?? event.session_id })
+  const decoded = decodeEvent(event)
+  if (decoded.ok && decoded.event.kind === 'node.finished') {
+    const run: NodeRunRecord = decoded.event.payload.node_run
+    out.push({ ...base(), record_type: 'node_run', ...run })
   }
   if (event.kind.startsWith('action.')) {
     const submitter = asSubmitter(payload.submitter)
@@ -244,7 +246,7 @@ export function toSinkRecords(event: AuditEvent, sessions?: SessionMerger): Sink
       const fields =
         rows.length > 0
           ? sessions.merge(event.origin, event.session_id, {
-              outputs: mergeOutputs(current.outputs, rows) as unknown as JsonValue,
+              outputs: mergeOutputs(current.outputs, rows),
             })
           : current
       // A session the merger no longer knows (evicted, or seen before a restart) has no status to ship.
@@ -308,7 +310,7 @@ export function recordError(
 
 /** The record as a JSON value (its fields are all JSON already; interfaces just lack an index signature). */
 export function recordToJson(record: SinkRecord): JsonObject {
-  return record as unknown as JsonObject
+  return asJsonObject(record)
 }
 
 /**
@@ -325,16 +327,10 @@ export function parseRecord(line: string): { ok: true; value: SinkRecord } | { o
   const parsed = parseJson(line, { tagged: true })
   if (!parsed.ok) return parsed
   const v = parsed.value
-  if (
-    !isObject(v) ||
-    typeof v.id !== 'string' ||
-    typeof v.origin !== 'string' ||
-    typeof v.seq !== 'number' ||
-    (v.record_type !== 'node_run' && v.record_type !== 'action' && v.record_type !== 'session')
-  ) {
+  if (!isSinkRecordShape(v)) {
     return { ok: false, reason: 'not a sink record' }
   }
-  return { ok: true, value: v as unknown as SinkRecord }
+  return { ok: true, value: v }
 }
 
 /** Epoch nanoseconds of an ISO 8601 time, as a decimal string (exact: ms × 10^6 in bigint). */
@@ -342,4 +338,15 @@ export function isoToUnixNanos(iso: string): string {
   const ms = Date.parse(iso)
   if (Number.isNaN(ms)) throw new RangeError(`isoToUnixNanos: not an ISO 8601 time: ${iso}`)
   return (BigInt(ms) * 1_000_000n).toString()
+}
+
+/** The fields every sink record has, checked on a line read back (the rest is as the writer serialized it). */
+function isSinkRecordShape(v: JsonValue): v is JsonObject & SinkRecord {
+  return (
+    isObject(v) &&
+    typeof v.id === 'string' &&
+    typeof v.origin === 'string' &&
+    typeof v.seq === 'number' &&
+    (v.record_type === 'node_run' || v.record_type === 'action' || v.record_type === 'session')
+  )
 }

@@ -11,7 +11,9 @@ import { mkdir, readdir, readFile, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { writeFileDurably } from '../audit/durable-file.js'
 import { parseJson, stringifyJson } from '../audit/json.js'
-import type { AuditEventInput, JsonObject } from '../audit/types.js'
+import { isAuditEventKind } from '../audit/decode-event.js'
+import { asJsonObject } from '../audit/json-value.js'
+import type { AuditEventInput, JsonObject, JsonValue } from '../audit/types.js'
 
 /** Options of {@link openEventSpool}. */
 export interface EventSpoolOptions {
@@ -72,7 +74,7 @@ export async function openEventSpool(options: EventSpoolOptions): Promise<EventS
     dir,
     maxBytes,
     async write(inputs) {
-      const data = inputs.map((input) => stringifyJson(input as unknown as JsonObject) + '\n').join('')
+      const data = inputs.map((input) => stringifyJson(asJsonObject(input)) + '\n').join('')
       const bytes = Buffer.byteLength(data)
       if (total + bytes > maxBytes) return 'full'
       const name = `${String(next++).padStart(16, '0')}.seg`
@@ -89,13 +91,7 @@ export async function openEventSpool(options: EventSpoolOptions): Promise<EventS
       for (const line of text.split('\n')) {
         if (line === '') continue
         const parsed = parseJson(Buffer.from(line))
-        if (
-          parsed.ok &&
-          parsed.value !== null &&
-          typeof parsed.value === 'object' &&
-          !Array.isArray(parsed.value)
-        )
-          inputs.push(parsed.value as unknown as AuditEventInput)
+        if (parsed.ok && isSpooledInput(parsed.value)) inputs.push(parsed.value)
         else unreadable++
       }
       return { name, inputs, unreadable }
@@ -109,4 +105,20 @@ export async function openEventSpool(options: EventSpoolOptions): Promise<EventS
     },
     sizeBytes: () => total,
   }
+}
+
+function isObject(value: JsonValue | undefined): value is JsonObject {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+/** A spooled line that is an event input (a torn or foreign line counts as unreadable). */
+function isSpooledInput(value: JsonValue): value is JsonObject & AuditEventInput {
+  return (
+    isObject(value) &&
+    typeof value.kind === 'string' &&
+    isAuditEventKind(value.kind) &&
+    typeof value.time === 'string' &&
+    (value.session_id === null || typeof value.session_id === 'string') &&
+    isObject(value.payload)
+  )
 }

@@ -12,6 +12,7 @@ import {
   type OutputRecord,
   type SessionRecord,
 } from '../audit/types.js'
+import { isNodeRunRecord } from '../audit/event-schemas.js'
 import {
   NODE_RUN_COLUMNS,
   OUTPUT_COLUMNS,
@@ -352,8 +353,13 @@ function validNodeRun(
       problems.push(`${where}.${field} is not a node run field`)
     }
   }
-  // Every NodeRunRecord field was checked above.
-  return row as unknown as NodeRunRow
+  // The column checks above leave the element types of `traceback` and `progress` open; the record's
+  // schema closes them, so the row is a NodeRunRecord by check rather than by assertion.
+  if (!isNodeRunRecord(row)) {
+    problems.push(`${where}: traceback or progress does not fit a node run record`)
+    return undefined
+  }
+  return { ...row, origin }
 }
 
 function validOutput(

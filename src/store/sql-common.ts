@@ -4,6 +4,7 @@
  * renumbers them) and rows are converted to and from records here.
  */
 import { parseJson, stringifyJson } from '../audit/json.js'
+import { asJsonObject } from '../audit/json-value.js'
 import type { AuditEvent, AuditEventKind, JsonValue, OutputRecord, SessionRecord } from '../audit/types.js'
 import {
   NODE_RUN_COLUMNS,
@@ -199,7 +200,7 @@ export function sessionWorkflowId(session: Pick<SessionRecord, 'workflow'>): str
 
 /** Parameters of UPSERT_SESSION_SQL. */
 export function sessionParams(session: SessionRecord): ColumnValue[] {
-  const fields: Readonly<Record<string, JsonValue>> = session as unknown as Record<string, JsonValue>
+  const fields = asJsonObject(session)
   const user = session.submitter && typeof session.submitter.user === 'string' ? session.submitter.user : null
   return [
     session.origin,
@@ -212,7 +213,7 @@ export function sessionParams(session: SessionRecord): ColumnValue[] {
 
 /** Parameters of UPSERT_NODE_RUN_SQL. */
 export function nodeRunParams(run: NodeRunRow): ColumnValue[] {
-  const fields: Readonly<Record<string, JsonValue>> = run as unknown as Record<string, JsonValue>
+  const fields = asJsonObject(run)
   return [
     run.origin,
     run.session_id,
@@ -223,10 +224,7 @@ export function nodeRunParams(run: NodeRunRow): ColumnValue[] {
 
 /** Parameters of UPSERT_OUTPUT_SQL (and, the first six, of SELECT_OUTPUT_SQL). */
 export function outputParams(output: OutputRecord): ColumnValue[] {
-  const fields: Readonly<Record<string, JsonValue | undefined>> = output as unknown as Record<
-    string,
-    JsonValue
-  >
+  const fields: Readonly<Record<string, JsonValue | undefined>> = asJsonObject(output)
   return [
     ...OUTPUT_KEY_COLUMNS.map((c) => encodeColumn('text', fields[c])),
     ...OUTPUT_COLUMNS.map(([c, kind]) => encodeColumn(kind, fields[c])),
@@ -238,7 +236,8 @@ export function rowToSession(row: SqlRow): SessionRecord {
   const where = `sessions(${String(row.origin)}, ${String(row.session_id)})`
   const record: Record<string, JsonValue> = { origin: String(row.origin), session_id: String(row.session_id) }
   for (const [c, kind] of SESSION_COLUMNS) record[c] = decodeColumn(kind, row[c], `${where}.${c}`)
-  // Built column by column from the schema SessionRecord is stored under.
+  // Built column by column from the schema SessionRecord is stored under; not checked further, since
+  // `verify` must read a tampered row back to report it.
   return record as unknown as SessionRecord
 }
 

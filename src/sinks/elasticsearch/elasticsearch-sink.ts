@@ -21,6 +21,7 @@
 import { hostname } from 'node:os'
 import template from './elasticsearch-template.json' with { type: 'json' }
 import { parseJson, stringifyJson } from '../../audit/json.js'
+import { asJsonObject } from '../../audit/json-value.js'
 import { silentLogger } from '../../audit/report-error.js'
 import type { JsonObject, JsonValue } from '../../audit/types.js'
 import {
@@ -47,7 +48,7 @@ export interface ElasticsearchSinkConfig extends HttpSinkConfig {
 
 /** The index template for `index` (the shipped elasticsearch-template.json, patterns `<index>`, `<index>-*`). */
 export function elasticsearchTemplate(index: string): JsonObject {
-  return { ...(template as unknown as JsonObject), index_patterns: [index, `${index}-*`] }
+  return { ...asJsonObject(template), index_patterns: [index, `${index}-*`] }
 }
 
 function isObject(value: JsonValue | undefined): value is JsonObject {

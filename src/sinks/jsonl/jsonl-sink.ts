@@ -103,6 +103,35 @@ async function cutTornTail(path: string): Promise<number> {
   }
 }
 
+/** The id and seq of the last record the sink's files hold (the newest file's last line), or null. */
+async function lastStoredRecord(
+  dir: string,
+  prefix: string,
+  dailyName: RegExp,
+  logger: Logger,
+): Promise<{ id: string; seq: number } | null> {
+  let names: string[]
+  try {
+    names = await readdir(dir)
+  } catch {
+    return null
+  }
+  // Rotated files sort before the active file of their day, older days before newer ones.
+  const mine = names
+    .filter((n) => n === `${prefix}.jsonl` || dailyName.test(n) || /\.\d+\.jsonl(\.gz)?$/.test(n))
+    .filter((n) => n.startsWith(prefix))
+    .sort()
+  for (const name of mine.reverse()) {
+    const line = await lastLine(join(dir, name))
+    if (line === null) continue
+    const parsed = parseRecord(line)
+    if (parsed.ok) return { id: parsed.value.id, seq: parsed.value.seq }
+    logger.warn('jsonl: last line is not a record', { file: name, reason: parsed.reason })
+    return null
+  }
+  return null
+}
+
 /**
  * Creates the JSONL sink.
  * @example
@@ -225,29 +254,7 @@ export function createJsonlSink(config: JsonlSinkConfig, options: JsonlSinkOptio
       serial(async () => {
         await fh?.sync()
       }),
-    lastStored: () =>
-      serial(async () => {
-        let names: string[]
-        try {
-          names = await readdir(config.dir)
-        } catch {
-          return null
-        }
-        // Rotated files sort before the active file of their day, older days before newer ones.
-        const mine = names
-          .filter((n) => n === `${prefix}.jsonl` || dailyName.test(n) || /\.\d+\.jsonl(\.gz)?$/.test(n))
-          .filter((n) => n.startsWith(prefix))
-          .sort()
-        for (const name of mine.reverse()) {
-          const line = await lastLine(join(config.dir, name))
-          if (line === null) continue
-          const parsed = parseRecord(line)
-          if (parsed.ok) return { id: parsed.value.id, seq: parsed.value.seq }
-          logger.warn('jsonl: last line is not a record', { file: name, reason: parsed.reason })
-          return null
-        }
-        return null
-      }),
+    lastStored: () => serial(() => lastStoredRecord(config.dir, prefix, dailyName, logger)),
     shutdown: () =>
       serial(async () => {
         if (closed) return

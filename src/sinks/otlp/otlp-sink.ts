@@ -8,6 +8,7 @@
 import { createHash } from 'node:crypto'
 import { hostname } from 'node:os'
 import { parseJson, stringifyJson } from '../../audit/json.js'
+import { asJsonObject } from '../../audit/json-value.js'
 import { silentLogger } from '../../audit/report-error.js'
 import type { JsonObject, JsonValue } from '../../audit/types.js'
 import { FINAL_SESSION_STATUSES } from '../../audit/types.js'
@@ -116,7 +117,7 @@ export function toOtlpSpan(record: SinkRecord): JsonObject | null {
         ['exception.type', error.type ?? 'Error'],
         ['exception.message', error.message],
         ['exception.stacktrace', error.stacktrace ?? undefined],
-      ]) as unknown as JsonValue[],
+      ]).map(asJsonObject),
     })
   }
   switch (record.record_type) {
@@ -145,7 +146,7 @@ export function toOtlpSpan(record: SinkRecord): JsonObject | null {
           ['comfyui.progress.value', record.progress?.value],
           ['comfyui.progress.max', record.progress?.max],
           ...common,
-        ]) as unknown as JsonValue[],
+        ]).map(asJsonObject),
         events,
         status,
       }
@@ -175,7 +176,7 @@ export function toOtlpSpan(record: SinkRecord): JsonObject | null {
           ['comfyui.queued_at', record.queued_at ?? undefined],
           ['comfyui.started_at', record.started_at ?? undefined],
           ...common,
-        ]) as unknown as JsonValue[],
+        ]).map(asJsonObject),
         events,
         status,
       }
@@ -198,7 +199,7 @@ export function toOtlpSpan(record: SinkRecord): JsonObject | null {
           ['comfyui.user', record.user ?? undefined],
           ['comfyui.client_address', record.submitter?.client_address ?? undefined],
           ...common,
-        ]) as unknown as JsonValue[],
+        ]).map(asJsonObject),
         events,
         status,
       }
@@ -222,7 +223,7 @@ export function toOtlpRequest(
             ['service.instance.id', resource.instanceId],
             ['host.name', resource.hostName],
             ...Object.entries(resource.extra ?? {}),
-          ]) as unknown as JsonValue[],
+          ]).map(asJsonObject),
         },
         scopeSpans: [{ scope: { name: 'comfy-audit' }, spans }],
       },

@@ -217,7 +217,7 @@ class PostgresDriver implements StoreDriver {
   async init(signal?: AbortSignal): Promise<void> {
     signal?.throwIfAborted()
     const mod = await import('pg')
-    const Pool = mod.default.Pool as unknown as PgPoolConstructor
+    const Pool: PgPoolConstructor = mod.default.Pool
     const pool = textSafePool(
       new Pool({
         connectionString: this.#options.url,

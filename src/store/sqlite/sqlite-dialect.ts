@@ -92,7 +92,7 @@ import {
 } from '../analysis-rollups.js'
 import { DAILY_ROLLUPS_VERSION } from '../daily-rollups.js'
 import { ANALYSIS_ROLLUPS_VERSION, SQLITE_MIGRATIONS } from './sqlite-migrations.js'
-import { decodeStoredRow, decodeStoredRows, encodeStoredParams } from '../stored-text.js'
+import { loadBetterSqlite3, textSafe, type SqliteDatabase, type SqliteStatement } from './sqlite-database.js'
 import { createWorkerSqliteDriver } from './sqlite-worker-driver.js'
 
 /** Options of {@link createSqliteDialect}. */
@@ -109,26 +109,6 @@ export interface SqliteDialectOptions {
    */
   readonly thread?: 'main' | 'worker'
 }
-
-/** The subset of a better-sqlite3 statement this driver calls. */
-interface SqliteStatement {
-  /** True when the statement returns rows. */
-  readonly reader: boolean
-  run(...params: unknown[]): unknown
-  get(...params: unknown[]): unknown
-  all(...params: unknown[]): unknown[]
-}
-
-/** The subset of a better-sqlite3 database this driver calls. */
-interface SqliteDatabase {
-  prepare(sql: string): SqliteStatement
-  exec(sql: string): unknown
-  pragma(source: string, options?: { simple?: boolean }): unknown
-  transaction<A extends unknown[], R>(fn: (...args: A) => R): { (...args: A): R; immediate(...args: A): R }
-  close(): unknown
-}
-
-type SqliteConstructor = new (path: string) => SqliteDatabase
 
 /**
  * A SQLite dialect. One writer at a time (`concurrentWriters: false`), so the runtime store serializes writes.
@@ -407,34 +387,8 @@ export class SqliteDriver implements StoreDriver {
   }
 }
 
-/** The database with every string parameter and result column going through stored-text.ts. */
-function textSafe(db: SqliteDatabase): SqliteDatabase {
-  return {
-    prepare: (sql) => textSafeStatement(db.prepare(sql)),
-    exec: (sql) => db.exec(sql),
-    pragma: (source, options) => db.pragma(source, options),
-    transaction: (fn) => db.transaction(fn),
-    close: () => db.close(),
-  }
-}
-
-function textSafeStatement(statement: SqliteStatement): SqliteStatement {
-  return {
-    reader: statement.reader,
-    run: (...params) => statement.run(...encodeStoredParams(params)),
-    get: (...params) => decodeStoredRow(statement.get(...encodeStoredParams(params)) as SqlRow | undefined),
-    all: (...params) => decodeStoredRows(statement.all(...encodeStoredParams(params)) as SqlRow[]),
-  }
-}
-
 function notOpen(): Error {
   return new Error('sqlite store is not open (init() not called, or closed)')
-}
-
-async function loadBetterSqlite3(): Promise<SqliteConstructor> {
-  // Loaded on first use so that importing the dialect costs nothing until a store opens.
-  const mod = await import('better-sqlite3')
-  return mod.default as unknown as SqliteConstructor
 }
 
 /** Runs plan steps on the database, preparing each distinct statement once. */

@@ -10,7 +10,6 @@ import {
 } from './sqlite-worker-driver.js'
 
 const driver = new SqliteDriver(workerData as SqliteDialectOptions)
-const methods = driver as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>
 let chain: Promise<void> = Promise.resolve()
 
 parentPort!.on('message', (message: WorkerCall) => {
@@ -18,7 +17,7 @@ parentPort!.on('message', (message: WorkerCall) => {
   chain = chain.then(async () => {
     let reply: WorkerReply
     try {
-      const fn = methods[message.method]
+      const fn: unknown = Reflect.get(driver, message.method)
       if (typeof fn !== 'function' || message.method === 'events' || message.method === 'rawEvents') {
         throw new Error(`SQLite worker: unknown method ${message.method}`)
       }
@@ -29,7 +28,7 @@ parentPort!.on('message', (message: WorkerCall) => {
         message.method === 'append'
           ? [prepareAppend(receivedEvents(message.args[0] as PostedEvent[]))]
           : message.args
-      reply = { id: message.id, ok: true, value: await fn.apply(driver, args) }
+      reply = { id: message.id, ok: true, value: (await Reflect.apply(fn, driver, args)) as unknown }
     } catch (error) {
       const e = error instanceof Error ? error : new Error(String(error))
       reply = {
