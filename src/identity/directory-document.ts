@@ -3,7 +3,7 @@
  * readers check only the small version key on each call (one read shared by concurrent callers) and reload
  * the document when it moved; writers bump the version after writing the document.
  */
-import type { JsonValue } from '../audit/types.js'
+import { asJsonValue } from '../audit/json-value.js'
 import {
   DIRECTORY_KEY,
   MAX_JOURNAL,
@@ -80,7 +80,7 @@ export function createDirectoryDocument(
       if (d.changes.length > MAX_JOURNAL) d.changes.splice(0, d.changes.length - MAX_JOURNAL)
     }
     d.version += 1
-    await store.setState(DIRECTORY_KEY, d as unknown as JsonValue)
+    await store.setState(DIRECTORY_KEY, asJsonValue(d))
     // Written after the document, so a reader that sees the new version always finds the new document.
     await store.setState(VERSION_KEY, d.version)
     onMoved()

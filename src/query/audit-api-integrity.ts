@@ -3,7 +3,7 @@
  * (`/_audit/api/integrity`), and one session's evidence bundle and its verification
  * (`/_audit/api/sessions/{id}/evidence`, `.../integrity`).
  */
-import type { JsonValue } from '../audit/types.js'
+import { asJsonValue } from '../audit/json-value.js'
 import { buildEvidence, verifyEvidence } from '../ledger/evidence.js'
 import { verifyLedger } from '../ledger/verify-ledger.js'
 import { notFound, send, type ApiCall, type ApiHandler } from './audit-api-http.js'
@@ -34,7 +34,7 @@ export const ledgerIntegrity: ApiHandler = async ({ res, options }) => {
     origins,
     problems: report.problems.map((p) => ({ ...p })),
   }
-  send(res, 200, answer as unknown as JsonValue)
+  send(res, 200, asJsonValue(answer))
   return true
 }
 
@@ -84,6 +84,6 @@ export async function sessionEvidence(
               ? verified.reason
               : 'no ledger key to verify with',
         }
-  send(res, 200, answer as unknown as JsonValue)
+  send(res, 200, asJsonValue(answer))
   return true
 }

@@ -3,7 +3,8 @@
  * `/_audit/api/sessions/{id}`, `/_audit/api/node-runs`), the dashboard's run table (`/_audit/api/runs`) and
  * its live updates (`/_audit/api/live`).
  */
-import { SESSION_STATUSES, type JsonValue, type SessionStatus } from '../audit/types.js'
+import { asJsonValue } from '../audit/json-value.js'
+import { SESSION_STATUSES, type SessionStatus } from '../audit/types.js'
 import type { NodeRunFilter, SessionFilter } from '../store/store.js'
 import { badRequest, countParam, notFound, send, timeRange, type ApiHandler } from './audit-api-http.js'
 import { nodeRunExportRow, sessionExportRow } from './format.js'
@@ -51,7 +52,7 @@ export const listRuns: ApiHandler = async ({ res, url, options }) => {
     ...(q.value.until !== undefined ? { until: q.value.until } : {}),
     limit: MAX_TABLE_SESSIONS,
   })
-  send(res, 200, queryRuns(sessions, q.value) as unknown as JsonValue)
+  send(res, 200, asJsonValue(queryRuns(sessions, q.value)))
   return true
 }
 

@@ -2,7 +2,7 @@
  * Trace-an-image: which recorded run produced an output. `POST /_audit/api/trace` takes the image itself (its
  * SHA-256, or its PNG prompt chunk when it was re-encoded); `GET /_audit/api/trace?sha256=` a pasted hash.
  */
-import type { JsonValue } from '../audit/types.js'
+import { asJsonValue } from '../audit/json-value.js'
 import { BodyTooLarge, readBody } from '../gateway/http-util.js'
 import { traceImage, traceSha256 } from '../provenance/trace.js'
 import { badRequest, send, type ApiHandler } from './audit-api-http.js'
@@ -21,7 +21,7 @@ export const traceUploadedImage: ApiHandler = async ({ req, res, options }) => {
   if (image.length === 0) return badRequest(res, 'POST the image bytes as the request body')
   const found = await traceImage(options.store, image)
   if (!found.ok) send(res, 404, { error: found.reason })
-  else send(res, 200, found.value as unknown as JsonValue)
+  else send(res, 200, asJsonValue(found.value))
   return true
 }
 
@@ -36,6 +36,6 @@ export const traceHash: ApiHandler = async ({ res, url, options }) => {
     reason: `no recorded output has SHA-256 ${sha256}`,
   }
   if (!found.ok) send(res, 404, { error: found.reason })
-  else send(res, 200, found.value as unknown as JsonValue)
+  else send(res, 200, asJsonValue(found.value))
   return true
 }

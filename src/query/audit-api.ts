@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { asJsonValue } from '../audit/json-value.js'
 import type { AuditEvent, JsonValue } from '../audit/types.js'
 import type { RuntimeStore } from '../store/runtime-store.js'
 import { ANALYSIS_COMMANDS, runAnalysis, type AnalysisCommand } from './analysis/analysis-request.js'
@@ -68,7 +69,7 @@ async function analysis(call: ApiCall, command: AnalysisCommand): Promise<boolea
   for (const [key, value] of call.url.searchParams) params[key] = value
   const result = await runAnalysis(call.options.store, command, params)
   if (!result.ok) send(call.res, result.status, { error: result.reason })
-  else send(call.res, 200, result.value as unknown as JsonValue)
+  else send(call.res, 200, asJsonValue(result.value))
   return true
 }
 

@@ -8,6 +8,7 @@
  * The file is written under a temporary name beside the target and renamed into place when complete, so a
  * failed export never leaves a half-written file under the requested name.
  */
+import { loadBetterSqlite3 } from '../store/sqlite/sqlite-database.js'
 import { rename, rm } from 'node:fs/promises'
 import { basename, dirname, resolve } from 'node:path'
 import type { OutputRecord, SessionRecord } from '../audit/types.js'
@@ -52,18 +53,6 @@ export interface ExportSqliteSummary {
   readonly checkpoints: number
 }
 
-/** The subset of better-sqlite3 the export calls. */
-interface SqliteStatement {
-  run(...params: unknown[]): unknown
-}
-interface SqliteDatabase {
-  prepare(sql: string): SqliteStatement
-  pragma(source: string): unknown
-  exec(sql: string): unknown
-  close(): unknown
-}
-type SqliteConstructor = new (path: string) => SqliteDatabase
-
 const INSERT_RAW_EVENT_SQL =
   'INSERT INTO events (origin, seq, kind, time, session_id, payload, leaf_hash, pruned, payload_format) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)'
 
@@ -99,8 +88,7 @@ export async function exportToSqlite(
   await schema.init()
   await schema.close()
 
-  const mod = await import('better-sqlite3')
-  const Database = mod.default as unknown as SqliteConstructor
+  const Database = await loadBetterSqlite3()
   const db = new Database(tmp)
   let committed = false
   try {
@@ -108,7 +96,7 @@ export async function exportToSqlite(
     db.pragma('journal_mode = DELETE')
     db.pragma('synchronous = OFF')
     // Strings are stored the way the store's own driver stores them (lone surrogates kept, see stored-text.ts).
-    const prepare = (sql: string): SqliteStatement => {
+    const prepare = (sql: string): { run(...params: unknown[]): unknown } => {
       const statement = db.prepare(sql)
       return { run: (...params) => statement.run(...encodeStoredParams(params)) }
     }

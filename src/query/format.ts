@@ -1,4 +1,5 @@
 import { stringifyJson } from '../audit/json.js'
+import { asJsonValue } from '../audit/json-value.js'
 import { formatDuration } from './format-duration.js'
 import {
   RECORD_SCHEMA_VERSION,
@@ -104,14 +105,14 @@ export function sessionExportRow(s: SessionRecord): Record<string, JsonValue> {
     duration_ms: s.duration_ms,
     prompt_sha256: s.prompt_sha256,
     workflow_sha256: s.workflow_sha256,
-    models: s.models as unknown as JsonValue,
-    seeds: s.seeds as unknown as JsonValue,
-    outputs: s.outputs as unknown as JsonValue,
+    models: asJsonValue(s.models),
+    seeds: asJsonValue(s.seeds),
+    outputs: asJsonValue(s.outputs),
     error: s.error,
     status_reason: s.status_reason,
     flags: s.flags,
     extra_data: s.extra_data,
-    environment: s.environment as unknown as JsonValue,
+    environment: asJsonValue(s.environment),
     schema_version: RECORD_SCHEMA_VERSION,
   }
 }

@@ -4,6 +4,7 @@
  * gateway's person-change journal records them like the CLI's, naming the admin who made them. Tokens are in
  * the answer that creates them and nowhere else.
  */
+import { asJsonValue } from '../audit/json-value.js'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { sendJson } from '../comfyui/send-json.js'
 import { stringifyJson } from '../audit/json.js'
@@ -35,7 +36,7 @@ export function createPeopleApi(
     const path = new URL(req.url ?? '/', 'http://gateway').pathname
     if (path === '/_audit/api/people') {
       if (req.method === 'GET' || req.method === 'HEAD') {
-        send(res, 200, { people: (await directory.listPeople()) as unknown as JsonValue })
+        send(res, 200, { people: asJsonValue(await directory.listPeople()) })
         return true
       }
       if (req.method !== 'POST') {
@@ -64,7 +65,7 @@ export function createPeopleApi(
       }
       const added = await directory.addPerson(name, role as Role, options.actor(req))
       if (!added.ok) send(res, 400, { error: added.reason })
-      else send(res, 201, { person: added.value.person as unknown as JsonValue, token: added.value.token })
+      else send(res, 201, { person: asJsonValue(added.value.person), token: added.value.token })
       return true
     }
     const action = /^\/_audit\/api\/people\/([^/]+)\/(disable|enable|token|role)$/.exec(path)
@@ -88,13 +89,13 @@ export function createPeopleApi(
       }
       const r = await directory.setRole(name, role as Role, by)
       if (!r.ok) send(res, 404, { error: r.reason })
-      else send(res, 200, { person: r.value as unknown as JsonValue })
+      else send(res, 200, { person: asJsonValue(r.value) })
       return true
     }
     if (action[2] === 'token') {
       const r = await directory.reissueToken(name, by)
       if (!r.ok) send(res, 404, { error: r.reason })
-      else send(res, 200, { person: r.value.person as unknown as JsonValue, token: r.value.token })
+      else send(res, 200, { person: asJsonValue(r.value.person), token: r.value.token })
       return true
     }
     const r =
@@ -102,7 +103,7 @@ export function createPeopleApi(
         ? await directory.disablePerson(name, by)
         : await directory.enablePerson(name, by)
     if (!r.ok) send(res, 404, { error: r.reason })
-    else send(res, 200, { person: r.value as unknown as JsonValue })
+    else send(res, 200, { person: asJsonValue(r.value) })
     return true
   }
 }

@@ -238,6 +238,7 @@ export function rowToSession(row: SqlRow): SessionRecord {
   for (const [c, kind] of SESSION_COLUMNS) record[c] = decodeColumn(kind, row[c], `${where}.${c}`)
   // Built column by column from the schema SessionRecord is stored under; not checked further, since
   // `verify` must read a tampered row back to report it.
+  // cast-allowed: a stored row, read back unchecked so that verify can report a tampered one
   return record as unknown as SessionRecord
 }
 
@@ -250,6 +251,7 @@ export function rowToNodeRun(row: SqlRow): NodeRunRow {
     node_id: String(row.node_id),
   }
   for (const [c, kind] of NODE_RUN_COLUMNS) record[c] = decodeColumn(kind, row[c], `${where}.${c}`)
+  // cast-allowed: a stored row, read back unchecked so that verify can report a tampered one
   return record as unknown as NodeRunRow
 }
 
@@ -258,6 +260,7 @@ export function rowToOutput(row: SqlRow): OutputRecord {
   const record: Record<string, JsonValue> = {}
   for (const c of OUTPUT_KEY_COLUMNS) record[c] = String(row[c])
   for (const [c, kind] of OUTPUT_COLUMNS) record[c] = decodeColumn(kind, row[c], `outputs.${c}`)
+  // cast-allowed: a stored row, read back unchecked so that verify can report a tampered one
   return record as unknown as OutputRecord
 }
 

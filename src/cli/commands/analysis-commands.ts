@@ -1,6 +1,7 @@
 import type { Command } from 'commander'
+import { asJsonValue } from '../../audit/json-value.js'
 import { stringifyJson } from '../../audit/json.js'
-import { SESSION_STATUSES, type JsonValue } from '../../audit/types.js'
+import { SESSION_STATUSES } from '../../audit/types.js'
 import { formatAnalysis } from '../../query/analysis/analysis-format.js'
 import {
   runAnalysis,
@@ -63,7 +64,7 @@ async function run(
     if (!result.ok) throw new CliError(result.reason)
     process.stdout.write(
       opts.json
-        ? stringifyJson(result.value as unknown as JsonValue, { strict: true }) + '\n'
+        ? stringifyJson(asJsonValue(result.value), { strict: true }) + '\n'
         : formatAnalysis(command, result.value),
     )
   } finally {

@@ -1,4 +1,5 @@
 import type { Writable } from 'node:stream'
+import { asJsonObject } from '../../audit/json-value.js'
 import type { Command } from 'commander'
 import { parseJson, stringifyJson } from '../../audit/json.js'
 import { SESSION_STATUSES, type JsonObject, type JsonValue, type SessionStatus } from '../../audit/types.js'
@@ -186,7 +187,7 @@ export function registerStatusCommand(program: Command, io: StatusCommandIo = {}
           ? await fetchGatewayStatus(opts.gateway, { token: opts.token as string | undefined })
           : undefined
       const report = opts.json
-        ? `${stringifyJson({ ...storeStatus, ...(gateway ? { gateway } : {}) } as unknown as JsonObject)}\n`
+        ? `${stringifyJson(asJsonObject({ ...storeStatus, ...(gateway ? { gateway } : {}) }))}\n`
         : formatStatus(storeStatus, gateway)
       await new Promise<void>((resolve, reject) =>
         out.write(report, (err) => (err ? reject(err) : resolve())),

@@ -1,8 +1,8 @@
 import { readFile } from 'node:fs/promises'
+import { asJsonValue } from '../../audit/json-value.js'
 import type { Command } from 'commander'
 import { traceImage, type TraceResult } from '../../provenance/trace.js'
 import { canonicalJson } from '../../audit/json.js'
-import type { JsonValue } from '../../audit/types.js'
 import { CliError, openCliStore, type CliStoreOptions } from '../open-store.js'
 
 /** Human-readable trace. */
@@ -42,7 +42,7 @@ export async function runTrace(
   try {
     const r = await traceImage(store, bytes)
     if (!r.ok) return { output: `not found: ${r.reason}\n`, exitCode: 1 }
-    const output = opts.json ? canonicalJson(r.value as unknown as JsonValue) + '\n' : formatTrace(r.value)
+    const output = opts.json ? canonicalJson(asJsonValue(r.value)) + '\n' : formatTrace(r.value)
     return { output, exitCode: 0 }
   } finally {
     await store.close()

@@ -4,8 +4,20 @@ import { isObject } from './analysis-filter.js'
 
 export type Graph = Record<string, { class_type?: string; inputs?: JsonObject }>
 
+/** A prompt graph as analysis reads it: every node an object whose `class_type` and `inputs` have their types. */
+function isGraph(value: JsonValue | undefined): value is JsonObject & Graph {
+  if (!isObject(value)) return false
+  return Object.values(value).every(
+    (node) =>
+      isObject(node) &&
+      (node.class_type === undefined || typeof node.class_type === 'string') &&
+      (node.inputs === undefined || isObject(node.inputs)),
+  )
+}
+
 export function graphOf(session: SessionRecord | undefined): Graph | null {
-  return isObject(session?.prompt) ? (session.prompt as unknown as Graph) : null
+  const prompt = session?.prompt
+  return isGraph(prompt) ? prompt : null
 }
 
 export function isLinkValue(v: JsonValue | undefined): v is [string, number] {
