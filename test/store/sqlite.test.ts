@@ -61,6 +61,7 @@ describe('sqlite dialect', () => {
         { version: 6, name: 'analysis rollups' },
         { version: 7, name: 'analysis index fix' },
         { version: 8, name: 'event payloads as standard JSON' },
+        { version: 9, name: 'daily and model usage rollups' },
       ])
     } finally {
       other.close()
