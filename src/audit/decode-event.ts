@@ -12,21 +12,20 @@ import { EVENT_PAYLOAD_SCHEMAS } from './event-schemas.js'
 import { AUDIT_EVENT_KINDS, type AuditEvent, type AuditEventKind } from './types.js'
 
 /** The payload of one event kind, as its schema describes it. */
-export type AuditPayload<K extends AuditEventKind> = z.output<(typeof EVENT_PAYLOAD_SCHEMAS)[K]>
+type AuditPayload<K extends AuditEventKind> = z.output<(typeof EVENT_PAYLOAD_SCHEMAS)[K]>
 
 /** An event of kind `K` with its payload typed. */
-export type TypedEventOf<K extends AuditEventKind> = Omit<AuditEvent, 'kind' | 'payload'> & {
+type TypedEventOf<K extends AuditEventKind> = Omit<AuditEvent, 'kind' | 'payload'> & {
   readonly kind: K
   readonly payload: AuditPayload<K> & AuditEvent['payload']
 }
 
 /** Every audit event, discriminated by `kind`. */
-export type TypedAuditEvent = { [K in AuditEventKind]: TypedEventOf<K> }[AuditEventKind]
+type TypedAuditEvent = { [K in AuditEventKind]: TypedEventOf<K> }[AuditEventKind]
 
 /** What {@link decodeEvent} found. */
-export type DecodeEventResult =
-  | { readonly ok: true; readonly event: TypedAuditEvent }
-  | { readonly ok: false; readonly reason: string }
+type DecodeEventResult =
+  { readonly ok: true; readonly event: TypedAuditEvent } | { readonly ok: false; readonly reason: string }
 
 const KINDS: ReadonlySet<string> = new Set(AUDIT_EVENT_KINDS)
 
@@ -40,7 +39,7 @@ function schemaOf(kind: string): z.ZodType | undefined {
 }
 
 /** True when the event's payload fits its kind's schema (the narrowing is the schema's own check). */
-export function isTypedEvent(event: AuditEvent): event is AuditEvent & TypedAuditEvent {
+function isTypedEvent(event: AuditEvent): event is AuditEvent & TypedAuditEvent {
   return schemaOf(event.kind)?.safeParse(event.payload).success === true
 }
 

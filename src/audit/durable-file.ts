@@ -7,7 +7,7 @@ import { open, rename, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 
 /** Syncs a directory, so entries created or renamed in it survive a crash. */
-export async function fsyncDir(dir: string): Promise<void> {
+async function fsyncDir(dir: string): Promise<void> {
   const fh = await open(dir, 'r')
   try {
     await fh.sync()

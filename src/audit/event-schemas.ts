@@ -30,9 +30,9 @@ function isJsonObject(value: unknown): value is JsonObject {
  * Any present value. Payload fields are JSON already (the payload is a JsonObject), so the only thing to
  * check is that the field is there.
  */
-export const zJsonValue = z.custom<JsonValue>((value) => value !== undefined)
+const zJsonValue = z.custom<JsonValue>((value) => value !== undefined)
 /** A JSON object, checked only for being one; its members are JSON already. */
-export const zJsonObject = z.custom<JsonObject>(isJsonObject)
+const zJsonObject = z.custom<JsonObject>(isJsonObject)
 
 const text = z.string()
 const textOrNull = z.string().nullable()
@@ -41,7 +41,7 @@ const num = z.custom<number>((value) => typeof value === 'number')
 const numberOrNull = num.nullable()
 
 /** {@link Submitter}. */
-export const zSubmitter: z.ZodType<Submitter> = z.looseObject({
+const zSubmitter: z.ZodType<Submitter> = z.looseObject({
   user: text,
   auth_method: text,
   client_address: textOrNull,
@@ -49,19 +49,8 @@ export const zSubmitter: z.ZodType<Submitter> = z.looseObject({
   client_id: textOrNull,
 })
 
-/** {@link FileRef}. */
-export const zFileRef: z.ZodType<FileRef> = z.looseObject({
-  filename: text,
-  subfolder: text,
-  type: text,
-  sha256: textOrNull.optional(),
-  bytes: numberOrNull.optional(),
-  width: numberOrNull.optional(),
-  height: numberOrNull.optional(),
-})
-
 /** A file a node produced, as the projected `outputs` rows name it. */
-export const zNodeFile: z.ZodType<FileRef & { node_id: string }> = z.looseObject({
+const zNodeFile: z.ZodType<FileRef & { node_id: string }> = z.looseObject({
   node_id: text,
   filename: text,
   subfolder: text,
@@ -73,7 +62,7 @@ export const zNodeFile: z.ZodType<FileRef & { node_id: string }> = z.looseObject
 })
 
 /** {@link ModelRef}. */
-export const zModelRef: z.ZodType<ModelRef> = z.looseObject({
+const zModelRef: z.ZodType<ModelRef> = z.looseObject({
   folder: text,
   name: text,
   node_id: text,
@@ -84,7 +73,7 @@ export const zModelRef: z.ZodType<ModelRef> = z.looseObject({
 })
 
 /** {@link NodeRunRecord}: the complete record capture and reconciliation write in `node.finished`. */
-export const zNodeRunRecord: z.ZodType<NodeRunRecord> = z.looseObject({
+const zNodeRunRecord: z.ZodType<NodeRunRecord> = z.looseObject({
   session_id: text,
   node_id: text,
   node_type: textOrNull,
@@ -110,7 +99,7 @@ export const zNodeRunRecord: z.ZodType<NodeRunRecord> = z.looseObject({
  * A projected `session` patch: a JSON object whose `status`, where present, is a session status. The other
  * fields are left to the store's projection (see the module comment).
  */
-export const zSessionPatch = z.looseObject({ status: z.enum(SESSION_STATUSES).optional() })
+const zSessionPatch = z.looseObject({ status: z.enum(SESSION_STATUSES).optional() })
 
 // Optional: what a kind's producers write today, but events written by hand or by older versions may lack it,
 // and the projection (which reads it) reports rather than refuses.

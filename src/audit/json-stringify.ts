@@ -10,7 +10,7 @@ export const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER)
 export const MIN_SAFE = -MAX_SAFE
 
 /** Options of {@link stringifyJson}. */
-export interface StringifyJsonOptions {
+interface StringifyJsonOptions {
   /** Write NaN/Infinity/-Infinity as the strings `"NaN"`, `"Infinity"`, `"-Infinity"` (valid RFC 8259 JSON). */
   readonly strict?: boolean
   /**

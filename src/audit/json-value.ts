@@ -45,7 +45,7 @@ export function toJsonValue(value: unknown): JsonValue {
  * True when `value` can be used as a JsonValue as it is: plain objects and arrays all the way down, no
  * `undefined` member, no class instance (bigint and NaN allowed, as everywhere in the log).
  */
-export function isJsonValue(value: unknown, depth = 0): value is JsonValue {
+function isJsonValue(value: unknown, depth = 0): value is JsonValue {
   switch (typeof value) {
     case 'string':
     case 'number':

@@ -23,13 +23,13 @@ import type { JsonValue } from './types.js'
 
 // The writers and the spelling table have files of their own; readers import all of it from here.
 export { copyJson, keepSpellings } from './json-spellings.js'
-export { canonicalJson, sha256Hex, stringifyJson, type StringifyJsonOptions } from './json-stringify.js'
+export { canonicalJson, sha256Hex, stringifyJson } from './json-stringify.js'
 
 /** Outcome of a parser: the value, or why and where (UTF-16 offset into the text) it failed. */
 export type ParseResult<T> = { ok: true; value: T } | { ok: false; reason: string; position?: number }
 
 /** Options of {@link parseJson}. */
-export interface ParseJsonOptions {
+interface ParseJsonOptions {
   /** Deepest nesting of arrays and objects accepted (default 512); deeper input is refused, not crashed on. */
   readonly maxDepth?: number
   /** Decode the tags that `stringifyJson(value, { tagged: true })` writes (bare NaN/Infinity are read too). */

@@ -198,7 +198,7 @@ export interface EnvironmentSnapshot {
 }
 
 /** One torch device of an {@link EnvironmentSnapshot}. */
-export interface EnvironmentDevice {
+interface EnvironmentDevice {
   /** ComfyUI's device name as sent, e.g. `cuda:0 NVIDIA H200 : cudaMallocAsync`. */
   readonly name: string
   /** `cuda`, `cpu`, `mps`, ... */
@@ -247,17 +247,4 @@ export interface OutputRecord extends FileRef {
   readonly session_id: string
   readonly node_id: string
   readonly time: string
-}
-
-/**
- * Payload conventions the store's projection reads to maintain the derived tables, on any event kind
- * (all optional). This keeps the projection a pure function of the log, so the tables can be rebuilt.
- * - `session`: fields of SessionRecord; those present overwrite the session row (`session_id` from the event).
- * - `node_run`: a complete NodeRunRecord, upserted by (origin, session_id, node_id).
- * - `outputs`: files a node produced; each upserted by (origin, session_id, node_id, type, subfolder, filename).
- */
-export interface ProjectedPayload {
-  session?: Partial<Omit<SessionRecord, 'origin' | 'session_id'>>
-  node_run?: NodeRunRecord
-  outputs?: (FileRef & { node_id: string })[]
 }

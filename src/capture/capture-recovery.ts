@@ -32,7 +32,7 @@ import { submitterJson } from './prompt-exchange.js'
 import type { CaptureReconcileInput } from './capture.js'
 
 /** Submissions rebuilt from the seal, and lost sessions corrected from history. */
-export type SubmissionRecovery = ReturnType<typeof submissionRecovery>
+type SubmissionRecovery = ReturnType<typeof submissionRecovery>
 
 export function submissionRecovery(c: CaptureCore & MessageIntake) {
   const { options, maxLen, sessions, recent, knownIds, lostIds, push, replayPending } = c

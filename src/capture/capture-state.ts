@@ -69,7 +69,7 @@ export interface SessionState {
   currentNode: string | null
 }
 
-export interface PendingFrames {
+interface PendingFrames {
   firstMs: number
   frames: { msg: WsMessage; timeMs: number }[]
 }

@@ -33,9 +33,6 @@ import { captureActions } from './capture-actions.js'
 import { reconciliation, submissionRecovery } from './capture-recovery.js'
 import { serialQueue } from './serial-queue.js'
 
-export type { GpuSample } from './gpu-sampler.js'
-export type { OpenSession } from './reconcile.js'
-
 /** Options of {@link createCapture}. */
 export interface CaptureOptions {
   /** This gateway's log origin (informational here; the log stamps it). */
@@ -95,7 +92,7 @@ export interface CaptureOptions {
 }
 
 /** An output file as the log records it (redacted) and as ComfyUI named it. */
-export interface RedactedFile {
+interface RedactedFile {
   readonly sessionId: string
   readonly nodeId: string
   readonly recorded: FileRef

@@ -15,7 +15,7 @@ export interface GpuSample {
 }
 
 /** Options of {@link createGpuSampler}. */
-export interface GpuSamplerOptions {
+interface GpuSamplerOptions {
   readonly sample: () => Promise<GpuSample | null>
   /** Clock for the rate limit (epoch ms). */
   readonly now: () => number

@@ -8,7 +8,7 @@
  */
 
 /** Decides whether a (decoded) key names a secret. */
-export type SecretKeyTest = (key: string) => boolean
+type SecretKeyTest = (key: string) => boolean
 
 const BACKSLASH = 0x5c
 const NEWLINE = 0x0a

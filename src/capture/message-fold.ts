@@ -40,7 +40,7 @@ function isEnd(msg: WsMessage): boolean {
 }
 
 /** Outputs and errors of a session's nodes. */
-export type OutputsAndErrors = ReturnType<typeof outputsAndErrors>
+type OutputsAndErrors = ReturnType<typeof outputsAndErrors>
 
 export function outputsAndErrors(c: FoldContext) {
   const { options, onError, maxLen, redactText, push, redactValue, applyChanges, addFiles, finishSession } = c
@@ -110,7 +110,7 @@ export function outputsAndErrors(c: FoldContext) {
 }
 
 /** The dispatch of one typed message to its session's fold. */
-export type MessageDispatch = ReturnType<typeof messageDispatch>
+type MessageDispatch = ReturnType<typeof messageDispatch>
 
 export function messageDispatch(c: FoldContext & OutputsAndErrors) {
   const { push, startSession, applyChanges, finishSession, recordExecuted, recordError } = c

@@ -71,7 +71,7 @@ export function truncateLongStrings(value: JsonValue, maxLength: number): JsonVa
 }
 
 /** True for a prompt link `[source_node_id, output_index]`. */
-export function isLink(value: JsonValue): value is [string, number] {
+function isLink(value: JsonValue): value is [string, number] {
   return (
     Array.isArray(value) &&
     value.length === 2 &&
@@ -96,7 +96,7 @@ export function nodeInputs(node: PromptNode | undefined, maxStringLength: number
 const SEED_INPUTS = new Set(['seed', 'noise_seed'])
 
 /** Seed inputs (`seed`, `noise_seed`) holding a literal integer, exact (bigints stay bigints). */
-export function findSeeds(graph: PromptGraph): { node_id: string; input_name: string; value: JsonValue }[] {
+function findSeeds(graph: PromptGraph): { node_id: string; input_name: string; value: JsonValue }[] {
   const seeds: { node_id: string; input_name: string; value: JsonValue }[] = []
   for (const [nodeId, node] of Object.entries(graph)) {
     for (const [name, value] of Object.entries(node.inputs ?? {})) {
@@ -149,7 +149,7 @@ export function findModels(graph: PromptGraph): ModelRef[] {
 }
 
 /** Everything capture records about a prompt graph and its extra_data. */
-export interface PromptAnalysis {
+interface PromptAnalysis {
   /** The prompt as given (redacted); not necessarily a graph. Null when the body had none. */
   readonly prompt: JsonValue | null
   /** The graph, when `prompt` is one. */

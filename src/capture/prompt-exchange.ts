@@ -18,9 +18,6 @@ export function submitterJson(submitter: Submitter, clientId: string | null): Js
   return toJsonObject({ ...submitter, client_id: submitter.client_id ?? clientId })
 }
 
-/** The exchange part of capture. */
-export type PromptExchange = ReturnType<typeof promptExchange>
-
 export function promptExchange(c: FoldContext & MessageIntake) {
   const { options, onError, maxLen, sessions, recent, push, redactValue, replayPending } = c
   const { prefetchEnvironment, retire } = c

@@ -59,7 +59,7 @@ export interface OpenSession {
 }
 
 /** Final state of a prompt as ComfyUI's history tells it. */
-export interface HistoryOutcome {
+interface HistoryOutcome {
   readonly status: 'success' | 'error' | 'interrupted'
   readonly number: number
   readonly started_ms: number | null
@@ -138,7 +138,7 @@ export function historyOutcome(entry: HistoryEntry): HistoryOutcome {
 }
 
 /** Options shared by the reconciliation functions. */
-export interface ReconcileOptions {
+interface ReconcileOptions {
   /** Redaction hook for stored values (see capture). */
   readonly redact?: Redactor
   /** Longest string kept in node inputs (default {@link DEFAULT_MAX_INPUT_STRING_LENGTH}). */
@@ -243,7 +243,7 @@ function gapNodeRuns(
 }
 
 /** Input of {@link reconcileSessions}. */
-export interface ReconcileInput extends ReconcileOptions {
+interface ReconcileInput extends ReconcileOptions {
   readonly open: readonly OpenSession[]
   /** History entries by prompt id (from `/history/{id}` per session and/or `/history?max_items=N`). */
   readonly history: History
@@ -256,7 +256,7 @@ export interface ReconcileInput extends ReconcileOptions {
 }
 
 /** Result of {@link reconcileSessions}. */
-export interface ReconcileResult {
+interface ReconcileResult {
   readonly events: AuditEventInput[]
   /** Sessions these events close. */
   readonly closed: string[]
@@ -357,7 +357,7 @@ export function reconcileSessions(input: ReconcileInput): ReconcileResult {
 }
 
 /** Input of {@link bypassSessions}. */
-export interface BypassInput extends ReconcileOptions {
+interface BypassInput extends ReconcileOptions {
   readonly history: History
   /** Whether a prompt id already has a session (in this gateway's store, open or closed). */
   readonly isKnown: (promptId: string) => boolean

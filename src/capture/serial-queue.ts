@@ -8,7 +8,7 @@ import type { CaptureCore } from './capture-state.js'
 import { redactEvent } from './redact-event.js'
 
 /** One unit of capture's work: it pushes the events it produces onto `out`. */
-export type CaptureTask = (out: AuditEventInput[]) => void | Promise<void>
+type CaptureTask = (out: AuditEventInput[]) => void | Promise<void>
 
 export function serialQueue(c: CaptureCore, afterEach: () => void) {
   const { options, onError, redactText, flags } = c

@@ -29,7 +29,7 @@ const TAG_BYTES = 16
 const DOMAIN = 'comfy-audit/submission-seal/v1'
 
 /** What the gateway knew of a submission when it forwarded it. */
-export interface SubmissionClaim {
+interface SubmissionClaim {
   readonly submitter: Submitter
   /** The namespaced id the prompt runs under upstream. */
   readonly upstream_client_id: string
@@ -43,7 +43,7 @@ export interface SubmissionClaim {
 }
 
 /** Result of {@link SubmissionSeal.open}. */
-export type SealOpenResult =
+type SealOpenResult =
   | { ok: true; claim: SubmissionClaim }
   /** `absent`: no seal; `foreign`: another origin's; `invalid`: does not open (forged, copied, damaged). */
   | { ok: false; kind: 'absent' | 'foreign' | 'invalid'; reason: string }

@@ -21,7 +21,7 @@ export interface CliStoreOptions {
  * Builds the dialect a store URL names: `sqlite` (in the data dir), `sqlite:/path`, `postgres://…`. The root's
  * registry opens it; this only words its refusals for the CLI's flags.
  */
-export async function dialectFor(
+async function dialectFor(
   storeUrl: string,
   dataDir: string,
   options: StoreDialectOptions = {},

@@ -12,12 +12,12 @@ import type { z } from 'zod'
 import { parseWith } from './schemas.js'
 
 /** What a GET gave: the value, or why there is none (with ComfyUI's status when it answered). */
-export type ComfyResult<T> =
+type ComfyResult<T> =
   | { readonly ok: true; readonly value: T }
   | { readonly ok: false; readonly reason: string; readonly status?: number }
 
 /** An answer whose body is read by the caller (`/view`). */
-export interface ComfyStream {
+interface ComfyStream {
   readonly status: number
   readonly headers: IncomingHttpHeaders
   /** The body; it errors if the deadline passes before it ends. */
@@ -25,7 +25,7 @@ export interface ComfyStream {
 }
 
 /** Per-request options. */
-export interface ComfyRequestOptions {
+interface ComfyRequestOptions {
   /** Deadline for the whole exchange, body included, ms (default: the client's). */
   readonly timeoutMillis?: number
   /** Largest body read into memory, bytes (default unlimited); a larger one is a failure. */
@@ -33,7 +33,7 @@ export interface ComfyRequestOptions {
 }
 
 /** Options of {@link createComfyClient}. */
-export interface ComfyClientOptions {
+interface ComfyClientOptions {
   /** ComfyUI's base URL, `http(s)://host:port` with an optional path prefix (`/comfy/`). */
   readonly baseUrl: string
   /** Default deadline of one exchange, ms (default 60 000). */

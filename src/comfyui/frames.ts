@@ -21,7 +21,7 @@ export interface PreviewTarget {
 }
 
 /** The schema-checked reading of a text frame. */
-export type CheckedMessage =
+type CheckedMessage =
   /** A message of a type comfy-audit reads, matching its schema. */
   | { readonly ok: true; readonly message: WsMessage }
   /** Not a type comfy-audit reads (custom nodes' events, binary, not JSON): nothing to record. */
@@ -71,7 +71,7 @@ function checkMessage(json: JsonObject | null, type: string | null): CheckedMess
  * Where a binary frame's preview belongs: PREVIEW_IMAGE (1) names nothing, PREVIEW_IMAGE_WITH_METADATA
  * (4, metadata length, JSON, image) names `prompt_id` and `node_id`. Null for other binary frames.
  */
-export function previewTarget(frame: Buffer): PreviewTarget | null {
+function previewTarget(frame: Buffer): PreviewTarget | null {
   if (frame.length < 8) return null
   const type = frame.readUInt32BE(0)
   if (type === BINARY_PREVIEW_IMAGE) return { promptId: null, nodeId: null }

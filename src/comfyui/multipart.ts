@@ -5,7 +5,7 @@
  */
 
 /** One part of a multipart body. */
-export interface MultipartPart {
+interface MultipartPart {
   /** The form field name (`image`, `type`, `subfolder`, ...). */
   readonly name: string
   /** The file name, for file parts. */

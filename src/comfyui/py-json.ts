@@ -5,7 +5,6 @@
  * (its `python` and `ascii` modes), which the ledger and the trace replay share.
  */
 import { stringifyJson } from '../audit/json.js'
-import type { JsonValue } from '../audit/types.js'
 
 /**
  * A JSON string literal as `json.dumps` writes it: non-ASCII (and DEL) escaped as `\uXXXX`, one UTF-16
@@ -16,11 +15,6 @@ import type { JsonValue } from '../audit/types.js'
  */
 export function pyString(s: string): string {
   return stringifyJson(s, { ascii: true })
-}
-
-/** A whole value as `json.dumps(value)` writes it. */
-export function pyDumps(value: JsonValue): string {
-  return stringifyJson(value, { python: true, ascii: true })
 }
 
 /**

@@ -9,7 +9,7 @@ import { parseJson } from '../audit/json.js'
 import type { JsonObject, JsonValue } from '../audit/types.js'
 
 /** True for a value made only of JSON parts as comfy-audit holds them (bigint and NaN included). */
-export function isJsonValue(value: unknown, depth = 0): value is JsonValue {
+function isJsonValue(value: unknown, depth = 0): value is JsonValue {
   if (depth > 512) return false
   switch (typeof value) {
     case 'string':
@@ -34,7 +34,7 @@ export function isJsonObject(value: JsonValue | undefined): value is JsonObject 
 /** Any JSON value, passed through by reference (no copy, so bigints stay exact). */
 export const zJsonValue = z.custom<JsonValue>((v) => isJsonValue(v), 'expected a JSON value')
 /** A JSON object, passed through by reference. */
-export const zJsonObject = z.custom<JsonObject>(
+const zJsonObject = z.custom<JsonObject>(
   (v) => typeof v === 'object' && v !== null && !Array.isArray(v) && isJsonValue(v),
   'expected a JSON object',
 )
@@ -43,7 +43,7 @@ export const zJsonObject = z.custom<JsonObject>(
 // POST /prompt
 
 /** One node of an API-format prompt: `{class_type, inputs: {name: const | [src_id, out_index]}, _meta?}`. */
-export const zPromptNode = z.looseObject({
+const zPromptNode = z.looseObject({
   class_type: z.string(),
   inputs: z.record(z.string(), zJsonValue).optional(),
   _meta: zJsonValue.optional(),
@@ -54,34 +54,20 @@ export type PromptNode = z.infer<typeof zPromptNode>
 export const zPromptGraph = z.record(z.string(), zPromptNode)
 export type PromptGraph = z.infer<typeof zPromptGraph>
 
-/** The body of `POST /prompt`. Only `prompt` matters to ComfyUI; it is kept as given (maybe not a graph). */
-export const zPromptRequest = z.looseObject({
-  prompt: zJsonValue.optional(),
-  client_id: zJsonValue.optional(),
-  extra_data: zJsonValue.optional(),
-  prompt_id: zJsonValue.optional(),
-  number: zJsonValue.optional(),
-  front: zJsonValue.optional(),
-  partial_execution_targets: zJsonValue.optional(),
-})
-export type PromptRequest = z.infer<typeof zPromptRequest>
-
 /** One validation error (`{type, message, details, extra_info}`). */
-export const zPromptError = z.looseObject({
+const zPromptError = z.looseObject({
   type: z.string(),
   message: z.string(),
   details: zJsonValue.optional(),
   extra_info: zJsonValue.optional(),
 })
-export type PromptError = z.infer<typeof zPromptError>
 
 /** Validation errors of one node. */
-export const zNodeErrors = z.looseObject({
+const zNodeErrors = z.looseObject({
   errors: z.array(zPromptError),
   dependent_outputs: z.array(zJsonValue).optional(),
   class_type: z.string().optional(),
 })
-export type NodeErrors = z.infer<typeof zNodeErrors>
 
 /** `200 {"prompt_id", "number", "node_errors"}`: `node_errors` may be non-empty (those outputs were dropped). */
 export const zPromptAccepted = z.looseObject({
@@ -89,43 +75,35 @@ export const zPromptAccepted = z.looseObject({
   number: z.number(),
   node_errors: z.record(z.string(), zNodeErrors).optional(),
 })
-export type PromptAccepted = z.infer<typeof zPromptAccepted>
-
-/** `400 {"error": {type, message, details, extra_info}, "node_errors": {...}}`. */
-export const zPromptRejected = z.looseObject({
-  error: z.union([zPromptError, z.string()]),
-  node_errors: z.record(z.string(), zNodeErrors).optional(),
-})
-export type PromptRejected = z.infer<typeof zPromptRejected>
 
 // ---------------------------------------------------------------------------------------------------------
 // WebSocket events (§1.3)
 
 const zPromptId = z.string()
 
-export const zStatusData = z.looseObject({
+const zStatusData = z.looseObject({
   status: z.looseObject({ exec_info: z.looseObject({ queue_remaining: z.number() }) }),
   sid: z.string().optional(),
 })
-export const zExecutionStartData = z.looseObject({ prompt_id: zPromptId, timestamp: z.number().optional() })
-export const zExecutionCachedData = z.looseObject({
+const zExecutionStartData = z.looseObject({ prompt_id: zPromptId, timestamp: z.number().optional() })
+const zExecutionCachedData = z.looseObject({
   nodes: z.array(z.string()),
   prompt_id: zPromptId,
   timestamp: z.number().optional(),
 })
 /** `executing`: `node:null` is the end marker; the reconnect form has neither `prompt_id` nor `display_node`. */
-export const zExecutingData = z.looseObject({
+const zExecutingData = z.looseObject({
   node: z.string().nullable(),
   display_node: z.string().nullable().optional(),
   prompt_id: zPromptId.optional(),
 })
-export const zProgressData = z.looseObject({
+const zProgressData = z.looseObject({
   value: z.number(),
   max: z.number(),
   prompt_id: zPromptId.optional(),
   node: z.string().nullable().optional(),
 })
-export const zProgressStateNode = z.looseObject({
+const zProgressStateNode = z.looseObject({
   value: z.number(),
   max: z.number(),
   state: z.string(),
@@ -135,19 +113,18 @@ export const zProgressStateNode = z.looseObject({
   parent_node_id: z.string().nullable().optional(),
   real_node_id: z.string().nullable().optional(),
 })
-export type ProgressStateNode = z.infer<typeof zProgressStateNode>
-export const zProgressStateData = z.looseObject({
+const zProgressStateData = z.looseObject({
   prompt_id: zPromptId,
   nodes: z.record(z.string(), zProgressStateNode),
 })
-export const zExecutedData = z.looseObject({
+const zExecutedData = z.looseObject({
   node: z.string(),
   display_node: z.string().nullable().optional(),
   output: zJsonObject.nullable().optional(),
   prompt_id: zPromptId,
 })
-export const zExecutionSuccessData = z.looseObject({ prompt_id: zPromptId, timestamp: z.number().optional() })
-export const zExecutionErrorData = z.looseObject({
+const zExecutionSuccessData = z.looseObject({ prompt_id: zPromptId, timestamp: z.number().optional() })
+const zExecutionErrorData = z.looseObject({
   prompt_id: zPromptId,
   node_id: z.string().nullable().optional(),
   node_type: z.string().nullable().optional(),
@@ -160,15 +137,15 @@ export const zExecutionErrorData = z.looseObject({
   timestamp: z.number().optional(),
 })
 export type ExecutionErrorData = z.infer<typeof zExecutionErrorData>
-export const zExecutionInterruptedData = z.looseObject({
+const zExecutionInterruptedData = z.looseObject({
   prompt_id: zPromptId,
   node_id: z.string().nullable().optional(),
   node_type: z.string().nullable().optional(),
   executed: z.array(z.string()).optional(),
   timestamp: z.number().optional(),
 })
-export const zFeatureFlagsData = zJsonObject
-export const zLogsData = z.looseObject({ entries: z.array(z.looseObject({ t: z.string(), m: z.string() })) })
+const zFeatureFlagsData = zJsonObject
+const zLogsData = z.looseObject({ entries: z.array(z.looseObject({ t: z.string(), m: z.string() })) })
 
 /** Every JSON event of §1.3, discriminated by `type`. Unknown types (custom nodes) fail this schema. */
 export const zWsMessage = z.discriminatedUnion('type', [
@@ -207,7 +184,7 @@ export const WS_MESSAGE_TYPES = [
 // System, nodes, history, queue
 
 /** One device of `/system_stats` (sizes in bytes). */
-export const zSystemDevice = z.looseObject({
+const zSystemDevice = z.looseObject({
   name: z.string(),
   type: z.string().optional(),
   index: z.number().nullable().optional(),
@@ -216,7 +193,6 @@ export const zSystemDevice = z.looseObject({
   torch_vram_total: z.number(),
   torch_vram_free: z.number(),
 })
-export type SystemDevice = z.infer<typeof zSystemDevice>
 
 /** `GET /system_stats`. */
 export const zSystemStats = z.looseObject({
@@ -236,7 +212,7 @@ export const zSystemStats = z.looseObject({
 export type SystemStats = z.infer<typeof zSystemStats>
 
 /** The subset of one `/object_info` class capture reads. */
-export const zObjectInfoNode = z.looseObject({
+const zObjectInfoNode = z.looseObject({
   // Real 0.8 answers carry `display_name: null` for some core nodes (LatentAdd, ...): be lenient.
   name: z.string().nullable().optional(),
   display_name: z.string().nullable().optional(),
@@ -245,25 +221,23 @@ export const zObjectInfoNode = z.looseObject({
   output_node: z.boolean().nullable().optional(),
   input: zJsonValue.optional(),
 })
-export type ObjectInfoNode = z.infer<typeof zObjectInfoNode>
 /** `GET /object_info`. */
 export const zObjectInfo = z.record(z.string(), zObjectInfoNode)
 export type ObjectInfo = z.infer<typeof zObjectInfo>
 
 /** A queue/history prompt tuple: `[number, prompt_id, prompt, extra_data, outputs_to_execute]`. */
-export const zPromptTuple = z.tuple([z.number(), z.string(), zJsonValue, zJsonValue.optional()], zJsonValue)
+const zPromptTuple = z.tuple([z.number(), z.string(), zJsonValue, zJsonValue.optional()], zJsonValue)
 export type PromptTuple = z.infer<typeof zPromptTuple>
 
 /** `status` of a history entry; `messages` hold `[event_name, data]` pairs. */
-export const zHistoryStatus = z.looseObject({
+const zHistoryStatus = z.looseObject({
   status_str: z.string(),
   completed: z.boolean(),
   messages: z.array(z.tuple([z.string(), zJsonValue])),
 })
-export type HistoryStatus = z.infer<typeof zHistoryStatus>
 
 /** One entry of `GET /history`. */
-export const zHistoryEntry = z.looseObject({
+const zHistoryEntry = z.looseObject({
   prompt: zPromptTuple,
   outputs: z.record(z.string(), zJsonObject).optional(),
   meta: zJsonValue.optional(),
@@ -290,24 +264,20 @@ export const zQueueOrHistoryAction = z.looseObject({
   clear: zJsonValue.optional(),
   delete: z.array(z.string()).optional(),
 })
-export type QueueOrHistoryAction = z.infer<typeof zQueueOrHistoryAction>
 /** `POST /interrupt`: optional `prompt_id` (none: global interrupt). */
 export const zInterruptRequest = z.looseObject({ prompt_id: z.string().nullable().optional() })
-export type InterruptRequest = z.infer<typeof zInterruptRequest>
 /** `POST /free`. */
 export const zFreeRequest = z.looseObject({
   unload_models: zJsonValue.optional(),
   free_memory: zJsonValue.optional(),
 })
-export type FreeRequest = z.infer<typeof zFreeRequest>
 /** Answer of `POST /upload/image|mask`. */
 export const zUploadResponse = z.looseObject({ name: z.string(), subfolder: z.string(), type: z.string() })
-export type UploadResponse = z.infer<typeof zUploadResponse>
 
 // ---------------------------------------------------------------------------------------------------------
 
 /** Result of {@link parseWith}. */
-export type SchemaResult<T> = { ok: true; value: T } | { ok: false; reason: string }
+type SchemaResult<T> = { ok: true; value: T } | { ok: false; reason: string }
 
 /**
  * Parses text or bytes with the lossless parser and checks them against a schema; a parsed `JsonValue`

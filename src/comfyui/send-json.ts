@@ -5,7 +5,7 @@ import type { ServerResponse } from 'node:http'
  * login): one set, so no route drifts. `no-store` because answers carry audit data or per-request refusals;
  * `nosniff` so a browser never reads one as anything but JSON.
  */
-export const JSON_ANSWER_HEADERS: Readonly<Record<string, string>> = {
+const JSON_ANSWER_HEADERS: Readonly<Record<string, string>> = {
   'content-type': 'application/json; charset=utf-8',
   'cache-control': 'no-store',
   'x-content-type-options': 'nosniff',

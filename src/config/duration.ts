@@ -2,7 +2,7 @@
  * One time syntax for every command: a duration back from now (`90d`, `12h`, `30m`, `45s`, `2w`, combinable as
  * `1d12h`) or an ISO 8601 date/time (`2026-11-01`, `2026-11-01T12:00:00Z`).
  */
-export type TimeSpecResult = { ok: true; value: Date } | { ok: false; reason: string }
+type TimeSpecResult = { ok: true; value: Date } | { ok: false; reason: string }
 
 const UNIT_MILLIS: Record<string, number> = {
   ms: 1,

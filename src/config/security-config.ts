@@ -9,8 +9,7 @@ import { ROLES } from './roles.js'
 export { ROLES, type Role } from './roles.js'
 
 /** How the gateway learns who sends a request. */
-export const AUTH_MODES = ['none', 'token', 'trusted-header'] as const
-export type AuthMode = (typeof AUTH_MODES)[number]
+const AUTH_MODES = ['none', 'token', 'trusted-header'] as const
 
 const IPV4_CIDR = /^(\d{1,3})(\.\d{1,3}){3}(\/\d{1,2})?$/
 const IPV6_CIDR = /^[0-9a-fA-F:.]+(\/\d{1,3})?$/

@@ -5,7 +5,7 @@
 import type { JsonObject } from '../audit/types.js'
 
 /** A person of the demo studio. */
-export interface DemoPerson {
+interface DemoPerson {
   readonly name: string
   readonly role: 'admin' | 'auditor' | 'artist'
   /** Relative share of the prompts this person submits (0: submits none). */
@@ -22,8 +22,8 @@ export const DEMO_PEOPLE: readonly DemoPerson[] = [
 
 /** The LoRA file whose "update" breaks the portrait workflow: its header is not valid JSON. */
 export const BROKEN_LORA = 'portrait-style-v2.safetensors'
-export const GOOD_LORA = 'audit-style-lora.safetensors'
-export const CHECKPOINT = 'audit-sd15-random.safetensors'
+const GOOD_LORA = 'audit-style-lora.safetensors'
+const CHECKPOINT = 'audit-sd15-random.safetensors'
 
 /** A safetensors file whose 16-byte header is not JSON, as a truncated download leaves it. */
 export function brokenSafetensors(): Buffer {

@@ -25,7 +25,7 @@ export function noClientId(user: string): string {
 }
 
 /** What an upstream id is: a person's own client, a gateway-owned no-client id, or not one of ours. */
-export type ParsedClientId =
+type ParsedClientId =
   { kind: 'client'; downstreamId: string } | { kind: 'noclient'; downstreamId: null } | { kind: 'foreign' }
 
 /** Splits an upstream id made by {@link namespacedClientId} or {@link noClientId}. */

@@ -18,10 +18,8 @@ import { createRequestRoute, type RequestRoute } from './request-route.js'
 import { SocketHub } from './socket-hub.js'
 import { createUpgradeRoute } from './upgrade-route.js'
 
-export type { Gateway, GatewayOptions, GatewayRefusal } from './gateway-options.js'
-export type { Admission, RequestGuard } from './request-guard.js'
+export type { Gateway, GatewayOptions } from './gateway-options.js'
 export type { ClientIdState } from './socket-hub.js'
-export type { ReconnectOptions } from './upstream-socket.js'
 export { routeLabel } from './route-label.js'
 
 type Listener = (e: { healthy: boolean }) => void

@@ -5,7 +5,7 @@ import type { TLSSocket } from 'node:tls'
  * Hop-by-hop headers (RFC 9110 §7.6.1, plus the de-facto `Keep-Alive` and `Proxy-*` family): they describe
  * one connection, so a proxy must not pass them on. Names listed in `Connection` are added per message.
  */
-export const HOP_BY_HOP_HEADERS: ReadonlySet<string> = new Set([
+const HOP_BY_HOP_HEADERS: ReadonlySet<string> = new Set([
   'connection',
   'keep-alive',
   'proxy-connection',
@@ -18,7 +18,7 @@ export const HOP_BY_HOP_HEADERS: ReadonlySet<string> = new Set([
 ])
 
 /** Options of {@link forwardRequestHeaders}. */
-export interface ForwardRequestOptions {
+interface ForwardRequestOptions {
   /** `host[:port]` of ComfyUI, sent as `Host`. */
   readonly upstreamHost: string
   /** `scheme://host[:port]` of ComfyUI, sent as `Origin` when the client's Origin is the gateway itself. */

@@ -21,7 +21,7 @@ export interface Downstream {
   previewMeta?: boolean
 }
 
-export interface InflightPrompt {
+interface InflightPrompt {
   /** Hub sequence number when ComfyUI accepted it; null while its POST is unanswered. */
   answeredSeq: number | null
 }

@@ -47,7 +47,7 @@ function skipString(text: string, i: number): number {
 }
 
 /** Offset just past the JSON value that starts at `i`. */
-export function skipValue(text: string, i: number): number {
+function skipValue(text: string, i: number): number {
   const c = text.charCodeAt(i)
   if (c === 0x22) return skipString(text, i)
   if (c === 0x7b || c === 0x5b) {

@@ -9,7 +9,7 @@ import { BINARY_PREVIEW_IMAGE, BINARY_PREVIEW_WITH_METADATA } from '../comfyui/f
  * PREVIEW_IMAGE_WITH_METADATA (4, metadata length, JSON, image) as PREVIEW_IMAGE (1, 1 = JPEG or
  * 2 = PNG, image): what server.py's send_image would have sent. Null when the frame is malformed.
  */
-export function toLegacyPreview(frame: Buffer): Buffer | null {
+function toLegacyPreview(frame: Buffer): Buffer | null {
   if (frame.length < 8) return null
   const len = frame.readUInt32BE(4)
   if (8 + len > frame.length) return null

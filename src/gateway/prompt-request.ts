@@ -28,10 +28,10 @@ export interface PreparedPrompt {
 }
 
 /** Deepest nesting of a POST /prompt body the gateway accepts (Python's own recursion limit is about 1000). */
-export const MAX_PROMPT_DEPTH = 512
+const MAX_PROMPT_DEPTH = 512
 
 /** Options of {@link preparePrompt}. */
-export interface PreparePromptOptions {
+interface PreparePromptOptions {
   /** Maps the client's id (null: none given) to the upstream id. */
   readonly upstreamClientId: (clientId: string | null) => string
   /** Makes a prompt id (`crypto.randomUUID()` in production, the form ComfyUI itself uses). */

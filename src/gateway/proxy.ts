@@ -53,7 +53,7 @@ export function upstreamTarget(upstreamUrl: string): UpstreamTarget {
 }
 
 /** Options of one {@link Forward} call. */
-export interface ForwardOptions {
+interface ForwardOptions {
   /** Send this body instead of streaming the request's. */
   readonly body?: Buffer
   /** Keep up to this many request bytes (as they stream past) for the tap. */
@@ -65,7 +65,7 @@ export interface ForwardOptions {
 }
 
 /** How one exchange went. */
-export interface ForwardResult {
+interface ForwardResult {
   /** ComfyUI's status, or the gateway's (503/504) when ComfyUI could not answer. */
   readonly status: number
   /** The request body as collected (null when over the limit). */

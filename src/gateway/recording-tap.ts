@@ -9,7 +9,7 @@ type Calls = {
 }
 
 /** One recorded tap call. */
-export type TapCall = { [K in keyof Calls]: { method: K; event: Calls[K] } }[keyof Calls]
+type TapCall = { [K in keyof Calls]: { method: K; event: Calls[K] } }[keyof Calls]
 
 /** A {@link CaptureTap} that keeps every call, for tests and diagnostics. */
 export interface RecordingTap extends CaptureTap {

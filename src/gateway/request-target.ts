@@ -16,7 +16,7 @@
  */
 
 /** A request target the gateway can act on. */
-export interface CanonicalTarget {
+interface CanonicalTarget {
   readonly ok: true
   /** The path as aiohttp's router sees it (kept escapes still encoded). */
   readonly path: string
@@ -27,7 +27,7 @@ export interface CanonicalTarget {
 }
 
 /** Why a target was refused. */
-export interface RefusedTarget {
+interface RefusedTarget {
   readonly ok: false
   readonly reason: string
 }

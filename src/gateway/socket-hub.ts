@@ -31,7 +31,7 @@ import { UpstreamSocket, type ReconnectOptions } from './upstream-socket.js'
 export type { ClientIdState } from './hub-channel.js'
 
 /** Options of {@link SocketHub}. */
-export interface SocketHubOptions {
+interface SocketHubOptions {
   /** ComfyUI's WebSocket URL without query. */
   readonly wsUrl: string
   readonly tap: CaptureTap

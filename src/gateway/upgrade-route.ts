@@ -20,7 +20,7 @@ import { canonicalTarget } from './request-target.js'
 const WS_PATHS = new Set(['/ws', '/api/ws'])
 
 /** The upgrade handling of one gateway. */
-export interface UpgradeRoute {
+interface UpgradeRoute {
   /** Handles one `upgrade` event of the HTTP server. Never rejects. */
   handle(req: IncomingMessage, socket: Duplex, head: Buffer): void
   /** Cuts every downstream WebSocket and tunnel (at the end of close, after the drain). */

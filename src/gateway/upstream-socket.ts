@@ -24,7 +24,7 @@ export function backoffDelay(attempt: number, opts: ReconnectOptions, random: ()
 }
 
 /** Options of {@link UpstreamSocket}. */
-export interface UpstreamSocketOptions {
+interface UpstreamSocketOptions {
   /** ComfyUI's WebSocket URL without query (`ws://127.0.0.1:8188/ws`). */
   readonly wsUrl: string
   /** The upstream client id (`?clientId=`). */

@@ -25,7 +25,7 @@ import { createUpstreamLookups, type UpstreamLookups } from './upstream-lookups.
 export { auditReader } from './audit-reader.js'
 
 /** Options of {@link createAccessGuard}. */
-export interface AccessGuardOptions {
+interface AccessGuardOptions {
   readonly authenticator: Authenticator
   readonly auth: AuthConfig
   readonly limits: LimitsConfig

@@ -9,7 +9,7 @@ import type { ClientViewRoute } from '../gateway/client-view.js'
 import { isJsonObject, itemClientId, ownsClientId } from './comfy-items.js'
 
 /** Narrows one buffered answer; an answer it cannot read passes unchanged. */
-export type AnswerFilter = (route: ClientViewRoute, body: Buffer) => Promise<Buffer>
+type AnswerFilter = (route: ClientViewRoute, body: Buffer) => Promise<Buffer>
 
 /** The filter for `user`; `promptOwner` is the recorded submitter of a prompt id (null when unknown). */
 export function ownAnswerFilter(

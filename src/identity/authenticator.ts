@@ -13,7 +13,7 @@ import { createLoginRoutes } from './login-routes.js'
 import type { ScryptParams } from './tokens.js'
 
 /** Options of {@link createAuthenticator}. */
-export interface AuthenticatorOptions {
+interface AuthenticatorOptions {
   /** Epoch ms clock. */
   readonly now?: () => number
   /** Receives login, logout and provisioning events (e.g. to append them to the audit log). */
@@ -37,7 +37,7 @@ export interface Authenticator {
 }
 
 /** What {@link createAuthenticator} reads from the config. */
-export interface AuthenticatorConfig {
+interface AuthenticatorConfig {
   readonly auth: AuthConfig
   /** `HOST:PORT` the gateway listens on (for the `none` mode's loopback check). */
   readonly listen: string

@@ -16,7 +16,7 @@ export function readCookie(header: string | undefined, name: string): string | n
 }
 
 /** A `Cookie` header without cookie `name`, or null when nothing is left. */
-export function withoutCookie(header: string, name: string): string | null {
+function withoutCookie(header: string, name: string): string | null {
   const kept = header
     .split(';')
     .map((p) => p.trim())
@@ -69,7 +69,7 @@ export function withoutTokenParam(url: string): string {
 }
 
 /** Options of {@link stripCredentialHeaders}. */
-export interface StripCredentialOptions {
+interface StripCredentialOptions {
   /** Session cookie name. */
   readonly cookieName: string
   /** Trusted identity header (lower or any case), removed always: ComfyUI has no use for it. */

@@ -18,7 +18,7 @@ import type { IdentityDirectory } from './identity-directory.js'
 import { credentialDigest, parseToken, verifySecret } from './tokens.js'
 
 /** The credential half of {@link IdentityDirectory}. */
-export type DirectoryCredentials = Pick<
+type DirectoryCredentials = Pick<
   IdentityDirectory,
   'verifyToken' | 'createLoginSession' | 'loginSession' | 'endLoginSession'
 >
@@ -32,7 +32,7 @@ interface CachedCredential {
 }
 
 /** Verified tokens and sessions, by digest of the credential (never the credential itself). */
-export interface CredentialCaches {
+interface CredentialCaches {
   readonly tokens: Map<string, CachedCredential>
   readonly sessions: Map<string, CachedCredential>
   clear(): void
@@ -52,7 +52,7 @@ export function createCredentialCaches(): CredentialCaches {
 }
 
 /** What {@link createDirectoryCredentials} works with. */
-export interface DirectoryCredentialsOptions {
+interface DirectoryCredentialsOptions {
   readonly store: StateStore
   readonly doc: DirectoryDocument
   readonly caches: CredentialCaches

@@ -13,7 +13,7 @@ import type { IdentityDirectory } from './identity-directory.js'
 import { issueToken, type ScryptParams } from './tokens.js'
 
 /** The people half of {@link IdentityDirectory}. */
-export type DirectoryPeople = Pick<
+type DirectoryPeople = Pick<
   IdentityDirectory,
   | 'addPerson'
   | 'provisionPerson'

@@ -31,7 +31,7 @@ export interface GuardRefusals {
 }
 
 /** Options of {@link createGuardRefusals}. */
-export interface GuardRefusalsOptions {
+interface GuardRefusalsOptions {
   readonly logger: Logger
   /** Told of every refusal; when given, the guard does not log refusals itself (a flood would fill the log). */
   readonly onRefused?: (refusal: Refusal) => void

@@ -16,7 +16,7 @@ const UPLOAD_ROUTES = new Set(['/upload/image', '/upload/mask'])
 const MAX_POLICY_BODY_BYTES = 1 << 20
 
 /** The body as read: `body` is what is forwarded, `parsed` what the policy sees (null: an empty body). */
-export type GuardedBody =
+type GuardedBody =
   | { readonly ok: true; readonly body?: Buffer; readonly parsed?: JsonValue | null }
   | { readonly ok: false; readonly status: 400 | 413; readonly reason: string }
 

@@ -11,7 +11,7 @@ import type { IdentityDirectory } from './identity-directory.js'
 import type { AuthMethod, AuthResult, SecurityEvent } from './identity.js'
 
 /** Where a request comes from, as recorded with the person. */
-export interface ClientInfo {
+interface ClientInfo {
   readonly client_address: string | null
   readonly user_agent: string | null
 }
@@ -27,7 +27,7 @@ export interface Identifier {
 }
 
 /** What {@link createIdentifier} works with. */
-export interface IdentifierOptions {
+interface IdentifierOptions {
   readonly auth: AuthConfig
   /** Address ranges of the trusted SSO proxies. */
   readonly proxies: readonly AddressRange[]

@@ -12,7 +12,7 @@ import type { SecurityEvent } from './identity.js'
 import { loginPageHtml, PAGE_SECURITY_HEADERS, safeNextPath } from './login-page.js'
 
 /** What {@link createLoginRoutes} works with. */
-export interface LoginRoutesOptions {
+interface LoginRoutesOptions {
   readonly auth: AuthConfig
   readonly directory: IdentityDirectory
   readonly identifier: Identifier
@@ -23,7 +23,7 @@ export interface LoginRoutesOptions {
 }
 
 /** Serves one of the sign-in routes; false for any other path. */
-export type LoginRoutes = (req: IncomingMessage, res: ServerResponse) => Promise<boolean>
+type LoginRoutes = (req: IncomingMessage, res: ServerResponse) => Promise<boolean>
 
 const MAX_FORM_BYTES = 8 * 1024
 

@@ -11,7 +11,7 @@ import type { RedactionConfig } from '../config/security-config.js'
 import { createRedactor } from './redaction.js'
 
 /** Options of {@link createOffThreadPromptAnalyzer}. */
-export interface OffThreadAnalyzerOptions {
+interface OffThreadAnalyzerOptions {
   /** Bodies at least this large go to the worker, bytes (default 256 KiB). */
   readonly minBytes?: number
 }

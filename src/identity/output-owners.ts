@@ -13,7 +13,7 @@ import type { UpstreamLookups } from './upstream-lookups.js'
 const OUTPUT_INDEX_MIN_AGE_MS = 250
 
 /** An output file as `/view` names it. */
-export interface OutputFile {
+interface OutputFile {
   readonly filename: string
   readonly subfolder: string
   readonly type: string

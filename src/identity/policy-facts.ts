@@ -8,7 +8,7 @@ import { factsNeeded, type PolicyFacts, type PolicyOptions, type PolicyRequest }
 import type { UpstreamLookups } from './upstream-lookups.js'
 
 /** What {@link createPolicyFacts} reads from. */
-export interface PolicyFactsSources {
+interface PolicyFactsSources {
   readonly policy: PolicyOptions
   readonly upstream: UpstreamLookups
   readonly outputClientIds: OutputClientIds

@@ -17,7 +17,7 @@ import type { JsonObject, JsonValue } from '../audit/types.js'
 import type { Role } from '../config/security-config.js'
 
 /** Paths only admins may use (prefixes: the path itself and everything below it). */
-export const ADMIN_ONLY_PATHS: readonly string[] = [
+const ADMIN_ONLY_PATHS: readonly string[] = [
   '/free',
   '/internal',
   // ComfyUI-Manager (classic and v2 routes): installs, updates and removes code, restarts the server.
@@ -77,7 +77,7 @@ export interface PolicyOptions {
 }
 
 /** The answer: allow (possibly with a filter or a narrowed audit query), deny, or forward a rewritten body. */
-export type Decision =
+type Decision =
   | {
       readonly action: 'allow'
       /** `own`: the answer must be filtered to the person's own prompts (history, queue, jobs). */
@@ -89,7 +89,7 @@ export type Decision =
   | { readonly action: 'rewrite'; readonly body: JsonObject; readonly reason: string }
 
 /** What {@link authorize} needs looked up before it can decide. */
-export interface FactsNeeded {
+interface FactsNeeded {
   readonly promptIds: readonly string[]
   readonly running: boolean
   /** The output file `/view` asks for (only under `visibility: own`). */
@@ -153,7 +153,7 @@ const ANALYSIS_PATHS: ReadonlySet<string> = new Set(
  * itself and overrides `type` (folder_paths.annotated_filepath); otherwise `type` defaults to `output`.
  * Query values are the first of each name, as aiohttp's `query[...]` gives them.
  */
-export function viewedFile(query: URLSearchParams): { filename: string; subfolder: string; type: string } {
+function viewedFile(query: URLSearchParams): { filename: string; subfolder: string; type: string } {
   let filename = query.get('filename') ?? ''
   let type = query.get('type') ?? 'output'
   const annotated = / \[(output|input|temp)\]$/.exec(filename)

@@ -26,7 +26,7 @@ export interface Refusal {
 }
 
 /** Options of {@link createRefusalLog}. */
-export interface RefusalLogOptions {
+interface RefusalLogOptions {
   /** Appends one gateway event; never throws. */
   readonly record: (kind: 'access.refused' | 'access.refused.summary', payload: JsonObject) => void
   /** Refusals recorded one by one per key before counting starts (default 20). */

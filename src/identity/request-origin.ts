@@ -21,7 +21,7 @@ function hostnameOf(hostHeader: string): string | null {
 }
 
 /** What {@link createOriginChecks} accepts besides this machine's names. */
-export interface OriginCheckOptions {
+interface OriginCheckOptions {
   /** The host the gateway listens on (its name is an allowed `Host`). */
   readonly listenHost: string
   readonly allowedHosts: readonly string[]

@@ -4,7 +4,7 @@ import type { AuthConfig } from '../config/security-config.js'
 import { stripCredentialHeaders, withoutTokenParam } from './credentials.js'
 
 /** What {@link scrubRequest} needs to know about the deployment. */
-export interface ScrubOptions {
+interface ScrubOptions {
   readonly auth: Pick<AuthConfig, 'mode' | 'cookieName' | 'trustedHeader'>
   /** ComfyUI runs with `--multi-user`: `comfy-user` is set to the person. */
   readonly multiUser?: boolean

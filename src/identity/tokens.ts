@@ -15,7 +15,7 @@ export interface ScryptParams {
 export const DEFAULT_SCRYPT: ScryptParams = { N: 1 << 14, r: 8, p: 1 }
 
 /** A token as stored: never the secret itself. */
-export interface StoredToken {
+interface StoredToken {
   readonly id: string
   /** base64url salt. */
   readonly salt: string

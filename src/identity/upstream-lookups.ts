@@ -10,7 +10,7 @@ import type { JsonObject, JsonValue } from '../audit/types.js'
 import { isJsonObject } from './comfy-items.js'
 
 /** ComfyUI's `/queue`, as raw items (`[number, prompt_id, prompt, extra_data, outputs]`). */
-export interface QueueSnapshot {
+interface QueueSnapshot {
   readonly running: JsonValue[]
   readonly pending: JsonValue[]
 }
@@ -27,7 +27,7 @@ export interface UpstreamLookups {
 }
 
 /** Options of {@link createUpstreamLookups}. */
-export interface UpstreamLookupsOptions {
+interface UpstreamLookupsOptions {
   /** ComfyUI's base URL, path prefix included. */
   readonly upstreamUrl: string
   /** Timeout of each read, ms. */

@@ -28,7 +28,7 @@ export interface Checkpoint {
 }
 
 /** Outcome of parsing or verifying a checkpoint. */
-export type CheckpointResult = { ok: true; value: Checkpoint } | { ok: false; reason: string }
+type CheckpointResult = { ok: true; value: Checkpoint } | { ok: false; reason: string }
 
 function lineProblem(line: string): string | null {
   if (line.length === 0) return 'is empty'

@@ -19,13 +19,13 @@ import { storedRowEvent, storedRowLeaf } from './ledger.js'
 import { inclusionProof, leafHash, rootFromLeafHashes, verifyInclusion } from './merkle.js'
 
 /** The format tag of bundles this module writes and reads. */
-export const EVIDENCE_FORMAT = 'comfy-audit-evidence/1'
+const EVIDENCE_FORMAT = 'comfy-audit-evidence/1'
 
 /** Outcome of building or verifying a bundle. */
-export type EvidenceResult<T> = { ok: true; value: T } | { ok: false; reason: string }
+type EvidenceResult<T> = { ok: true; value: T } | { ok: false; reason: string }
 
 /** What a verified bundle proves. */
-export interface VerifiedEvidence {
+interface VerifiedEvidence {
   readonly origin: string
   readonly session_id: string
   /** Events proven, and the signed tree size they were proven against. */
@@ -36,7 +36,7 @@ export interface VerifiedEvidence {
 }
 
 /** The summary of a session's events: what a reader of the bundle wants, derived from the events alone. */
-export function evidenceSummary(events: readonly AuditEvent[]): JsonObject {
+function evidenceSummary(events: readonly AuditEvent[]): JsonObject {
   const derived = replayDerived(events)
   const s = derived.sessions[0]
   const session: JsonObject | null = s

@@ -16,7 +16,7 @@ export interface KeyringEntry {
 }
 
 /** A parsed keyring, or the first problem, naming its file and line. */
-export type KeyringResult =
+type KeyringResult =
   | { readonly ok: true; readonly keys: ReadonlyMap<string, KeyringEntry> }
   | { readonly ok: false; readonly reason: string }
 

@@ -14,7 +14,7 @@ import { createMerkleAccumulator, type MerkleAccumulator } from './merkle.js'
 import type { NoteSigner } from './signed-note.js'
 
 /** The store calls the ledger makes. */
-export type LedgerStore = Pick<
+type LedgerStore = Pick<
   RuntimeStore,
   'origin' | 'onCommitted' | 'rawEvents' | 'addCheckpoint' | 'checkpoints' | 'getState' | 'setState' | 'flush'
 >
@@ -54,7 +54,7 @@ export interface Ledger {
 }
 
 /** State key of the saved accumulator (size and compact range, hex), written with each checkpoint. */
-export function accumulatorStateKey(origin: string): string {
+function accumulatorStateKey(origin: string): string {
   return `ledger.accumulator:${origin}`
 }
 

@@ -14,7 +14,7 @@ import { createHash } from 'node:crypto'
 import { leafHash } from '../audit/event-leaf.js'
 
 /** Outcome of a proof check. */
-export type VerifyResult = { ok: true } | { ok: false; reason: string }
+type VerifyResult = { ok: true } | { ok: false; reason: string }
 
 /** Length in bytes of every hash in the tree. */
 export const HASH_BYTES = 32

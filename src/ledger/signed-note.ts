@@ -21,10 +21,10 @@ import type { KeyObject } from 'node:crypto'
 import { decodeBase64Strict } from './decode-base64-strict.js'
 
 /** Outcome of parsing a key. */
-export type KeyParseResult<T> = { ok: true; value: T } | { ok: false; reason: string }
+type KeyParseResult<T> = { ok: true; value: T } | { ok: false; reason: string }
 
 /** Outcome of {@link verifyNote}: the signed text (with its final newline), or why it was refused. */
-export type NoteVerifyResult = { ok: true; text: string } | { ok: false; reason: string }
+type NoteVerifyResult = { ok: true; text: string } | { ok: false; reason: string }
 
 /** Signs note texts under a key name. Holds the private key; never serialises it. */
 export interface NoteSigner {

@@ -16,17 +16,15 @@ import { createMerkleAccumulator } from './merkle.js'
 import { parseVerifierKey, type NoteVerifier } from './signed-note.js'
 
 /** Kinds of damage `verify` tells apart. */
-export const DAMAGE_KINDS = [
-  'modified',
-  'missing',
-  'inserted',
-  'reordered',
-  'truncated',
-  'bad-signature',
-  'unrecorded-prune',
-  'derived-mismatch',
-] as const
-export type DamageKind = (typeof DAMAGE_KINDS)[number]
+type DamageKind =
+  | 'modified'
+  | 'missing'
+  | 'inserted'
+  | 'reordered'
+  | 'truncated'
+  | 'bad-signature'
+  | 'unrecorded-prune'
+  | 'derived-mismatch'
 
 /** One problem found. */
 export interface LedgerProblem {
@@ -69,7 +67,7 @@ export interface VerifyProgress {
 }
 
 /** Options of {@link verifyLedger}. */
-export interface VerifyLedgerOptions {
+interface VerifyLedgerOptions {
   readonly store: Pick<
     RuntimeStore,
     'origins' | 'rawEvents' | 'checkpoints' | 'derivedRows' | 'rollups' | 'workflowRollups' | 'usageRollups'
@@ -95,7 +93,7 @@ interface Row {
 
 const SHIFT_WINDOW = 1000
 /** Events between two progress calls. */
-export const VERIFY_PROGRESS_EVERY = 1000
+const VERIFY_PROGRESS_EVERY = 1000
 /** Events folded into the derived replay at a time (the replay holds rows, not events). */
 const REPLAY_CHUNK = 1000
 

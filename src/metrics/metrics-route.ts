@@ -7,7 +7,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { metricsHandler, type Metrics } from './metrics.js'
 
 /** Path of the metrics route. */
-export const METRICS_PATH = '/_audit/metrics'
+const METRICS_PATH = '/_audit/metrics'
 
 /** Options of {@link createMetricsRoute}: the config's `metrics` section plus a scrape hook. */
 export interface MetricsRouteOptions {

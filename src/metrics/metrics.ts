@@ -13,7 +13,7 @@ import { FINAL_SESSION_STATUSES } from '../audit/types.js'
 import type { UpstreamFrame } from '../comfyui/frames.js'
 
 /** The per-sink figures metrics need (structurally the sinks' `SinkHealth`; metrics do not depend on sinks). */
-export interface SinkHealthSample {
+interface SinkHealthSample {
   readonly name: string
   readonly queued: number
   readonly spooledBytes: number
@@ -24,7 +24,7 @@ export interface SinkHealthSample {
 }
 
 /** The runtime store's write-path health, as metrics need it. */
-export interface StoreHealthSample {
+interface StoreHealthSample {
   /** `ok`, `retrying` or `over-quota`. */
   readonly state: string
   readonly queuedEvents: number
@@ -247,7 +247,7 @@ export function queueDepthFromFrame(frame: UpstreamFrame): number | undefined {
 }
 
 /** Options of {@link metricsHandler}. */
-export interface MetricsHandlerOptions {
+interface MetricsHandlerOptions {
   /** Bearer token a scraper must send (`Authorization: Bearer <token>`). */
   readonly token?: string
   /** Serve without a token (e.g. bound to a private interface). */

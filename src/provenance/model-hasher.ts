@@ -10,14 +10,8 @@ import { isAbsolute, join, relative, resolve, sep } from 'node:path'
 import type { JsonValue, ModelRef } from '../audit/types.js'
 import type { FileDigest, FileHasher } from './file-hasher.js'
 
-/** Where a model lives and what it hashes to. */
-export interface ModelDigest extends FileDigest {
-  readonly path: string
-  readonly autov2: string
-}
-
 /** Options of {@link createModelHasher}. */
-export interface ModelHasherOptions {
+interface ModelHasherOptions {
   readonly fileHasher: FileHasher
   /** ComfyUI's `/internal/folder_paths` answer (or a function fetching it). */
   readonly folderPaths:

@@ -5,21 +5,21 @@
 import { inflateSync } from 'node:zlib'
 
 /** What {@link readPngMetadata} found. */
-export interface PngMetadata {
+interface PngMetadata {
   readonly width: number
   readonly height: number
   /** Text chunks by keyword; a later chunk with the same keyword wins. */
   readonly text: Readonly<Record<string, string>>
 }
 
-export type PngResult = { ok: true; value: PngMetadata } | { ok: false; reason: string }
+type PngResult = { ok: true; value: PngMetadata } | { ok: false; reason: string }
 
 const SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])
 /** Decompressed text larger than this is refused (a zip bomb in a zTXt chunk must not exhaust memory). */
 const MAX_TEXT_BYTES = 64 * 1024 * 1024
 
 /** True when the bytes start with the PNG signature. */
-export function isPng(bytes: Buffer): boolean {
+function isPng(bytes: Buffer): boolean {
   return bytes.length >= 8 && bytes.subarray(0, 8).equals(SIGNATURE)
 }
 

@@ -17,7 +17,7 @@ import { findEmbeddingRefs, type ModelHasher } from './model-hasher.js'
 import { pngSize } from './png-metadata.js'
 
 /** An output file's digest. */
-export interface OutputDigest {
+interface OutputDigest {
   readonly sha256: string
   readonly bytes: number
   readonly width: number | null
@@ -25,7 +25,7 @@ export interface OutputDigest {
 }
 
 /** Hashes a file ComfyUI produced or read. */
-export interface OutputHasher {
+interface OutputHasher {
   /**
    * Hashes one file. `sessionId` is the session the file belongs to, so that a wrapper can find a file the
    * log records under a redacted name (see `onRedactedFile` of capture).
@@ -34,7 +34,7 @@ export interface OutputHasher {
 }
 
 /** Options of {@link createOutputHasher}. */
-export interface OutputHasherOptions {
+interface OutputHasherOptions {
   /** ComfyUI's base URL (a path prefix is kept), for `/view` when the file is not local. */
   readonly comfyUrl: string
   /** ComfyUI's `output`, `temp` and `input` folders when this host can read them. */
@@ -97,7 +97,10 @@ export function createOutputHasher(options: OutputHasherOptions): OutputHasher {
         subfolder: file.subfolder,
         type: file.type,
       })
-      comfy ??= createComfyClient({ baseUrl: options.comfyUrl, timeoutMillis: options.timeoutMillis ?? 60_000 })
+      comfy ??= createComfyClient({
+        baseUrl: options.comfyUrl,
+        timeoutMillis: options.timeoutMillis ?? 60_000,
+      })
       const res = await comfy.stream(`/view?${query.toString()}`)
       if (!res.ok)
         throw new Error(`GET /view for ${file.filename} answered ${res.status ?? `nothing: ${res.reason}`}`)
@@ -117,7 +120,7 @@ export function createOutputHasher(options: OutputHasherOptions): OutputHasher {
 }
 
 /** Options of {@link createProvenanceEnricher}. */
-export interface ProvenanceEnricherOptions {
+interface ProvenanceEnricherOptions {
   /** Appends events to the log (the composition root's `store.append`). */
   readonly emit: (events: AuditEventInput[]) => Promise<unknown> | void
   readonly modelHasher?: ModelHasher

@@ -30,7 +30,7 @@ export interface TraceResult {
   readonly reused_by: { readonly session_id: string; readonly origin: string; readonly time: string }[]
 }
 
-export type TraceOutcome = { ok: true; value: TraceResult } | { ok: false; reason: string }
+type TraceOutcome = { ok: true; value: TraceResult } | { ok: false; reason: string }
 
 type TraceStore = Pick<RuntimeStore, 'outputsBySha256' | 'nodeRuns' | 'session' | 'sessions'>
 
@@ -39,7 +39,7 @@ function isObject(v: JsonValue | undefined): v is JsonObject {
 }
 
 /** The graph without `is_changed` (the front end may add it; it does not change what runs). */
-export function withoutIsChanged(prompt: JsonValue): JsonValue {
+function withoutIsChanged(prompt: JsonValue): JsonValue {
   if (!isObject(prompt)) return prompt
   const out: JsonObject = {}
   for (const [id, node] of Object.entries(prompt)) {

@@ -11,7 +11,7 @@ import { extname, join, normalize, resolve, sep } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 /** Where the dashboard is served. */
-export const DASHBOARD_PATH = '/_audit/ui/'
+const DASHBOARD_PATH = '/_audit/ui/'
 
 /**
  * The dashboard's policy. `img-src data:` lets ECharts export a chart as a picture and `blob:` shows a
@@ -58,7 +58,7 @@ export function defaultDashboardRoot(): string {
 }
 
 /** Options of {@link createDashboardRoute}. */
-export interface DashboardRouteOptions {
+interface DashboardRouteOptions {
   /** The folder holding the built index.html and assets/ (default {@link defaultDashboardRoot}). */
   readonly root?: string
 }

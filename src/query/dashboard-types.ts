@@ -6,7 +6,6 @@
 import type { JsonObject, JsonValue, SessionStatus } from '../audit/types.js'
 import type { LedgerProblem, OriginReport } from '../ledger/verify-ledger.js'
 
-export type { AnalysisAnswers, AnalysisCommand } from './analysis/analysis-request.js'
 export type {
   CorrelateReport,
   DiffReport,
@@ -17,12 +16,12 @@ export type {
   UsageGroup,
   UsageReport,
 } from './analysis/analysis.js'
-export type { FacetCount, RunFacet, RunRow, RunSortKey, RunsPage } from './runs-query.js'
+export type { FacetCount, RunFacet, RunsPage } from './runs-query.js'
 export type { TraceResult } from '../provenance/trace.js'
-export type { JsonObject, JsonValue, SessionStatus } from '../audit/types.js'
+export type { JsonValue, SessionStatus } from '../audit/types.js'
 
 /** A model as `GET /_audit/api/sessions/{id}` lists it. */
-export interface ModelRow {
+interface ModelRow {
   readonly folder: string
   readonly name: string
   readonly node_id: string
@@ -33,7 +32,7 @@ export interface ModelRow {
 }
 
 /** A file a node wrote, as ComfyUI's `/view` names it. */
-export interface OutputFile {
+interface OutputFile {
   readonly filename: string
   readonly subfolder: string
   readonly type: string
@@ -42,7 +41,7 @@ export interface OutputFile {
 }
 
 /** `session` of `GET /_audit/api/sessions/{id}`: the export row plus the prompt and the UI workflow. */
-export interface SessionDetail {
+interface SessionDetail {
   readonly origin: string
   readonly session_id: string
   readonly status: SessionStatus

@@ -159,8 +159,6 @@ function padStart(text: string, width: number): string {
   return text.length >= width ? text : ' '.repeat(width - text.length) + text
 }
 
-export { formatDuration }
-
 /** The `sessions` table for a terminal. */
 export function formatSessionsTable(sessions: readonly SessionRecord[]): string {
   if (sessions.length === 0) return 'no sessions\n'

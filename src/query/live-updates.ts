@@ -9,7 +9,7 @@ import type { AuditEvent } from '../audit/types.js'
 import type { LiveSessionsEvent } from './dashboard-types.js'
 
 /** Options of {@link serveLiveUpdates}. */
-export interface LiveUpdatesOptions {
+interface LiveUpdatesOptions {
   /** Subscribes to committed events; returns the unsubscribe function. */
   readonly subscribe: (listener: (events: readonly AuditEvent[]) => void) => () => void
   /** Announce only this person's sessions. */

@@ -14,7 +14,7 @@ import { BodyTooLarge, readBody } from '../gateway/http-util.js'
 import type { IdentityDirectory } from '../identity/identity-directory.js'
 
 /** Options of {@link createPeopleApi}. */
-export interface PeopleApiOptions {
+interface PeopleApiOptions {
   readonly directory: Pick<
     IdentityDirectory,
     'listPeople' | 'addPerson' | 'disablePerson' | 'enablePerson' | 'reissueToken' | 'setRole'

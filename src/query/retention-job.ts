@@ -14,7 +14,7 @@ export function retentionMillis(days: number | string): number {
 }
 
 /** What one retention pass removed. */
-export interface RetentionPass {
+interface RetentionPass {
   readonly before: string
   readonly store: RetentionOutcome
   /** JSONL files deleted (rotated files older than the window). */

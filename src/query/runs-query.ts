@@ -8,15 +8,15 @@ import { parseTimeSpec } from '../config/duration.js'
 import { workflowId } from './analysis/analysis.js'
 
 /** Columns the run table sorts by. */
-export const RUN_SORT_KEYS = ['queued_at', 'duration_ms', 'status', 'user', 'nodes'] as const
-export type RunSortKey = (typeof RUN_SORT_KEYS)[number]
+const RUN_SORT_KEYS = ['queued_at', 'duration_ms', 'status', 'user', 'nodes'] as const
+type RunSortKey = (typeof RUN_SORT_KEYS)[number]
 
 /** Filters that get counts per value. */
-export const RUN_FACETS = ['user', 'status', 'node_type', 'model', 'workflow'] as const
+const RUN_FACETS = ['user', 'status', 'node_type', 'model', 'workflow'] as const
 export type RunFacet = (typeof RUN_FACETS)[number]
 
 /** Largest page of runs one request returns. */
-export const MAX_RUNS_PAGE = 500
+const MAX_RUNS_PAGE = 500
 
 /**
  * A question to the run table (HTTP parameters of `GET /_audit/api/runs`, parsed). The person filter is the
@@ -46,7 +46,7 @@ export interface RunsQuery {
 }
 
 /** One row of the run table. */
-export interface RunRow {
+interface RunRow {
   readonly session_id: string
   readonly origin: string
   readonly status: SessionStatus
@@ -82,7 +82,7 @@ export interface RunsPage {
   readonly facets: Record<RunFacet, FacetCount[]>
 }
 
-export type RunsQueryResult = { ok: true; value: RunsQuery } | { ok: false; reason: string }
+type RunsQueryResult = { ok: true; value: RunsQuery } | { ok: false; reason: string }
 
 /** Reads `GET /_audit/api/runs` parameters; the first bad one is named in the reason. */
 export function parseRunsQuery(params: URLSearchParams, now: Date = new Date()): RunsQueryResult {

@@ -14,7 +14,7 @@ import { securityEventRecorder } from './gateway-events.js'
 import type { Recording } from './recording.js'
 
 /** What {@link createAccess} built. */
-export interface Access {
+interface Access {
   readonly authenticator: Authenticator
   readonly refusals: RefusalLog
   /** The gateway's admission control (unused when tests identify requests themselves). */
@@ -26,7 +26,7 @@ export interface Access {
 }
 
 /** What access needs of the rest of the gateway. */
-export interface AccessDeps {
+interface AccessDeps {
   readonly recording: Recording
   readonly capture: Pick<Capture, 'openSessions'>
   readonly logger: Logger

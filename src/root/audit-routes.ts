@@ -21,7 +21,7 @@ import type { GatewayEvents } from './gateway-events.js'
 const GATEWAY_VERSION = '0.1.0'
 
 /** What the routes read and whom they tell. */
-export interface AuditRoutesDeps {
+interface AuditRoutesDeps {
   readonly config: Readonly<Config>
   readonly store: RuntimeStore
   readonly metrics: Metrics

@@ -12,7 +12,7 @@ import { zObjectInfo, zSystemStats, type SystemStats } from '../comfyui/schemas.
 import type { ComfyReader } from './comfy-reader.js'
 
 /** The probe capture samples through. */
-export interface EnvironmentProbe {
+interface EnvironmentProbe {
   readonly sampleGpu: NonNullable<CaptureOptions['sampleGpu']>
   readonly environment: NonNullable<CaptureOptions['environment']>
   /**

@@ -10,7 +10,7 @@ import type { RuntimeStore } from '../store/runtime-store.js'
 const JOURNAL_STATE_KEY = 'identity.changes_logged'
 
 /** What the journal needs of the gateway. */
-export interface PeopleJournalDeps {
+interface PeopleJournalDeps {
   readonly store: Pick<RuntimeStore, 'getState' | 'setState'>
   readonly directory: Pick<IdentityDirectory, 'changesSince'>
   /** Appends events made outside capture (redacted as capture's are). */

@@ -32,7 +32,7 @@ export interface RootProvenance {
 }
 
 /** What provenance needs of the rest of the gateway. */
-export interface ProvenanceDeps {
+interface ProvenanceDeps {
   readonly config: Readonly<Config>
   readonly store: Pick<RuntimeStore, 'onCommitted' | 'getState' | 'setState'>
   /** Appends events made outside capture (redacted as capture's are). */

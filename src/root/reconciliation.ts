@@ -8,10 +8,10 @@ import type { Capture } from '../capture/capture.js'
 import type { ComfyReader } from './comfy-reader.js'
 
 /** What reconciliation needs of capture. */
-export type ReconcilingCapture = Pick<Capture, 'flush' | 'openSessions' | 'reconcile'>
+type ReconcilingCapture = Pick<Capture, 'flush' | 'openSessions' | 'reconcile'>
 
 /** One reconciliation pass; `restarted`: ComfyUI (or the gateway) may have restarted since the last one. */
-export type Reconcile = (restarted: boolean) => Promise<void>
+type Reconcile = (restarted: boolean) => Promise<void>
 
 /**
  * Creates the pass. `inheritedIds` are the sessions a previous gateway process left open: the answer ComfyUI
@@ -67,13 +67,13 @@ export function createReconciler(deps: {
 }
 
 /** What the schedule needs to know of ComfyUI's reachability (the gateway's upstream socket). */
-export interface UpstreamStatus {
+interface UpstreamStatus {
   readonly upstreamHealthy: boolean
   on(event: 'upstream', listener: (e: { healthy: boolean }) => void): () => void
 }
 
 /** Options of {@link scheduleReconciliation}. */
-export interface ReconciliationSchedule {
+interface ReconciliationSchedule {
   readonly reconcile: Reconcile
   readonly upstream: UpstreamStatus
   /** Period of the sweep, ms; 0 turns the timer off (passes at start and after a reconnect still run). */

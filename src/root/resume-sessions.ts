@@ -8,7 +8,7 @@ import type { ClientIdState } from '../gateway/create-gateway.js'
 import type { RuntimeStore } from '../store/runtime-store.js'
 
 /** The store reads a start-up needs. */
-export type ResumeStore = Pick<RuntimeStore, 'origin' | 'sessionIds' | 'sessions' | 'nodeRuns' | 'events'>
+type ResumeStore = Pick<RuntimeStore, 'origin' | 'sessionIds' | 'sessions' | 'nodeRuns' | 'events'>
 
 const CLIENT_IDS_STATE_KEY = 'gateway.client_ids'
 /** Most sessions of one status read back at start. */

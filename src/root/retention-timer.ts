@@ -6,7 +6,7 @@ import { reportError, type Logger } from '../audit/report-error.js'
 import { runRetention } from '../query/retention-job.js'
 
 /** Options of {@link startRetentionTimer}. */
-export interface RetentionTimerOptions {
+interface RetentionTimerOptions {
   readonly store: Parameters<typeof runRetention>[0]['store']
   /** Payloads older than this are removed, ms. */
   readonly keepMillis: number

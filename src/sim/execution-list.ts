@@ -8,7 +8,7 @@
 import { isPyObject } from './py-json.js'
 import type { PyObject } from './py-json.js'
 
-export interface ExecutionListOptions {
+interface ExecutionListOptions {
   readonly prompt: PyObject
   /** Whether a node's output is cached (cached nodes are not walked into). */
   readonly isCached: (nodeId: string) => boolean

@@ -20,7 +20,7 @@ const SAMPLER_RESERVED = 2046820352
 const DECODE_RESERVED = 2382364672
 const DECODE_ACTIVE = 2168261274
 
-export interface DeviceStats {
+interface DeviceStats {
   readonly vram_total: number
   readonly vram_free: number
   readonly torch_vram_total: number

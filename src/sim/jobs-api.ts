@@ -4,10 +4,9 @@
  */
 import { entriesOf, isPyObject } from './py-json.js'
 import type { PyObject, PyValue } from './py-json.js'
-import { publicTuple } from './prompt-queue.js'
 import type { HistoryEntry, QueueItem } from './prompt-queue.js'
 
-export const JOB_STATUSES = ['pending', 'in_progress', 'completed', 'failed'] as const
+const JOB_STATUSES = ['pending', 'in_progress', 'completed', 'failed'] as const
 
 const PREVIEWABLE = new Set(['images', 'video', 'audio'])
 const THREE_D = ['.obj', '.fbx', '.gltf', '.glb']
@@ -104,7 +103,7 @@ function historyJob(promptId: string, h: HistoryEntry, full: boolean): PyObject 
   return job
 }
 
-export type JobsResult = { status: number; body: PyValue }
+type JobsResult = { status: number; body: PyValue }
 
 /** GET /api/jobs with its query parameters. */
 export function listJobs(
@@ -197,5 +196,3 @@ export function getJob(
   if (p) return { status: 200, body: queueJob(p, 'pending') }
   return { status: 404, body: { error: 'Job not found' } }
 }
-
-export { publicTuple }

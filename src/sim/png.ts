@@ -17,7 +17,7 @@ export interface DecodedPng extends RawImage {
   readonly text: ReadonlyArray<readonly [string, string]>
 }
 
-export type DecodeResult = { ok: true; value: DecodedPng } | { ok: false; reason: string }
+type DecodeResult = { ok: true; value: DecodedPng } | { ok: false; reason: string }
 
 const SIGNATURE = Buffer.from([137, 80, 78, 71, 13, 10, 26, 10])
 
@@ -55,7 +55,7 @@ function paeth(a: number, b: number, c: number): number {
   return pb <= pc ? b : c
 }
 
-export interface EncodeOptions {
+interface EncodeOptions {
   /** `tEXt` chunks written after IHDR, in order (Latin-1 text, as PIL writes them). */
   readonly text?: ReadonlyArray<readonly [string, string]>
   /** zlib level 0-9 (PIL's `compress_level`); default 4 like SaveImage. */

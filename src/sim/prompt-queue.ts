@@ -7,7 +7,7 @@ import { PyFloat, clonePy } from './py-json.js'
 import type { PyDict, PyObject, PyValue } from './py-json.js'
 
 /** `MAXIMUM_HISTORY_SIZE` in execution.py. */
-export const MAXIMUM_HISTORY_SIZE = 10000
+const MAXIMUM_HISTORY_SIZE = 10000
 
 /** One queued prompt: ComfyUI's 6-tuple. */
 export interface QueueItem {

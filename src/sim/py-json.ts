@@ -23,7 +23,7 @@ export type PyObject = { [key: string]: PyValue }
  */
 export type PyDict = Map<string, PyValue>
 
-export type ParseResult = { ok: true; value: PyValue } | { ok: false; reason: string }
+type ParseResult = { ok: true; value: PyValue } | { ok: false; reason: string }
 
 /** True for a JSON object (not an array, not a float box). */
 export function isPyObject(v: unknown): v is PyObject {

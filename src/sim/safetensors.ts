@@ -8,7 +8,7 @@ import { open } from 'node:fs/promises'
 /** Largest header the safetensors library accepts (its `MAX_HEADER_SIZE`). */
 const MAX_HEADER_BYTES = 100_000_000
 
-export interface TensorSpec {
+interface TensorSpec {
   readonly dtype: 'F16' | 'F32' | 'U8'
   readonly shape: readonly number[]
   /** Filled with a deterministic pattern. */
@@ -40,7 +40,7 @@ export function encodeSafetensors(
   return Buffer.concat([len, Buffer.from(json, 'utf8'), ...datas])
 }
 
-export type HeaderResult =
+type HeaderResult =
   | { ok: true; header: Record<string, unknown> }
   | { ok: false; reason: 'missing' | 'too-large-for-caller'; message: string }
   | { ok: false; reason: 'corrupt'; message: string }

@@ -19,9 +19,9 @@ import { Interrupted, NodeFailure, imageFileHash, isSimValue, runNode } from './
 import type { SimValue } from './sim-nodes.js'
 
 /** Where an event goes: a client id, or `null` for every socket. */
-export type Recipient = PyValue
+type Recipient = PyValue
 
-export interface SimEngineOptions {
+interface SimEngineOptions {
   readonly dir: DataDir
   readonly catalogue: Catalogue
   readonly gpu: GpuModel

@@ -16,9 +16,9 @@ import { empty, json, readJson, text, withinDir } from './sim-http.js'
 import type { Handler, Reply, Req } from './sim-http.js'
 
 /** Registers one route: `{name}` is one path segment, `{name:.*}` the rest of the path. */
-export type AddRoute = (method: string, pattern: string, h: Handler) => void
+type AddRoute = (method: string, pattern: string, h: Handler) => void
 
-export interface FrontendRouteContext {
+interface FrontendRouteContext {
   readonly dir: DataDir
   /** The user directory of the request's user (`user/default`: the stand-in runs without --multi-user). */
   readonly userRoot: () => string

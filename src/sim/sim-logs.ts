@@ -10,7 +10,7 @@ export interface LogEntry {
   readonly m: string
 }
 
-export interface LogTerminalOptions {
+interface LogTerminalOptions {
   /** Local ISO timestamp for an entry (Python's `datetime.now().isoformat()`). */
   readonly timestamp: () => string
   /** Sends one WebSocket event to one client id. */

@@ -57,7 +57,7 @@ export class NodeFailure extends Error {
 /** `comfy.model_management.InterruptProcessingException`. */
 export class Interrupted extends Error {}
 
-export interface NodeContext {
+interface NodeContext {
   readonly nodeId: string
   readonly classType: string
   /** The prompt as held in memory (with `is_changed`), for SaveImage's metadata. */
@@ -79,7 +79,7 @@ export interface NodeContext {
   now(): number
 }
 
-export interface NodeResult {
+interface NodeResult {
   readonly outputs: unknown[]
   readonly ui?: PyObject
 }
@@ -90,7 +90,7 @@ const HOME = '/home/artist/ComfyUI'
 const CARET = (n: number): string => ' '.repeat(n)
 
 /** The four execution.py frames every node failure starts with (as recorded). */
-export const EXECUTION_FRAMES: readonly string[] = [
+const EXECUTION_FRAMES: readonly string[] = [
   `  File "${HOME}/execution.py", line 518, in execute\n    output_data, output_ui, has_subgraph, has_pending_tasks = await get_output_data(prompt_id, unique_id, obj, input_data_all, execution_block_cb=execution_block_cb, pre_execute_cb=pre_execute_cb, v3_data=v3_data)\n${CARET(62)}${'^'.repeat(151)}\n`,
   `  File "${HOME}/execution.py", line 329, in get_output_data\n    return_values = await _async_map_node_over_list(prompt_id, unique_id, obj, input_data_all, obj.FUNCTION, allow_interrupt=True, execution_block_cb=execution_block_cb, pre_execute_cb=pre_execute_cb, v3_data=v3_data)\n${CARET(20)}${'^'.repeat(197)}\n`,
   `  File "${HOME}/execution.py", line 303, in _async_map_node_over_list\n    await process_inputs(input_dict, i)\n`,

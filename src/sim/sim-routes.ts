@@ -36,9 +36,7 @@ import { BodyTooLarge, empty, json, pyContains, readJson, serverError, text, wit
 import type { Handler, Reply, Req } from './sim-http.js'
 
 /** `--max-upload-size` (100 MB) limits every request body. */
-export const MAX_BODY_BYTES = 100 * 1024 * 1024
-
-export type { LogEntry } from './sim-logs.js'
+const MAX_BODY_BYTES = 100 * 1024 * 1024
 
 /** What a ComfyUI install reports of itself. */
 export interface SimInstall {
@@ -50,7 +48,7 @@ export interface SimInstall {
   pythonVersion: string
 }
 
-export interface RouteContext {
+interface RouteContext {
   readonly dir: DataDir
   readonly catalogue: Catalogue
   readonly engine: SimEngine

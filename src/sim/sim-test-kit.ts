@@ -25,7 +25,7 @@ export async function startSim(
   })
 }
 
-export interface Frame {
+interface Frame {
   readonly type: string
   readonly data: PyObject
 }
@@ -111,7 +111,7 @@ export class RecordingClient {
   }
 }
 
-export interface JsonReply {
+interface JsonReply {
   readonly status: number
   readonly contentType: string
   readonly text: string

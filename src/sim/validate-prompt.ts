@@ -12,7 +12,7 @@ import { PyFloat, isPyObject } from './py-json.js'
 import type { PyDict, PyObject, PyValue } from './py-json.js'
 import { PyError, pyEquals, pyFloat, pyInt, pyRepr, pyStr, pyTruthy } from './py-repr.js'
 
-export type ValidationOutcome =
+type ValidationOutcome =
   | { kind: 'ok'; outputs: string[]; nodeErrors: PyDict }
   | { kind: 'refused'; error: PyObject; nodeErrors: PyDict }
   | { kind: 'crash'; reason: string }

@@ -8,7 +8,7 @@ import type { WebSocket } from 'ws'
 import { dumpPyJson, isPyObject, parsePyJson } from './py-json.js'
 import type { PyObject, PyValue } from './py-json.js'
 
-export interface WsHubOptions {
+interface WsHubOptions {
   /** Status payload for the first frame. */
   readonly queueInfo: () => PyObject
   /** The running prompt's client id and last announced node (for the reconnect `executing`). */

@@ -49,7 +49,7 @@ export interface RecordProcessor {
 }
 
 /** Options of {@link createBatchProcessor}. */
-export interface BatchProcessorOptions {
+interface BatchProcessorOptions {
   /** Records held in memory (default 2048); past it they spill to the spool. */
   readonly maxQueueSize?: number
   /** Records per export (default 512). */
@@ -92,7 +92,7 @@ function positiveInt(name: string, value: number): number {
 type StepOutcome = 'idle' | 'sent' | 'retry'
 
 /** A bounded queue in front of one sink. See the module comment for the delivery guarantees. */
-export class BatchProcessor implements RecordProcessor {
+class BatchProcessor implements RecordProcessor {
   readonly #sink: AuditSink
   readonly #maxQueueSize: number
   readonly #maxSpillBacklog: number

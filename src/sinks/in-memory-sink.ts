@@ -5,13 +5,10 @@
 import type { AuditSink, ExportResult, SinkRecord } from './sink.js'
 
 /** Decides the answer to one export (default: success). */
-export type InMemoryResponder = (
-  batch: readonly SinkRecord[],
-  call: number,
-) => ExportResult | Promise<ExportResult>
+type InMemoryResponder = (batch: readonly SinkRecord[], call: number) => ExportResult | Promise<ExportResult>
 
 /** Options of {@link InMemorySink}. */
-export interface InMemorySinkOptions {
+interface InMemorySinkOptions {
   /** Default `memory`. */
   readonly name?: string
   readonly respond?: InMemoryResponder

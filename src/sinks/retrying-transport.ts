@@ -14,10 +14,10 @@ export interface TransportResponse {
 }
 
 /** Sends one request body; throws only for network errors (or when `signal` aborts). */
-export type SendFunction = (body: string, signal: AbortSignal) => Promise<TransportResponse>
+type SendFunction = (body: string, signal: AbortSignal) => Promise<TransportResponse>
 
 /** Outcome of {@link RetryingTransport.send}. */
-export type TransportResult =
+type TransportResult =
   | { readonly status: 'success'; readonly response: TransportResponse; readonly attempts: number }
   | {
       readonly status: 'retryable'
@@ -34,7 +34,7 @@ export type TransportResult =
     }
 
 /** Options of {@link createRetryingTransport}. */
-export interface RetryingTransportOptions {
+interface RetryingTransportOptions {
   readonly send: SendFunction
   /** Attempts per call, first included (default 5). */
   readonly maxAttempts?: number
@@ -53,13 +53,13 @@ export interface RetryingTransportOptions {
 }
 
 /** A send function wrapped with retries. */
-export interface RetryingTransport {
+interface RetryingTransport {
   /** Sends `body` until it succeeds, fails for good, or the deadline / attempts run out. Never throws. */
   send(body: string, signal: AbortSignal): Promise<TransportResult>
 }
 
 /** Waits `millis` on an unref'd timer, ending early (resolved) when `signal` aborts. */
-export function defaultSleep(millis: number, signal: AbortSignal): Promise<void> {
+function defaultSleep(millis: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     if (signal.aborted) return resolve()
     const onAbort = (): void => {
@@ -160,7 +160,7 @@ export function createRetryingTransport(options: RetryingTransportOptions): Retr
 }
 
 /** Options of {@link createFetchSend}. */
-export interface FetchSendOptions {
+interface FetchSendOptions {
   readonly url: string
   /** Default POST. */
   readonly method?: string
@@ -176,7 +176,7 @@ export interface FetchSendOptions {
  * A {@link SendFunction} over Node's built-in fetch (undici). Network errors throw (the transport retries
  * them); every HTTP answer, whatever its status, resolves.
  */
-export function createFetchSend(options: FetchSendOptions): SendFunction {
+function createFetchSend(options: FetchSendOptions): SendFunction {
   return async (body, signal) => {
     const doFetch = options.fetch ?? globalThis.fetch
     const res = await doFetch(options.url, {
@@ -194,13 +194,13 @@ export function createFetchSend(options: FetchSendOptions): SendFunction {
 }
 
 /** Credentials for an HTTP sink. */
-export type HttpAuth =
+type HttpAuth =
   | { readonly bearer: string }
   | { readonly basic: { readonly username: string; readonly password: string } }
   | { readonly apiKey: string; readonly header?: string }
 
 /** Headers that carry the credentials (`Authorization` unless `header` names another). */
-export function authHeaders(auth: HttpAuth | undefined): Record<string, string> {
+function authHeaders(auth: HttpAuth | undefined): Record<string, string> {
   if (auth === undefined) return {}
   if ('bearer' in auth) return { authorization: `Bearer ${auth.bearer}` }
   if ('basic' in auth) {

@@ -24,7 +24,7 @@ export interface LogPosition {
 }
 
 /** `sub` of a position that covers every record of its event. */
-export const WHOLE_EVENT = Number.MAX_SAFE_INTEGER
+const WHOLE_EVENT = Number.MAX_SAFE_INTEGER
 
 /** Where a record sits in the log, from its `seq` and the `.k` suffix of its id. */
 export function positionOf(record: Pick<SinkRecord, 'id' | 'seq'>): LogPosition {
@@ -64,7 +64,7 @@ export interface SinkCursor {
 }
 
 /** Options of {@link openSinkCursor}. */
-export interface SinkCursorOptions {
+interface SinkCursorOptions {
   /** Folder of the cursor file (the sink's spool folder, locked by the pipeline). */
   readonly dir: string
   /** The log the sink follows; a file naming another origin is ignored (the sink starts at `head`). */

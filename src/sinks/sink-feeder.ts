@@ -16,7 +16,7 @@ import { comparePositions, positionOf, type LogPosition } from './sink-cursor.js
 import { createSessionMerger, toSinkRecords, type SessionMerger, type SinkRecord } from './sink.js'
 
 /** Which events to read; the store's `events` takes it (seq bounds inclusive). */
-export interface SinkLogFilter {
+interface SinkLogFilter {
   readonly origin: string
   readonly fromSeq?: number
   readonly toSeq?: number
@@ -35,14 +35,14 @@ export interface SinkLog {
 }
 
 /** The part of a batch processor the feeder drives. */
-export interface FedProcessor {
+interface FedProcessor {
   onEnd(record: SinkRecord): void
   hasRoom(): boolean
   waitForRoom(): Promise<void>
 }
 
 /** Options of {@link createSinkFeeder}. */
-export interface SinkFeederOptions {
+interface SinkFeederOptions {
   /** Sink name, for logs. */
   readonly name: string
   readonly log: SinkLog

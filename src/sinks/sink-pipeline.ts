@@ -30,7 +30,7 @@ import { openSpool } from './spool.js'
 import { acquireDirLock, type DirLock } from '../store/data-dir-lock.js'
 
 /** Options of {@link createSinkPipeline}. */
-export interface SinkPipelineOptions {
+interface SinkPipelineOptions {
   /** The gateway's data directory: spools go to `<dataDir>/spool/<name>`, JSONL files default to `<dataDir>/jsonl/<name>`. */
   readonly dataDir: string
   /** Host name reported to receivers (`host.name`, ECS `host.hostname`; default os.hostname()). */

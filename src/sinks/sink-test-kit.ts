@@ -129,7 +129,7 @@ export interface RecordedRequest {
 }
 
 /** How the recording server answers a request (default 200 `{}`). */
-export type RecordingResponder = (
+type RecordingResponder = (
   request: RecordedRequest,
   index: number,
 ) => { status: number; headers?: Record<string, string>; body?: string }

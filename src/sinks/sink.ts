@@ -74,7 +74,7 @@ export interface AuditSink {
 }
 
 /** What every sink record carries. */
-export interface SinkRecordBase {
+interface SinkRecordBase {
   /**
    * De-duplication id: `${origin}:${seq}` of the ledger event the record came from. An event that yields
    * several records (rare: a node run and a session change in one event) numbers the later ones
@@ -95,12 +95,12 @@ export interface SinkRecordBase {
 }
 
 /** One node execution (or cache hit): the NodeRunRecord with exactly the seed's field names. */
-export interface NodeRunSinkRecord extends SinkRecordBase, NodeRunRecord {
+interface NodeRunSinkRecord extends SinkRecordBase, NodeRunRecord {
   readonly record_type: 'node_run'
 }
 
 /** A user action on ComfyUI (`action.*`): who did it and the redacted request details. */
-export interface ActionSinkRecord extends SinkRecordBase {
+interface ActionSinkRecord extends SinkRecordBase {
   readonly record_type: 'action'
   /** The action without its `action.` prefix (`interrupt`, `queue_delete`, ...). */
   readonly action: string
@@ -117,7 +117,7 @@ export interface ActionSinkRecord extends SinkRecordBase {
  * SessionRecord merged from every patch seen so far for the session; without one it holds only the fields of
  * this event's patch. Either way `session_id` and `status` are set.
  */
-export interface SessionSinkRecord
+interface SessionSinkRecord
   extends SinkRecordBase, Partial<Omit<SessionRecord, 'origin' | 'session_id' | 'status'>> {
   readonly record_type: 'session'
   readonly session_id: string
@@ -142,7 +142,7 @@ export interface SessionMerger {
 }
 
 /** Options of {@link createSessionMerger}. */
-export interface SessionMergerOptions {
+interface SessionMergerOptions {
   /** Sessions kept in memory (default 10 000); the least recently touched is forgotten first. */
   readonly maxSessions?: number
 }

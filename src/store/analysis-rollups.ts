@@ -34,7 +34,6 @@ import type { DerivedChanges } from './project.js'
 import type { SqlQuery, SqlRow } from './sql-common.js'
 import type { NodeRunRow } from './store.js'
 
-export type { RollupPlan } from './daily-rollups.js'
 export { ANALYSIS_INDEX_FIX, analysisRollupMigration } from './analysis-rollup-migrations.js'
 export { firstAnalysisRollupDifference, replayAnalysisRollups } from './rollup-replay.js'
 export { runPlan, runPlanSync } from './daily-rollups.js'
@@ -217,7 +216,7 @@ export function computeUsageRollup(
 }
 
 /** Bucket keys an append touches, gathered before and after its rows are written. */
-export interface TouchedRollups {
+interface TouchedRollups {
   readonly workflow: Map<string, WorkflowKey>
   readonly usage: Map<string, UsageKey>
   /** Each changed session's workflow id before the append (`''` when none or no row). */

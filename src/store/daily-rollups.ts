@@ -88,7 +88,7 @@ export const DAILY_ROLLUPS_VERSION = 9
 const DAY = 86_400_000
 
 /** The ISO day (midnight UTC) holding an ISO hour; `''` (no queue time) stays `''`. */
-export function dayOf(hour: string): string {
+function dayOf(hour: string): string {
   return hour === '' ? '' : `${hour.slice(0, 10)}T00:00:00.000Z`
 }
 
@@ -203,7 +203,7 @@ function jsonArray(v: unknown): unknown[] {
 }
 
 /** A session's distinct `[name, sha256]` models (`['', '']` when none), as `usage --by model` groups them. */
-export function sessionModelKeys(models: readonly unknown[]): [string, string][] {
+function sessionModelKeys(models: readonly unknown[]): [string, string][] {
   const out = new Map<string, [string, string]>()
   for (const m of models) {
     if (typeof m !== 'object' || m === null) continue

@@ -15,7 +15,7 @@ import { join } from 'node:path'
 export const LOCK_FILE_NAME = '.comfy-audit.lock'
 
 /** What a lock file says about its holder. */
-export interface DirLockHolder {
+interface DirLockHolder {
   readonly pid: number
   readonly host: string
   /** What holds it, e.g. `gateway` or `spool loki`. */
@@ -48,7 +48,7 @@ export class DirLockedError extends Error {
 }
 
 /** Options of {@link acquireDirLock}. */
-export interface DirLockOptions {
+interface DirLockOptions {
   /** What takes the lock, shown to whoever is refused (e.g. `gateway`, `spool loki`). */
   readonly purpose: string
   /** Whether a pid is alive (tests); default: `process.kill(pid, 0)`. */

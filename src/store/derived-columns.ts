@@ -117,7 +117,7 @@ export function decodeColumn(kind: ColumnKind, value: unknown, where: string): J
 }
 
 /** Compares strings by their UTF-8 bytes, the order of SQLite's BINARY and PostgreSQL's "C" collation. */
-export function compareUtf8(a: string, b: string): number {
+function compareUtf8(a: string, b: string): number {
   if (a === b) return 0
   return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'))
 }

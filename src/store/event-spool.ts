@@ -16,7 +16,7 @@ import { asJsonObject } from '../audit/json-value.js'
 import type { AuditEventInput, JsonObject, JsonValue } from '../audit/types.js'
 
 /** Options of {@link openEventSpool}. */
-export interface EventSpoolOptions {
+interface EventSpoolOptions {
   /** Directory of the spool (created if missing). */
   readonly dir: string
   /** Quota in bytes of segment files (default 64 MiB). */
@@ -24,7 +24,7 @@ export interface EventSpoolOptions {
 }
 
 /** A segment read back. */
-export interface EventSegment {
+interface EventSegment {
   readonly name: string
   readonly inputs: readonly AuditEventInput[]
   /** Lines that could not be parsed (a damaged file): reported, never silently skipped. */

@@ -23,20 +23,20 @@ import {
 import type { DerivedRows, NodeRunRow } from './store.js'
 
 /** Session fields an event sets; keys present overwrite the stored row. */
-export type SessionPatch = Partial<Omit<SessionRecord, 'origin' | 'session_id'>>
+type SessionPatch = Partial<Omit<SessionRecord, 'origin' | 'session_id'>>
 
 /** Output fields an event sets besides the key; keys present overwrite the stored row. */
-export type OutputPatch = Partial<Pick<OutputRecord, 'sha256' | 'bytes' | 'width' | 'height'>>
+type OutputPatch = Partial<Pick<OutputRecord, 'sha256' | 'bytes' | 'width' | 'height'>>
 
 /** A change to one session row: the patches of one or more events, folded in log order. */
-export interface SessionChange {
+interface SessionChange {
   readonly origin: string
   readonly session_id: string
   readonly patch: SessionPatch
 }
 
 /** A change to one output row, keyed by (origin, session_id, node_id, type, subfolder, filename). */
-export interface OutputChange {
+interface OutputChange {
   readonly origin: string
   readonly session_id: string
   readonly node_id: string
@@ -84,18 +84,13 @@ export function sessionKey(origin: string, sessionId: string): string {
 }
 
 /** Node run row key. */
-export function nodeRunKey(origin: string, sessionId: string, nodeId: string): string {
+function nodeRunKey(origin: string, sessionId: string, nodeId: string): string {
   return JSON.stringify([origin, sessionId, nodeId])
 }
 
 /** Output row key. */
-export function outputKey(o: Omit<OutputChange, 'patch' | 'time'> | OutputRecord): string {
+function outputKey(o: Omit<OutputChange, 'patch' | 'time'> | OutputRecord): string {
   return JSON.stringify([o.origin, o.session_id, o.node_id, o.type, o.subfolder, o.filename])
-}
-
-/** The derived changes of one event. */
-export function projectEvent(event: AuditEvent): DerivedChanges {
-  return projectEvents([event])
 }
 
 /** The derived changes of events in log order, folded so each row key appears once. */
@@ -203,7 +198,7 @@ export function applyOutputChange(existing: OutputRecord | undefined, change: Ou
 }
 
 /** A replay of a log fed in chunks: it holds the derived rows, never the events. */
-export interface DerivedReplay {
+interface DerivedReplay {
   /** Folds the next events (in log order) into the rows, as an append of them would. */
   add(events: Iterable<AuditEvent>): void
   /** The rows so far, in the order `derivedRows()` returns them, and the projection problems met. */

@@ -138,7 +138,7 @@ export interface CoarseRollupReader {
 }
 
 /** The model_usage_rollups rows a replay gives, as column records. */
-export function replayModelUsage(
+function replayModelUsage(
   sessions: readonly SessionRecord[],
   runs: readonly NodeRunRow[],
 ): Record<string, unknown>[] {

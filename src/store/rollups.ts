@@ -112,7 +112,7 @@ export const SELECT_RUN_BUCKET_SQL =
 export const DELETE_ROLLUP_SQL =
   'DELETE FROM node_run_rollups WHERE origin = ? AND node_type = ? AND hour = ?'
 
-export const ROLLUP_COLUMNS = [
+const ROLLUP_COLUMNS = [
   'origin',
   'node_type',
   'hour',

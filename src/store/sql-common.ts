@@ -57,7 +57,7 @@ const EVENT_COLUMNS = [
  * audit/json.ts), so any SQLite's json_extract and PostgreSQL's ::json read it; 0 = rows written before
  * migration 8, lossless JSON that may hold bare NaN, read as it was written.
  */
-export const EVENT_PAYLOAD_FORMAT = 1
+const EVENT_PAYLOAD_FORMAT = 1
 
 /** Migration 8, the same in both dialects. */
 export const EVENT_PAYLOAD_FORMAT_MIGRATION: Migration = {

@@ -27,7 +27,7 @@ const ESCAPED = /\uFFFE([\uFFFE\uE000-\uE7FF])/g
 type WellFormedString = string & { isWellFormed(): boolean }
 
 /** The form of `text` a database stores without loss (see the module comment). */
-export function encodeStoredText(text: string): string {
+function encodeStoredText(text: string): string {
   if ((text as WellFormedString).isWellFormed() && !text.includes(ESCAPE)) return text
   return text.replace(LONE_SURROGATE_OR_ESCAPE, (unit) =>
     unit === ESCAPE
@@ -40,7 +40,7 @@ export function encodeStoredText(text: string): string {
  * The string {@link encodeStoredText} was given. A U+FFFE not followed by an escape's second unit (text
  * written before this encoding, or by hand) is kept as it is.
  */
-export function decodeStoredText(text: string): string {
+function decodeStoredText(text: string): string {
   if (!text.includes(ESCAPE)) return text
   return text.replace(ESCAPED, (_, unit: string) =>
     unit === ESCAPE ? ESCAPE : String.fromCharCode(unit.charCodeAt(0) - PRIVATE_BASE + SURROGATE_BASE),

@@ -18,7 +18,7 @@ import { CliError, cliConfig, cliUser, openCliStore, type CliStoreOptions } from
 import { DirLockedError, acquireDirLock, type DirLock } from '../../store/data-dir-lock.js'
 
 /** What a command prints and how it exits. */
-export interface CommandOutcome {
+interface CommandOutcome {
   readonly output: string
   readonly exitCode: number
 }

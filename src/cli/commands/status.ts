@@ -7,7 +7,7 @@ import type { RuntimeStore } from '../../store/runtime-store.js'
 import { CliError, openCliStore, type CliStoreOptions } from '../open-store.js'
 
 /** What the store holds, per log origin. */
-export interface OriginStatus {
+interface OriginStatus {
   readonly origin: string
   /** Events in the origin's log (highest seq + 1). */
   readonly events: number
@@ -17,7 +17,7 @@ export interface OriginStatus {
 }
 
 /** The store part of `comfy-audit status`. */
-export interface StoreStatus {
+interface StoreStatus {
   /** Dialect name (`sqlite`, `postgres`). */
   readonly store: string
   readonly origins: readonly OriginStatus[]
@@ -27,7 +27,7 @@ export interface StoreStatus {
 }
 
 /** The gateway part: its `/_audit/health` answer, or why there is none. */
-export type GatewayStatus =
+type GatewayStatus =
   | { readonly ok: true; readonly url: string; readonly health: JsonObject }
   | { readonly ok: false; readonly url: string; readonly reason: string }
 
@@ -38,7 +38,7 @@ function zeroCounts(): Record<SessionStatus, number> {
 }
 
 /** Counts sessions by status and events, per origin. Reads sessions page by page. */
-export async function collectStoreStatus(
+async function collectStoreStatus(
   store: Pick<RuntimeStore, 'dialect' | 'origins' | 'lastSeq' | 'sessions'>,
 ): Promise<StoreStatus> {
   const byStatus = zeroCounts()
@@ -75,7 +75,7 @@ export async function collectStoreStatus(
 }
 
 /** Asks a running gateway for `/_audit/health`; never throws (an unreachable gateway is a value). */
-export async function fetchGatewayStatus(
+async function fetchGatewayStatus(
   url: string,
   options: { token?: string; timeoutMillis?: number } = {},
 ): Promise<GatewayStatus> {
@@ -115,7 +115,7 @@ function text(value: JsonValue | undefined): string {
 }
 
 /** The human-readable report. */
-export function formatStatus(store: StoreStatus, gateway?: GatewayStatus): string {
+function formatStatus(store: StoreStatus, gateway?: GatewayStatus): string {
   const lines = [
     `store: ${store.store}, ${store.origins.length} origin(s), ${store.sessions} session(s), ${store.events} event(s)`,
     `  sessions: ${statusCounts(store.byStatus)}`,
@@ -152,7 +152,7 @@ export function formatStatus(store: StoreStatus, gateway?: GatewayStatus): strin
 }
 
 /** Where `status` writes (tests pass their own stream). */
-export interface StatusCommandIo {
+interface StatusCommandIo {
   readonly out?: Writable
 }
 

@@ -6,7 +6,7 @@ import { canonicalJson } from '../../audit/json.js'
 import { CliError, openCliStore, type CliStoreOptions } from '../open-store.js'
 
 /** Human-readable trace. */
-export function formatTrace(t: TraceResult): string {
+function formatTrace(t: TraceResult): string {
   const lines = [
     `session:        ${t.session_id} (${t.origin}), found by ${t.match === 'sha256' ? 'output SHA-256' : 'PNG prompt chunk'}`,
     `person:         ${t.user ?? '(unknown)'}`,

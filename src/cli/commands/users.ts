@@ -4,7 +4,7 @@ import type { createIdentityDirectory, PersonSummary } from '../../identity/iden
 import { CliError, cliUser, openCliStore, type CliStoreOptions } from '../open-store.js'
 
 /** Where the users commands write (stdout by default; tests pass their own). */
-export interface UsersCommandsIo {
+interface UsersCommandsIo {
   write(line: string): void
 }
 

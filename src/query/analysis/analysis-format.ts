@@ -11,7 +11,7 @@ function cell(v: unknown): string {
 }
 
 /** A plain text table: header, then rows, columns padded to their widest cell. */
-export function textTable(header: readonly string[], rows: readonly (readonly unknown[])[]): string {
+function textTable(header: readonly string[], rows: readonly (readonly unknown[])[]): string {
   const cells = [header.map(String), ...rows.map((r) => r.map(cell))]
   const widths = header.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)))
   return (

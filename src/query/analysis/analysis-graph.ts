@@ -2,7 +2,7 @@
 import type { JsonObject, JsonValue, SessionRecord } from '../../audit/types.js'
 import { isObject } from './analysis-filter.js'
 
-export type Graph = Record<string, { class_type?: string; inputs?: JsonObject }>
+type Graph = Record<string, { class_type?: string; inputs?: JsonObject }>
 
 /** A prompt graph as analysis reads it: every node an object whose `class_type` and `inputs` have their types. */
 function isGraph(value: JsonValue | undefined): value is JsonObject & Graph {

@@ -58,7 +58,7 @@ export interface AnalysisAnswers {
 export type AnalysisParams = Readonly<Record<string, string | undefined>>
 
 /** An answer, or why the question was wrong (`status` 400) or asked about nothing there (404). */
-export type AnalysisResult<C extends AnalysisCommand> =
+type AnalysisResult<C extends AnalysisCommand> =
   { ok: true; value: AnalysisAnswers[C] } | { ok: false; status: 400 | 404; reason: string }
 
 class BadParam extends Error {
@@ -112,7 +112,7 @@ function required(params: AnalysisParams, key: string, command: string): string 
 }
 
 /** The filters every command takes. */
-export function analysisFilter(params: AnalysisParams, now: Date = new Date()): AnalysisFilter {
+function analysisFilter(params: AnalysisParams, now: Date = new Date()): AnalysisFilter {
   const filter: { -readonly [K in keyof AnalysisFilter]: AnalysisFilter[K] } = {}
   const since = time(params, 'since', now)
   const until = time(params, 'until', now)
@@ -146,7 +146,7 @@ export function analysisFilter(params: AnalysisParams, now: Date = new Date()): 
 }
 
 /** `width=1024,height=1024` as a record. */
-export function parseWhere(text: string | undefined): Record<string, string> {
+function parseWhere(text: string | undefined): Record<string, string> {
   const out: Record<string, string> = {}
   if (text === undefined || text.trim() === '') return out
   for (const part of text.split(',')) {

@@ -9,7 +9,7 @@ import type { StatsGroup } from './analysis-stats.js'
 import { HOUR, isoSpan, planFilterWindow, rollupReads } from './analysis-window.js'
 
 /** One group's merged counts and sketches. */
-export interface Bucketed {
+interface Bucketed {
   key: Record<string, string | null>
   runs: number
   executed: number
@@ -42,7 +42,7 @@ function maxOf(a: number | null, b: number | null): number | null {
 }
 
 /** Whether node_run_rollups can answer: its keys are origin and node type, so no other session filter. */
-export function rollupsServe(filter: AnalysisFilter): boolean {
+function rollupsServe(filter: AnalysisFilter): boolean {
   return (
     filter.user === undefined &&
     filter.status === undefined &&

@@ -13,13 +13,13 @@ const DAY = 86_400_000
 export const ROLLUP_MIN_WINDOW_MILLIS = 6 * HOUR
 
 /** A span of time in ms; an absent bound is open. */
-export interface Span {
+interface Span {
   readonly since?: number
   readonly until?: number
 }
 
 /** The parts of a window, each read from one kind of table. */
-export interface WindowPlan {
+interface WindowPlan {
   /** Whole UTC days (daily rollups), or null. */
   readonly days: Span | null
   /** Whole hours outside {@link days} (hourly rollups). */

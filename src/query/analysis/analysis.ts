@@ -4,7 +4,6 @@
  * plain JSON-ready objects, so the CLI's `--json` and the HTTP API give the same answer.
  */
 export * from './analysis-filter.js'
-export { ROLLUP_MIN_WINDOW_MILLIS } from './analysis-window.js'
 export * from './analysis-stats.js'
 export * from './analysis-usage.js'
 export * from './analysis-trends.js'

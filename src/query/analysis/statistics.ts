@@ -28,7 +28,7 @@ export function mean(values: readonly number[]): number | null {
 }
 
 /** Ranks from 1, ties sharing their average rank. */
-export function ranks(values: readonly number[]): number[] {
+function ranks(values: readonly number[]): number[] {
   const order = values.map((v, i) => [v, i] as const).sort((a, b) => a[0] - b[0])
   const out = new Array<number>(values.length)
   let i = 0
@@ -78,7 +78,7 @@ export function spearmanPValue(rho: number, n: number): number {
 }
 
 /** Standard normal CDF (Abramowitz–Stegun 7.1.26 erf approximation, error < 1.5e-7). */
-export function normalCdf(z: number): number {
+function normalCdf(z: number): number {
   const x = Math.abs(z) / Math.SQRT2
   const t = 1 / (1 + 0.3275911 * x)
   const poly =
@@ -88,7 +88,7 @@ export function normalCdf(z: number): number {
 }
 
 /** Result of {@link mannWhitneyGreater}. */
-export interface MannWhitneyResult {
+interface MannWhitneyResult {
   /** U of the second sample (`recent`): how often a recent value beats a baseline one (ties count half). */
   readonly u: number
   /** One-sided p-value that `recent` is stochastically greater than `baseline`. */

@@ -23,7 +23,7 @@ export interface SqliteDatabase {
   close(): unknown
 }
 
-export type SqliteConstructor = new (path: string) => SqliteDatabase
+type SqliteConstructor = new (path: string) => SqliteDatabase
 
 /** The database with every string parameter and result column going through stored-text.ts. */
 export function textSafe(db: SqliteDatabase): SqliteDatabase {

@@ -51,7 +51,7 @@ export interface PostedEvent extends Omit<AuditEvent, 'payload'> {
 }
 
 /** The events to post to the worker. */
-export function postedEvents(events: readonly AuditEvent[]): PostedEvent[] {
+function postedEvents(events: readonly AuditEvent[]): PostedEvent[] {
   return events.map((event) => ({ ...event, payload: stringifyJson(event.payload) }))
 }
 
