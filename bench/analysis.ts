@@ -18,8 +18,14 @@
  *
  * Usage: npm run bench:analysis -- [--sessions N=10000] [--days D=90] [--repeat R=5] [--out FILE]
  *        [--load append|bulk] [--append-max N=5000] [--no-postgres] [--no-sqlite]
+ *        npm run bench:analysis -- --fit SMALL.json LARGE.json [--to N=1000000] [--out FILE]
+ *
+ * `--fit` runs nothing: from two earlier `--out` files at different session counts it fits each command's p50
+ * and p95 to a power of the session count (t = c·n^k, through both points) and extrapolates to `--to`
+ * sessions. Two points make a rough curve (a rollup answer's cost grows with buckets, not sessions); it is a
+ * guide to what to measure, not a measurement.
  */
-import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { cpus, freemem, loadavg, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
@@ -46,6 +52,12 @@ const whole = (name: string, fallback: number): number => {
     throw new Error(`${name}: expected a whole number >= 1, got ${text}`)
   return value
 }
+if (args.includes('--fit')) {
+  const i = args.indexOf('--fit')
+  await fitGrowth(args[i + 1], args[i + 2], whole('--to', 1_000_000), flag('--out'))
+  process.exit(0)
+}
+
 const sessions = whole('--sessions', 10_000)
 const days = whole('--days', 90)
 const repeat = whole('--repeat', 5)
@@ -68,7 +80,9 @@ const QUESTIONS: [string, AnalysisCommand, Record<string, string>, number | null
   ['trends KSampler 1d', 'trends', { node_type: 'KSampler', bucket: '1d' }, 200],
   ['usage --by user', 'usage', { by: 'user' }, 200],
   ['usage --by day', 'usage', { by: 'day' }, 200],
+  ['usage --by model', 'usage', { by: 'model' }, 200],
   ['regressions 7d/1d', 'regressions', {}, 1000],
+  ['regressions --workflow', 'regressions', { workflow: 'wf-portrait' }, 1000],
   // Raw-row answers (no rollup serves them) over the last day: over 30 days they read every row of the month.
   ['stats --user, 1 day (raw rows)', 'stats', { user: 'ana' }, null],
   ['correlate VAEDecode, 1 day', 'correlate', { node_type: 'VAEDecode' }, null],
@@ -277,4 +291,48 @@ if (out) {
     ) + '\n',
   )
   process.stdout.write(`wrote ${out}\n`)
+}
+
+/** The `--fit` mode: power-law growth per dialect and command from two result files. */
+async function fitGrowth(
+  smallFile: string | undefined,
+  largeFile: string | undefined,
+  to: number,
+  outFile: string | undefined,
+): Promise<void> {
+  if (smallFile === undefined || largeFile === undefined) throw new Error('--fit: give two result files')
+  const read = async (file: string): Promise<Figures[]> =>
+    (JSON.parse(await readFile(file, 'utf8')) as { analysis: { results: Figures[] } }).analysis.results
+  const [small, large] = [await read(smallFile), await read(largeFile)]
+  const fits: Record<
+    string,
+    Record<string, { k_p50: number; k_p95: number; p50_ms: number; p95_ms: number }>
+  > = {}
+  for (const b of large) {
+    const a = small.find((x) => x.dialect === b.dialect)
+    if (!a || a.sessions === b.sessions) continue
+    const span = Math.log(b.sessions / a.sessions)
+    for (const [label, fb] of Object.entries(b.commands)) {
+      const fa = a.commands[label]
+      if (!fa) continue
+      const k = (x: number, y: number): number => Math.log(Math.max(y, 0.1) / Math.max(x, 0.1)) / span
+      const at = (y: number, kk: number): number => y * (to / b.sessions) ** kk
+      const f = { k_p50: k(fa.p50_ms, fb.p50_ms), k_p95: k(fa.p95_ms, fb.p95_ms), p50_ms: 0, p95_ms: 0 }
+      f.p50_ms = round(at(fb.p50_ms, f.k_p50), 1)
+      f.p95_ms = round(at(fb.p95_ms, f.k_p95), 1)
+      f.k_p50 = round(f.k_p50, 2)
+      f.k_p95 = round(f.k_p95, 2)
+      ;(fits[b.dialect] ??= {})[label] = f
+      process.stdout.write(
+        `${b.dialect.padEnd(8)} ${label.padEnd(31)} k ${String(f.k_p95).padStart(5)}  ${a.sessions}->${b.sessions}: p95 ${fa.p95_ms} -> ${fb.p95_ms} ms; at ${to}: p50 ~${f.p50_ms} ms, p95 ~${f.p95_ms} ms\n`,
+      )
+    }
+  }
+  if (outFile) {
+    await writeFile(
+      outFile,
+      JSON.stringify({ analysis_fit: { to, from: [smallFile, largeFile], fits } }, null, 2) + '\n',
+    )
+    process.stdout.write(`wrote ${outFile}\n`)
+  }
 }
