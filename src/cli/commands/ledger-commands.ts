@@ -8,12 +8,11 @@ import { readFile, readdir, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Command } from 'commander'
 import { parseTimeSpec } from '../../config/duration.js'
-import { buildEvidence, verifyEvidence } from '../../ledger/evidence.js'
 import { loadSigningKey } from '../../ledger/key-store.js'
 import { parseKeyring, type KeyringEntry } from '../../ledger/keyring.js'
 import { parsePublishedCheckpoints } from '../../ledger/publish.js'
 import { eraseSession, pruneOlderThan } from '../../ledger/retention.js'
-import { formatLedgerProblem, verifyLedger, type VerifyProgress } from '../../ledger/verify-ledger.js'
+import type { VerifyProgress } from '../../ledger/verify-ledger.js'
 import { CliError, cliConfig, cliUser, openCliStore, type CliStoreOptions } from '../open-store.js'
 import { DirLockedError, acquireDirLock, type DirLock } from '../../store/data-dir-lock.js'
 
@@ -123,6 +122,8 @@ export async function runVerify(opts: Opts): Promise<CommandOutcome> {
       lastLineAt = performance.now()
       lastLineEvents = p.events
     }
+    // Loaded here: verify pulls in the projection and its schemas, which `--help` must not load.
+    const { formatLedgerProblem, verifyLedger } = await import('../../ledger/verify-ledger.js')
     const report = await verifyLedger({
       store,
       verifierKey,
@@ -168,6 +169,8 @@ export async function runVerify(opts: Opts): Promise<CommandOutcome> {
 export async function runEvidence(sessionId: string, opts: Opts): Promise<CommandOutcome> {
   const store = await openCliStore(opts)
   try {
+    // Loaded here: the evidence code pulls in the projection and its schemas, which `--help` must not load.
+    const { buildEvidence } = await import('../../ledger/evidence.js')
     const built = await buildEvidence({
       store,
       sessionId,
@@ -188,6 +191,7 @@ export async function runEvidence(sessionId: string, opts: Opts): Promise<Comman
 export async function runVerifyEvidence(file: string, opts: { key?: string }): Promise<CommandOutcome> {
   if (!opts.key)
     throw new CliError('--key: the verifier key of the log (as `comfy-audit key` prints it) is required')
+  const { verifyEvidence } = await import('../../ledger/evidence.js')
   const result = verifyEvidence(await readFile(file, 'utf8'), keyArgument(opts.key))
   if (!result.ok) return { output: `FAIL ${result.reason}\n`, exitCode: 1 }
   const v = result.value
