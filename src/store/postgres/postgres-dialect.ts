@@ -2,46 +2,37 @@
  * PostgreSQL store dialect (node-postgres): one database shared by many gateways, each its own log origin.
  * `pg` is imported lazily in `init()`, so SQLite users never load it.
  */
-import { decodeStoredRows, encodeStoredParams } from '../stored-text.js'
 import { reportError } from '../../audit/report-error.js'
 import type { AuditEvent, JsonValue, OutputRecord, SessionRecord } from '../../audit/types.js'
 import { pendingMigrations, type MigrationOutcome, type MigrationResult } from '../migrations.js'
 import type { AppendBatch } from '../append-batch.js'
-import { applyOutputChange, applySessionChange, projectEvents, type DerivedChanges } from '../project.js'
+import { projectEvents } from '../project.js'
 import {
   DERIVED_TABLES,
   EVENT_PARAM_COUNT,
   INSERT_CHECKPOINT_SQL,
-  NODE_RUN_UPSERT,
   PRUNE_RANGE_SQL,
   SELECT_CHECKPOINTS_SQL,
   ORDER_DERIVED_SQL,
-  OUTPUT_UPSERT,
   SELECT_DERIVED_SQL,
   SELECT_SESSION_SQL,
-  SESSION_UPSERT,
   checkpointParams,
   decodeState,
   encodeState,
   eventParams,
   eventsPageQuery,
   insertEventsSql,
-  nodeRunParams,
   nodeRunsQuery,
-  outputParams,
   pagedEvents,
   rowToCheckpoint,
   rowToNodeRun,
   rowToOutput,
   rowToSession,
   rowToStoredEvent,
-  sessionParams,
   sessionsQuery,
   storedToEvent,
-  upsertSql,
   type SqlQuery,
   type SqlRow,
-  type UpsertSpec,
 } from '../sql-common.js'
 import type {
   DerivedRows,
@@ -60,11 +51,9 @@ import type {
 import {
   ANALYSIS_ROLLUP_TABLES,
   recomputeAllAnalysisRollups,
-  recomputeTouched,
   rowToUsageRollup,
   rowToWorkflowRollup,
   runPlan,
-  touchedBefore,
   usageRollupsQuery,
   workflowRollupsQuery,
   type AnalysisRollupFilter,
@@ -73,20 +62,18 @@ import {
 } from '../analysis-rollups.js'
 import { DAILY_ROLLUPS_VERSION } from '../daily-rollups.js'
 import { ANALYSIS_ROLLUPS_VERSION, POSTGRES_MIGRATIONS } from './postgres-migrations.js'
+import { rollupsQuery, rowToRollup, type RollupFilter, type RollupRow } from '../rollups.js'
 import {
-  DELETE_ROLLUP_SQL,
-  SELECT_BUCKET_RUNS_SQL,
-  UPSERT_ROLLUP_SQL,
-  bucketKeys,
-  computeRollup,
-  hourEnd,
-  rollupParams,
-  rollupsQuery,
-  rowToRollup,
-  type RollupFilter,
-  type RollupRow,
-} from '../rollups.js'
-import type { ColumnValue } from '../derived-columns.js'
+  MAX_PARAMS,
+  errorText,
+  numbered,
+  textSafePool,
+  type PgClient,
+  type PgPool,
+  type PgPoolConstructor,
+  type PgResult,
+} from './pg-client.js'
+import { applyChanges, planExecutor } from './pg-derived-writes.js'
 
 /** Options of {@link createPostgresDialect}. */
 export interface PostgresDialectOptions {
@@ -117,39 +104,9 @@ export function describePostgresUrl(url: string): string {
   }
 }
 
-/** The subset of a node-postgres result this driver reads. */
-interface PgResult {
-  readonly rows: SqlRow[]
-  /** Rows an UPDATE changed. */
-  readonly rowCount?: number | null
-}
-
-/** The subset of a node-postgres client this driver calls. */
-interface PgClient {
-  query(text: string, values?: readonly unknown[]): Promise<PgResult>
-  release(error?: Error | boolean): void
-  on(event: 'error', listener: (error: Error) => void): unknown
-  off(event: 'error', listener: (error: Error) => void): unknown
-}
-
-/** The subset of a node-postgres pool this driver calls. */
-interface PgPool {
-  connect(): Promise<PgClient>
-  query(text: string, values?: readonly unknown[]): Promise<PgResult>
-  end(): Promise<void>
-  on(event: 'error', listener: (error: Error) => void): unknown
-}
-
-type PgPoolConstructor = new (config: {
-  connectionString: string
-  max?: number
-  connectionTimeoutMillis?: number
-}) => PgPool
-
 /** Any value of int8 range works; this one spells "comfyaud" so it is recognisable in pg_locks. */
 const MIGRATION_LOCK_KEY = '7237970109966541156'
 /** PostgreSQL allows 65535 bind parameters per statement; stay well below. */
-const MAX_PARAMS = 30_000
 const REBUILD_PAGE_SIZE = 1000
 
 /**
@@ -163,47 +120,6 @@ export function createPostgresDialect(options: PostgresDialectOptions): StoreDia
     capabilities: { transactions: true, concurrentWriters: true },
     createDriver: () => new PostgresDriver(options),
   }
-}
-
-/** A driver or network error as one line (`pg` errors carry their message; AggregateErrors list theirs). */
-function errorText(error: unknown): string {
-  if (error instanceof AggregateError && error.errors.length > 0)
-    return error.errors.map((e: unknown) => errorText(e)).join('; ')
-  if (error instanceof Error) return error.message.replace(/\s+/g, ' ').trim() || error.name
-  return String(error)
-}
-
-/** The pool with every string parameter and result column of every query going through stored-text.ts. */
-function textSafePool(pool: PgPool): PgPool {
-  return {
-    connect: async () => textSafeClient(await pool.connect()),
-    query: async (text, values) =>
-      textSafeResult(await pool.query(text, values && encodeStoredParams(values))),
-    end: () => pool.end(),
-    on: (event, listener) => pool.on(event, listener),
-  }
-}
-
-function textSafeClient(client: PgClient): PgClient {
-  return {
-    query: async (text, values) =>
-      textSafeResult(await client.query(text, values && encodeStoredParams(values))),
-    release: (error) => client.release(error),
-    on: (event, listener) => client.on(event, listener),
-    off: (event, listener) => client.off(event, listener),
-  }
-}
-
-function textSafeResult(result: PgResult): PgResult {
-  // Only `rows` is decoded; node-postgres answers a multi-statement text with an array, which we never send.
-  decodeStoredRows(result.rows)
-  return result
-}
-
-/** Rewrites the shared `?` placeholders to PostgreSQL's `$1, $2, …` (our SQL has no `?` literals). */
-function numbered(sql: string): string {
-  let n = 0
-  return sql.replace(/\?/g, () => `$${++n}`)
 }
 
 class PostgresDriver implements StoreDriver {
@@ -476,98 +392,6 @@ async function transaction<T>(
   } finally {
     client.off('error', onError)
     client.release(broken)
-  }
-}
-
-/** Reads the rows of `spec.table` whose keys are listed, in one statement. */
-async function selectByKeys(
-  client: PgClient,
-  spec: UpsertSpec,
-  keys: readonly (readonly string[])[],
-): Promise<SqlRow[]> {
-  if (keys.length === 0) return []
-  const keyColumns = spec.columns.slice(0, spec.keyCount)
-  const arrays = keyColumns.map((_, i) => keys.map((key) => key[i]))
-  const sql =
-    `SELECT * FROM ${spec.table} WHERE (${keyColumns.join(', ')}) IN ` +
-    `(SELECT * FROM unnest(${keyColumns.map((_, i) => `$${i + 1}::text[]`).join(', ')}))`
-  return (await client.query(sql, arrays)).rows
-}
-
-/** Upserts rows (distinct keys) in as few statements as the parameter limit allows. */
-async function upsertMany(client: PgClient, spec: UpsertSpec, rows: readonly ColumnValue[][]): Promise<void> {
-  const perStatement = Math.max(1, Math.floor(MAX_PARAMS / spec.columns.length))
-  for (let i = 0; i < rows.length; i += perStatement) {
-    const chunk = rows.slice(i, i + perStatement)
-    await client.query(numbered(upsertSql(spec, chunk.length)), chunk.flat())
-  }
-}
-
-function keyOf(row: object, spec: UpsertSpec): string {
-  const fields = row as Readonly<Record<string, unknown>>
-  return JSON.stringify(spec.columns.slice(0, spec.keyCount).map((c) => String(fields[c])))
-}
-
-/** Runs plan steps (`?` placeholders) on the connection. */
-function planExecutor(client: PgClient): (query: SqlQuery) => Promise<SqlRow[]> {
-  return async (query) => (await client.query(numbered(query.sql), query.params)).rows ?? []
-}
-
-/** Applies projected changes with read-merge-write, batched per table; runs inside the caller's transaction. */
-async function applyChanges(client: PgClient, changes: DerivedChanges): Promise<void> {
-  // Analysis rollup buckets of the rows about to be replaced (see analysis-rollups.ts).
-  const exec = planExecutor(client)
-  const analysisTouched = await runPlan(touchedBefore(changes), exec)
-  if (changes.sessions.length > 0) {
-    const existing = new Map<string, SqlRow>()
-    const keys = changes.sessions.map((c) => [c.origin, c.session_id])
-    for (const row of await selectByKeys(client, SESSION_UPSERT, keys))
-      existing.set(keyOf(row, SESSION_UPSERT), row)
-    const rows = changes.sessions.map((change) => {
-      const row = existing.get(keyOf(change, SESSION_UPSERT))
-      return sessionParams(applySessionChange(row ? rowToSession(row) : undefined, change))
-    })
-    await upsertMany(client, SESSION_UPSERT, rows)
-  }
-  if (changes.nodeRuns.length > 0) {
-    // Rollup buckets the replaced rows were in and the new rows are in, recomputed after the upsert.
-    const touched = bucketKeys(changes.nodeRuns)
-    const keys = changes.nodeRuns.map((r) => [r.origin, r.session_id, r.node_id])
-    for (const row of await selectByKeys(client, NODE_RUN_UPSERT, keys)) {
-      for (const [k, v] of bucketKeys([
-        {
-          origin: String(row.origin),
-          node_type: row.node_type === null ? null : String(row.node_type),
-          timestamp_start: String(row.timestamp_start),
-        },
-      ]))
-        touched.set(k, v)
-    }
-    await upsertMany(client, NODE_RUN_UPSERT, changes.nodeRuns.map(nodeRunParams))
-    for (const key of touched.values()) {
-      const runs = (await client.query(numbered(SELECT_BUCKET_RUNS_SQL), [...key, hourEnd(key[2])])).rows
-      if (runs.length === 0) await client.query(numbered(DELETE_ROLLUP_SQL), key)
-      else await client.query(numbered(UPSERT_ROLLUP_SQL), rollupParams(computeRollup(key, runs as never)))
-    }
-  }
-  await runPlan(recomputeTouched(changes, analysisTouched), exec)
-  if (changes.outputs.length > 0) {
-    const existing = new Map<string, SqlRow>()
-    const keys = changes.outputs.map((c) => [
-      c.origin,
-      c.session_id,
-      c.node_id,
-      c.type,
-      c.subfolder,
-      c.filename,
-    ])
-    for (const row of await selectByKeys(client, OUTPUT_UPSERT, keys))
-      existing.set(keyOf(row, OUTPUT_UPSERT), row)
-    const rows = changes.outputs.map((change) => {
-      const row = existing.get(keyOf(change, OUTPUT_UPSERT))
-      return outputParams(applyOutputChange(row ? rowToOutput(row) : undefined, change))
-    })
-    await upsertMany(client, OUTPUT_UPSERT, rows)
   }
 }
 
