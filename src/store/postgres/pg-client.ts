@@ -52,7 +52,7 @@ export function textSafePool(pool: PgPool): PgPool {
   }
 }
 
-export function textSafeClient(client: PgClient): PgClient {
+function textSafeClient(client: PgClient): PgClient {
   return {
     query: async (text, values) =>
       textSafeResult(await client.query(text, values && encodeStoredParams(values))),
@@ -62,7 +62,7 @@ export function textSafeClient(client: PgClient): PgClient {
   }
 }
 
-export function textSafeResult(result: PgResult): PgResult {
+function textSafeResult(result: PgResult): PgResult {
   // Only `rows` is decoded; node-postgres answers a multi-statement text with an array, which we never send.
   decodeStoredRows(result.rows)
   return result

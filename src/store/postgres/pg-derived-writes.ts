@@ -29,7 +29,7 @@ import type { ColumnValue } from '../derived-columns.js'
 import { MAX_PARAMS, numbered, type PgClient } from './pg-client.js'
 
 /** Reads the rows of `spec.table` whose keys are listed, in one statement. */
-export async function selectByKeys(
+async function selectByKeys(
   client: PgClient,
   spec: UpsertSpec,
   keys: readonly (readonly string[])[],
@@ -44,11 +44,7 @@ export async function selectByKeys(
 }
 
 /** Upserts rows (distinct keys) in as few statements as the parameter limit allows. */
-export async function upsertMany(
-  client: PgClient,
-  spec: UpsertSpec,
-  rows: readonly ColumnValue[][],
-): Promise<void> {
+async function upsertMany(client: PgClient, spec: UpsertSpec, rows: readonly ColumnValue[][]): Promise<void> {
   const perStatement = Math.max(1, Math.floor(MAX_PARAMS / spec.columns.length))
   for (let i = 0; i < rows.length; i += perStatement) {
     const chunk = rows.slice(i, i + perStatement)
@@ -56,7 +52,7 @@ export async function upsertMany(
   }
 }
 
-export function keyOf(row: object, spec: UpsertSpec): string {
+function keyOf(row: object, spec: UpsertSpec): string {
   const fields = row as Readonly<Record<string, unknown>>
   return JSON.stringify(spec.columns.slice(0, spec.keyCount).map((c) => String(fields[c])))
 }
