@@ -45,7 +45,7 @@ export function toJsonValue(value: unknown): JsonValue {
  * True when `value` can be used as a JsonValue as it is: plain objects and arrays all the way down, no
  * `undefined` member, no class instance (bigint and NaN allowed, as everywhere in the log).
  */
-function isJsonValue(value: unknown, depth = 0): value is JsonValue {
+export function isJsonValue(value: unknown, depth = 0): value is JsonValue {
   switch (typeof value) {
     case 'string':
     case 'number':
@@ -54,7 +54,8 @@ function isJsonValue(value: unknown, depth = 0): value is JsonValue {
       return true
     case 'object': {
       if (value === null) return true
-      if (depth > 256) return false
+      // As deep as the parser reads (audit/json.ts), so any parsed document passes.
+      if (depth > 512) return false
       if (Array.isArray(value)) return value.every((v) => isJsonValue(v, depth + 1))
       const proto: unknown = Object.getPrototypeOf(value)
       if (proto !== Object.prototype && proto !== null) return false

@@ -7,24 +7,7 @@
 import { z } from 'zod'
 import { parseJson } from '../audit/json.js'
 import type { JsonObject, JsonValue } from '../audit/types.js'
-
-/** True for a value made only of JSON parts as comfy-audit holds them (bigint and NaN included). */
-function isJsonValue(value: unknown, depth = 0): value is JsonValue {
-  if (depth > 512) return false
-  switch (typeof value) {
-    case 'string':
-    case 'number':
-    case 'bigint':
-    case 'boolean':
-      return true
-    case 'object':
-      if (value === null) return true
-      if (Array.isArray(value)) return value.every((v) => isJsonValue(v, depth + 1))
-      return Object.values(value).every((v) => isJsonValue(v, depth + 1))
-    default:
-      return false
-  }
-}
+import { isJsonValue } from '../audit/json-value.js'
 
 /** True for a JSON object (not null, not an array). */
 export function isJsonObject(value: JsonValue | undefined): value is JsonObject {
