@@ -1,31 +1,23 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
+import { mountedUnderPrefix, type PrefixedUpstream } from '../../test/helpers/prefixed-upstream.js'
 import { z } from 'zod'
 import { createComfyClient } from './comfy-client.js'
 import { zSystemStats } from './schemas.js'
 
-let server: Server | undefined
-const seen: string[] = []
+let upstream: PrefixedUpstream | undefined
+/** The request targets the stand-in of the current test got. */
+const seen = (): string[] => upstream?.seen ?? []
 
 afterEach(async () => {
-  seen.length = 0
-  await new Promise<void>((r) => (server ? server.close(() => r()) : r()))
-  server = undefined
+  await upstream?.close()
+  upstream = undefined
 })
 
-/** A ComfyUI stand-in that answers only under `/comfy/`, as behind a reverse proxy with a path prefix. */
-async function mountedUnderPrefix(
-  handle: (path: string, req: IncomingMessage, res: ServerResponse) => void,
-): Promise<string> {
-  server = createServer((req, res) => {
-    seen.push(req.url ?? '')
-    const url = req.url ?? '/'
-    if (!url.startsWith('/comfy/')) res.writeHead(404).end('not here')
-    else handle(url.slice('/comfy'.length), req, res)
-  })
-  await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r))
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}/comfy/`
+/** Mounts this test's ComfyUI stand-in under `/comfy/`; returns its base URL. */
+async function mounted(handle: Parameters<typeof mountedUnderPrefix>[0]): Promise<string> {
+  upstream = await mountedUnderPrefix(handle)
+  return upstream.url
 }
 
 const STATS = {
@@ -35,7 +27,7 @@ const STATS = {
 
 describe('createComfyClient', () => {
   it('keeps the path prefix of the base URL', async () => {
-    const base = await mountedUnderPrefix((path, _req, res) => {
+    const base = await mounted((path, _req, res) => {
       if (path === '/system_stats') res.end(JSON.stringify(STATS))
       else res.writeHead(404).end()
     })
@@ -44,11 +36,11 @@ describe('createComfyClient', () => {
     const stats = await comfy.getJson(zSystemStats, '/system_stats')
     expect(stats.ok).toBe(true)
     expect(stats.ok && stats.value.system.comfyui_version).toBe('0.8.0')
-    expect(seen).toEqual(['/comfy/system_stats'])
+    expect(seen()).toEqual(['/comfy/system_stats'])
   })
 
   it('returns failures as values: status, bad JSON, schema mismatch, size, refused connection', async () => {
-    const base = await mountedUnderPrefix((path, _req, res) => {
+    const base = await mounted((path, _req, res) => {
       if (path === '/missing') res.writeHead(500).end('boom')
       else if (path === '/nan') res.end('{"a": NaN}')
       else if (path === '/broken') res.end('{"a": ')
@@ -64,20 +56,20 @@ describe('createComfyClient', () => {
     expect((await comfy.getJson(zAnyNumber, '/broken')).ok).toBe(false)
     expect((await comfy.getJson(z.object({ a: z.string() }), '/nan')).ok).toBe(false)
     expect(await comfy.get('/big', { limitBytes: 4 })).toMatchObject({ ok: false })
-    const port = (server!.address() as AddressInfo).port
-    await new Promise<void>((r) => server!.close(() => r()))
-    server = undefined
+    const port = (upstream!.server.address() as AddressInfo).port
+    await upstream!.close()
+    upstream = undefined
     const down = await createComfyClient({ baseUrl: `http://127.0.0.1:${port}` }).get('/queue')
     expect(down.ok).toBe(false)
   })
 
   it('times out as a value', async () => {
-    const base = await mountedUnderPrefix(() => {
+    const base = await mounted(() => {
       // never answers
     })
     const r = await createComfyClient({ baseUrl: base, timeoutMillis: 50 }).get('/queue')
     expect(r).toMatchObject({ ok: false })
-    server!.closeAllConnections()
+    upstream!.server.closeAllConnections()
   })
 
   it('refuses a base URL that is not http(s)', () => {

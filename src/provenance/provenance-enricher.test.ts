@@ -1,35 +1,26 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
+import { mountedUnderPrefix, type PrefixedUpstream } from '../../test/helpers/prefixed-upstream.js'
 import { createOutputHasher } from './provenance-enricher.js'
 
-let server: Server | undefined
-const seen: string[] = []
+let upstream: PrefixedUpstream | undefined
+/** The request targets the stand-in of the current test got. */
+const seen = (): string[] => upstream?.seen ?? []
 
 afterEach(async () => {
-  seen.length = 0
-  await new Promise<void>((r) => (server ? server.close(() => r()) : r()))
-  server = undefined
+  await upstream?.close()
+  upstream = undefined
 })
 
-/** A ComfyUI stand-in that answers only under `/comfy/`, as behind a reverse proxy with a path prefix. */
-async function mountedUnderPrefix(
-  handle: (path: string, req: IncomingMessage, res: ServerResponse) => void,
-): Promise<string> {
-  server = createServer((req, res) => {
-    seen.push(req.url ?? '')
-    const url = req.url ?? '/'
-    if (!url.startsWith('/comfy/')) res.writeHead(404).end('not here')
-    else handle(url.slice('/comfy'.length), req, res)
-  })
-  await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r))
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}/comfy/`
+/** Mounts this test's ComfyUI stand-in under `/comfy/`; returns its base URL. */
+async function mounted(handle: Parameters<typeof mountedUnderPrefix>[0]): Promise<string> {
+  upstream = await mountedUnderPrefix(handle)
+  return upstream.url
 }
 
 describe('createOutputHasher', () => {
   it('streams /view from under the prefix of the ComfyUI URL', async () => {
     const body = Buffer.from('not a png, just bytes')
-    const base = await mountedUnderPrefix((path, _req, res) => {
+    const base = await mounted((path, _req, res) => {
       if (path.startsWith('/view?')) res.end(body)
       else res.writeHead(404).end()
     })
@@ -39,6 +30,6 @@ describe('createOutputHasher', () => {
       filename: 'x.png',
     })
     expect(digest.bytes).toBe(body.length)
-    expect(seen).toEqual(['/comfy/view?filename=x.png&subfolder=a+b&type=output'])
+    expect(seen()).toEqual(['/comfy/view?filename=x.png&subfolder=a+b&type=output'])
   })
 })
