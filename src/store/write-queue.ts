@@ -23,6 +23,7 @@ import type {
   StoreStats,
 } from './runtime-store-types.js'
 import type { WriteLock } from './write-lock.js'
+import { Fifo } from './fifo.js'
 import { GroupCommitter, RETRY, type Pending } from './group-commit.js'
 
 const KINDS: ReadonlySet<string> = new Set(AUDIT_EVENT_KINDS)
@@ -56,10 +57,10 @@ export class WriteQueue {
   readonly #maxGroupEvents: number
   readonly #committer: GroupCommitter
   #closed = false
-  #queue: Pending[] = []
+  #queue = new Fifo<Pending>()
   #queuedEvents = 0
   /** Appends behind the spool (they arrived while it held segments): spooled next, or kept when it is full. */
-  #tail: Pending[] = []
+  #tail = new Fifo<Pending>()
   #tailEvents = 0
   /** Appends whose inputs this process wrote to each spool segment, in order. */
   readonly #spooled = new Map<string, Spooled[]>()
@@ -195,9 +196,7 @@ export class WriteQueue {
     const error = new Error(
       'store unavailable at close: events left in the write-ahead spool for the next start',
     )
-    const rest = [...this.#queue, ...this.#tail]
-    this.#queue = []
-    this.#tail = []
+    const rest = [...this.#queue.takeAll(), ...this.#tail.takeAll()]
     this.#queuedEvents = 0
     this.#tailEvents = 0
     const spool = this.#outage.spool
@@ -279,7 +278,7 @@ export class WriteQueue {
         }
         if (outcome !== 'written') {
           // Back to the front, in order: they stay in memory (never dropped) and the store says over quota.
-          this.#tail.unshift(...chunk)
+          this.#tail.unshiftAll(chunk)
           this.#tailEvents += count
           this.#spoolRefused = true
           return
@@ -335,7 +334,7 @@ export class WriteQueue {
         if (this.#tail.length === 0) return
         this.#queue = this.#tail
         this.#queuedEvents = this.#tailEvents
-        this.#tail = []
+        this.#tail = new Fifo()
         this.#tailEvents = 0
         this.#spoolRefused = false
         this.#healthChanged()
@@ -345,7 +344,7 @@ export class WriteQueue {
       const failed = await this.#committer.commit(group)
       if (failed === RETRY) {
         // Back to the front, in order, and try again after the backoff.
-        this.#queue.unshift(...group)
+        this.#queue.unshiftAll(group)
         this.#queuedEvents += count
         return
       }
@@ -354,7 +353,7 @@ export class WriteQueue {
         for (let i = 0; i < group.length; i++) {
           if ((await this.#committer.commit([group[i] as Pending], failed)) === RETRY) {
             const rest = group.slice(i)
-            this.#queue.unshift(...rest)
+            this.#queue.unshiftAll(rest)
             this.#queuedEvents += rest.reduce((n, p) => n + p.inputs.length, 0)
             return
           }
@@ -369,7 +368,7 @@ export class WriteQueue {
     const limit = this.#committer.inDoubtEvents ?? this.#maxGroupEvents
     const group: Pending[] = []
     let count = 0
-    for (let next = this.#queue[0]; next !== undefined; next = this.#queue[0]) {
+    for (let next = this.#queue.peek(); next !== undefined; next = this.#queue.peek()) {
       if (group.length > 0 && count + next.inputs.length > limit) break
       group.push(next)
       count += next.inputs.length
