@@ -38,7 +38,7 @@ interface CommitHooks {
 const TRANSIENT_CODES =
   /^(SQLITE_(BUSY|LOCKED|FULL|IOERR|CANTOPEN|PROTOCOL)|ENOSPC|EIO|EDQUOT|ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN|08...|53...|57P0[1-3]|40001|40P01|58030)/
 const TRANSIENT_MESSAGES =
-  /connection terminated|connection (is )?(closed|ended)|terminating connection|timeout exceeded when trying to connect|database is locked|database system is (starting up|shutting down)|disk (is )?full|no space left/i
+  /connection terminated|connection (is )?(closed|ended)|is not queryable|query read timeout|terminating connection|timeout exceeded when trying to connect|database is locked|database system is (starting up|shutting down)|disk (is )?full|no space left/i
 
 /**
  * Whether a commit error is one that passes when the database is back (busy, locked, restarting, out of
