@@ -80,7 +80,9 @@ export function thirtyNodeBody(tag: string, clientId: string): Record<string, un
 
 async function post(agent: http.Agent, baseUrl: string, body: string): Promise<number> {
   const start = process.hrtime.bigint()
-  const res = await request(agent, `${baseUrl}/prompt`, 'POST', body)
+  const res = await request(agent, `${baseUrl}/prompt`, 'POST', body).catch((error: unknown) => {
+    throw new Error(`POST ${baseUrl}/prompt failed: ${String(error)}`)
+  })
   const ms = Number(process.hrtime.bigint() - start) / 1e6
   if (res.status !== 200)
     throw new Error(`POST ${baseUrl}/prompt answered ${res.status}: ${res.body.slice(0, 300)}`)
@@ -161,6 +163,9 @@ async function main(args: readonly string[]): Promise<void> {
     console.log(JSON.stringify(result, null, 2))
     const out = flag('--out')
     if (out) await writeFile(out, JSON.stringify(result, null, 2) + '\n')
+  } catch (error) {
+    process.stderr.write(`gateway stderr (last 4 kB):\n${gw.stderr().slice(-4000)}\n`)
+    throw error
   } finally {
     await gw.stop()
     await sim.stop()
