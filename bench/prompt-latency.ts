@@ -5,8 +5,12 @@
  * value (the SaveImage prefix), so none is answered from a cache. The figure is gateway percentile minus
  * direct percentile of the time until ComfyUI's answer (the prompt id) arrives.
  */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import http from 'node:http'
-import { percentile, request, round } from './bench-kit.js'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { ensureBuild, percentile, request, round, startGatewayProcess, startSimProcess } from './bench-kit.js'
 
 /** Options of {@link measurePromptLatency}. */
 export interface PromptLatencyOptions {
@@ -76,7 +80,9 @@ export function thirtyNodeBody(tag: string, clientId: string): Record<string, un
 
 async function post(agent: http.Agent, baseUrl: string, body: string): Promise<number> {
   const start = process.hrtime.bigint()
-  const res = await request(agent, `${baseUrl}/prompt`, 'POST', body)
+  const res = await request(agent, `${baseUrl}/prompt`, 'POST', body).catch((error: unknown) => {
+    throw new Error(`POST ${baseUrl}/prompt failed: ${String(error)}`)
+  })
   const ms = Number(process.hrtime.bigint() - start) / 1e6
   if (res.status !== 200)
     throw new Error(`POST ${baseUrl}/prompt answered ${res.status}: ${res.body.slice(0, 300)}`)
@@ -124,3 +130,47 @@ export async function measurePromptLatency(options: PromptLatencyOptions): Promi
     p99OverheadMs: round(g.p99 - d.p99),
   }
 }
+
+/**
+ * Alone: `node --import tsx bench/prompt-latency.ts [--pairs N] [--warmup N] [--gateway-node-options S] [--out FILE]`
+ * starts a stand-in and a gateway from the built CLI (as `npm run bench` does) and measures only this.
+ * `--gateway-node-options` is the gateway's NODE_OPTIONS (for a profiler preload: `--cpu-prof` itself is
+ * not allowed there).
+ */
+async function main(args: readonly string[]): Promise<void> {
+  const flag = (name: string): string | undefined => {
+    const i = args.indexOf(name)
+    return i >= 0 ? args[i + 1] : undefined
+  }
+  ensureBuild((line) => void process.stderr.write(`[bench] ${line}\n`))
+  const dir = await mkdtemp(join(tmpdir(), 'comfy-audit-bench-prompt-'))
+  const sim = await startSimProcess(join(dir, 'sim'), 50)
+  const nodeOptions = flag('--gateway-node-options')
+  const inherited = process.env.NODE_OPTIONS
+  // The child's environment is read at spawn: only the gateway gets these.
+  if (nodeOptions !== undefined) process.env.NODE_OPTIONS = `${inherited ?? ''} ${nodeOptions}`
+  const gw = await startGatewayProcess(sim.url, join(dir, 'gw')).finally(() => {
+    if (inherited === undefined) delete process.env.NODE_OPTIONS
+    else process.env.NODE_OPTIONS = inherited
+  })
+  try {
+    const result = await measurePromptLatency({
+      directUrl: sim.url,
+      gatewayUrl: gw.url,
+      pairs: Number(flag('--pairs') ?? 100),
+      warmupPairs: Number(flag('--warmup') ?? 10),
+    })
+    console.log(JSON.stringify(result, null, 2))
+    const out = flag('--out')
+    if (out) await writeFile(out, JSON.stringify(result, null, 2) + '\n')
+  } catch (error) {
+    process.stderr.write(`gateway stderr (last 4 kB):\n${gw.stderr().slice(-4000)}\n`)
+    throw error
+  } finally {
+    await gw.stop()
+    await sim.stop()
+    await rm(dir, { recursive: true, force: true })
+  }
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) await main(process.argv.slice(2))

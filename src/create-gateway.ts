@@ -18,6 +18,7 @@ import type { Ledger } from './ledger/ledger.js'
 import { queueDepthFromFrame, type Metrics } from './metrics/metrics.js'
 import { retentionMillis } from './query/retention-job.js'
 import { createAccess } from './root/access.js'
+import { createAnswerGate, type AnswerGate } from './root/answer-gate.js'
 import { createComfyReader } from './root/comfy-reader.js'
 import { createEnvironmentProbe } from './root/environment-probe.js'
 import { startPeopleJournal, type PeopleJournal } from './root/people-journal.js'
@@ -104,6 +105,8 @@ async function startLocked(
   const redaction = createRedactor(config.redaction)
   // Large prompt bodies are parsed and redacted on a worker thread, so the proxy keeps answering meanwhile.
   const offThread = createOffThreadPromptAnalyzer(config.redaction)
+  // ... and only once ComfyUI's answer to the prompt is on its way to the client (root/answer-gate.ts).
+  const answerGate = createAnswerGate()
   const logger = redactingLogger(options.logger ?? silentLogger, redaction.text)
   const upstream = config.comfyui.url.replace(/\/+$/, '')
   const comfy = createComfyReader(upstream)
@@ -127,7 +130,10 @@ async function startLocked(
     maxInputStringLength: config.capture.maxInputLength,
     // Secrets, e-mail addresses and home-directory user names leave before anything is hashed or stored.
     redact: redaction,
-    analyzePromptBody: (body, opts) => offThread.analyze(body, opts),
+    analyzePromptBody: async (body, opts) => {
+      await answerGate.whenAnswered(body)
+      return offThread.analyze(body, opts)
+    },
     redactText: redaction.text,
     environmentTtlMs: config.capture.environmentTtlMillis,
     onRedactedFile: provenance.onRedactedFile,
@@ -153,6 +159,7 @@ async function startLocked(
     recording,
     access,
     submissionSeal,
+    answerGate,
     logger,
     upstream,
   })
@@ -245,11 +252,12 @@ function startProxy(
     readonly recording: Recording
     readonly access: ReturnType<typeof createAccess>
     readonly submissionSeal: ReturnType<typeof createSubmissionSeal>
+    readonly answerGate: AnswerGate
     readonly logger: Logger
     readonly upstream: string
   },
 ): Promise<Gateway> {
-  const { capture, recording, access, submissionSeal, logger, upstream } = parts
+  const { capture, recording, access, submissionSeal, answerGate, logger, upstream } = parts
   const { store, metrics } = recording
   const { host, port } = parseHostPort(config.listen)
   return createGateway({
@@ -257,8 +265,14 @@ function startProxy(
     host,
     port,
     tap: {
-      promptSubmitted: (e) => capture.promptSubmitted(e),
-      promptAnswered: (e) => capture.promptAnswered(e),
+      promptSubmitted: (e) => {
+        answerGate.submitted(e.promptId, [e.body, e.forwardedBody])
+        capture.promptSubmitted(e)
+      },
+      promptAnswered: (e) => {
+        capture.promptAnswered(e)
+        answerGate.answered(e.promptId)
+      },
       promptRefused: (e) => capture.promptRefused(e),
       frame: (e) => {
         const depth = queueDepthFromFrame(e.frame)

@@ -88,8 +88,13 @@ function prepare(
   submittedAt: number,
 ): PreparedPrompt {
   const user = submitter.user
-  const upstreamOf = (cid: string | null): string =>
-    cid === null ? noClientId(user) : namespacedClientId(user, cid)
+  // Asked twice per prompt (the rewrite, the seal) with the same id: hash the user once.
+  let last: { cid: string | null; upstream: string } | null = null
+  const upstreamOf = (cid: string | null): string => {
+    if (last?.cid !== cid)
+      last = { cid, upstream: cid === null ? noClientId(user) : namespacedClientId(user, cid) }
+    return last.upstream
+  }
   const sealSubmission = ctx.options.sealSubmission
   return preparePrompt(body, {
     upstreamClientId: upstreamOf,
