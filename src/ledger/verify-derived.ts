@@ -27,11 +27,33 @@ function keyed(table: string, rows: readonly object[]): Map<string, JsonObject> 
   return byKey
 }
 
-/** Canonical equality of two field values, without writing the canonical form of equal primitives. */
+/**
+ * Same members with identical values, recursively: enough for equal canonical forms, and far cheaper than
+ * writing them. False only sends the caller to the canonical comparison (`1` and `1n` are equal there).
+ */
+function identical(a: JsonValue, b: JsonValue): boolean {
+  if (a === b) return true
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false
+  if (Array.isArray(a)) {
+    if (!Array.isArray(b) || a.length !== b.length) return false
+    for (let i = 0; i < a.length; i++) if (!identical(a[i] as JsonValue, b[i] as JsonValue)) return false
+    return true
+  }
+  if (Array.isArray(b)) return false
+  let count = 0
+  for (const key in a) {
+    if (!Object.prototype.hasOwnProperty.call(b, key)) return false
+    if (!identical(a[key] as JsonValue, b[key] as JsonValue)) return false
+    count++
+  }
+  return Object.keys(b).length === count
+}
+
+/** Canonical equality of two field values, writing canonical forms only for values not found identical. */
 function sameField(a: JsonValue | undefined, b: JsonValue | undefined): boolean {
   const x = a ?? null
   const y = b ?? null
-  return x === y || canonicalJson(x) === canonicalJson(y)
+  return identical(x, y) || canonicalJson(x) === canonicalJson(y)
 }
 
 /** Whether every field of either row has the same canonical value in the other. */

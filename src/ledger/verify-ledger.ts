@@ -131,7 +131,8 @@ function readRow(raw: StoredEventRow): Row {
   return {
     raw,
     event,
-    computed: computedHex === null ? null : computedHex === storedHex ? stored : Buffer.from(computedHex, 'hex'),
+    computed:
+      computedHex === null ? null : computedHex === storedHex ? stored : Buffer.from(computedHex, 'hex'),
     stored,
   }
 }
