@@ -287,6 +287,28 @@ describe('canonicalJson', () => {
     expect(keys).toEqual(['\\r', '1', '\u0080', '\u00f6', '\u20ac', '\ud83d\ude00', '\ufb33'])
   })
 
+  it('writes strings and keys exactly as JSON.stringify does, escapes and surrogates included', () => {
+    const texts = [
+      '',
+      'plain',
+      'a"b',
+      'back\\slash',
+      '\u0000',
+      '\u001f',
+      '\n\t',
+      '\u007f',
+      '\u2028',
+      '\ud800',
+      'x\udc00',
+      '\ud83d\ude00',
+      'é€',
+    ]
+    for (const s of texts) {
+      expect(canonicalJson(s)).toBe(JSON.stringify(s))
+      expect(canonicalJson({ [s]: s })).toBe(`{${JSON.stringify(s)}:${JSON.stringify(s)}}`)
+    }
+  })
+
   it('writes numbers in ECMAScript form (RFC 8785 Appendix B samples)', () => {
     const v: JsonValue = [
       Number('333333333.33333329'),

@@ -10,7 +10,7 @@ import { firstDerivedDifference } from './verify-derived.js'
 import type { RuntimeStore } from '../store/runtime-store.js'
 import type { StoredCheckpoint, StoredEventRow } from '../store/store.js'
 import { verifyCheckpoint } from './checkpoint.js'
-import { eventLeafHash } from '../audit/event-leaf.js'
+import { eventLeafHash, eventLeafHex } from '../audit/event-leaf.js'
 import { storedRowEvent } from './ledger.js'
 import { createMerkleAccumulator } from './merkle.js'
 import { parseVerifierKey, type NoteVerifier } from './signed-note.js'
@@ -120,16 +120,20 @@ export async function verifyLedger(options: VerifyLedgerOptions): Promise<Ledger
   return { ok: problems.length === 0, origins: reports, problems }
 }
 
+const LEAF_HEX = /^[0-9a-f]{64}$/
+
 function readRow(raw: StoredEventRow): Row {
   const event = raw.pruned === null ? storedRowEvent(raw) : null
+  const storedHex = raw.leaf_hash !== null && LEAF_HEX.test(raw.leaf_hash) ? raw.leaf_hash : null
+  const stored = storedHex === null ? null : Buffer.from(storedHex, 'hex')
+  // Compared as hex, as stored: a matching leaf (nearly every row) costs no second buffer.
+  const computedHex = event ? eventLeafHex(event) : null
   return {
     raw,
     event,
-    computed: event ? eventLeafHash(event) : null,
-    stored:
-      raw.leaf_hash !== null && /^[0-9a-f]{64}$/.test(raw.leaf_hash)
-        ? Buffer.from(raw.leaf_hash, 'hex')
-        : null,
+    computed:
+      computedHex === null ? null : computedHex === storedHex ? stored : Buffer.from(computedHex, 'hex'),
+    stored,
   }
 }
 

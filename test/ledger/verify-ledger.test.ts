@@ -195,4 +195,17 @@ describe('verifyLedger', () => {
     expect(report.problems[0]?.kind).toBe('derived-mismatch')
     expect(report.problems[0]?.detail).toMatch(detail)
   })
+
+  it('names the first differing row by key, and its first differing field, when several differ', async () => {
+    const p = await setup()
+    withDb(p.dbPath, (db) => {
+      db.prepare("UPDATE sessions SET status = 'error' WHERE session_id IN ('s3', 's2')").run()
+      db.prepare("UPDATE outputs SET sha256 = 'cd' WHERE session_id = 's1'").run()
+    })
+    const report = await verify(p)
+    expect(report.problems).toHaveLength(1)
+    expect(report.problems[0]?.detail).toMatch(
+      /^sessions row \(comfy-audit\/test \/ s2\) field status is "error", the log says "(?!error)/,
+    )
+  })
 })
