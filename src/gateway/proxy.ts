@@ -30,6 +30,9 @@ export interface UpstreamTarget {
   readonly baseUrl: string
 }
 
+/** How long a kept-alive socket to ComfyUI may stay idle before the gateway closes it. */
+const IDLE_UPSTREAM_SOCKET_MILLIS = 4000
+
 /** Reads `upstreamUrl`; throws (bad startup config) when it is not http(s). */
 export function upstreamTarget(upstreamUrl: string): UpstreamTarget {
   const upstream = new URL(upstreamUrl)
@@ -41,7 +44,15 @@ export function upstreamTarget(upstreamUrl: string): UpstreamTarget {
   const prefix = upstream.pathname.replace(/\/+$/, '')
   return {
     transport,
-    agent: new transport.Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64 }),
+    // `timeout` closes an idle kept-alive socket before ComfyUI does (aiohttp after 75 s; a Node server after
+    // the `Keep-Alive: timeout=` it announces, which Node's agent honours only when `timeout` is set). Without
+    // it a request sent on a socket the server is closing fails with "socket hang up" and the client gets 503.
+    agent: new transport.Agent({
+      keepAlive: true,
+      maxSockets: 256,
+      maxFreeSockets: 64,
+      timeout: IDLE_UPSTREAM_SOCKET_MILLIS,
+    }),
     hostname: upstream.hostname,
     port: upstream.port,
     prefix,
