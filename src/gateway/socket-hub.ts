@@ -25,6 +25,7 @@ import {
   type Frame,
 } from './hub-frames.js'
 import { FeaturesCache } from './hub-features.js'
+import type { PromptIdRegistry } from './prompt-ids.js'
 import { binaryFrameFor, broadcastPreview } from './preview-translation.js'
 import { UpstreamSocket, type ReconnectOptions } from './upstream-socket.js'
 
@@ -35,6 +36,12 @@ interface SocketHubOptions {
   /** ComfyUI's WebSocket URL without query. */
   readonly wsUrl: string
   readonly tap: CaptureTap
+  /**
+   * Told of every prompt the hub learns from ComfyUI under one of the gateway's ids (its queue, or a run
+   * starting) rather than from a submission through the gateway: the registry, not the hub, answers whether
+   * a prompt id is known.
+   */
+  readonly promptIds: Pick<PromptIdRegistry, 'notePromptIdHeld'>
   readonly now: () => number
   readonly logger: Logger
   readonly random: () => number
@@ -198,12 +205,6 @@ export class SocketHub {
     else this.#finishPrompt(ch, promptId)
   }
 
-  /** Whether a prompt with this id is in flight through this gateway. */
-  hasInflightPrompt(promptId: string): boolean {
-    for (const ch of this.#channels.values()) if (ch.inflight.has(promptId)) return true
-    return false
-  }
-
   /** Closes every downstream and upstream socket. Keeps the saved ids, so the next start re-attaches them. */
   async close(): Promise<void> {
     this.#shuttingDown = true
@@ -280,6 +281,12 @@ export class SocketHub {
 
   #finishPrompt(ch: Channel, promptId: string): void {
     if (settlePrompt(ch, promptId)) this.#maybeRelease(ch)
+  }
+
+  /** A prompt of `ch` the hub learned from ComfyUI, not from a submission (which claimed its id already). */
+  #learnPrompt(ch: Channel, promptId: string, answeredSeq: number): void {
+    ch.inflight.set(promptId, { answeredSeq })
+    this.#opts.promptIds.notePromptIdHeld(promptId)
   }
 
   #persist(): void {
@@ -421,8 +428,7 @@ export class SocketHub {
           other.runningPrompt = null
         }
         ch.runningPrompt = promptId
-        if (promptId !== null && !ch.inflight.has(promptId))
-          ch.inflight.set(promptId, { answeredSeq: ++this.#seq })
+        if (promptId !== null && !ch.inflight.has(promptId)) this.#learnPrompt(ch, promptId, ++this.#seq)
         break
       case 'executing': {
         const node = d.node
@@ -469,7 +475,7 @@ export class SocketHub {
         for (const [clientId, promptIds] of queued) {
           if (parseClientId(clientId).kind === 'foreign') continue
           const ch = this.#channel(clientId)
-          for (const p of promptIds) if (!ch.inflight.has(p)) ch.inflight.set(p, { answeredSeq: mark })
+          for (const p of promptIds) if (!ch.inflight.has(p)) this.#learnPrompt(ch, p, mark)
         }
         for (const ch of [...this.#channels.values()]) {
           ch.pinned = false
