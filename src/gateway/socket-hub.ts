@@ -3,7 +3,7 @@ import WebSocket from 'ws'
 import type { Logger } from '../audit/report-error.js'
 import type { JsonValue } from '../audit/types.js'
 import type { CaptureTap } from '../capture/tap.js'
-import { parseUpstreamFrame, type UpstreamFrame } from '../comfyui/frames.js'
+import { parseUpstreamFrame, queueRemaining, type UpstreamFrame } from '../comfyui/frames.js'
 import { pyString } from '../comfyui/py-json.js'
 import { namespacedClientId, parseClientId } from './client-ids.js'
 import {
@@ -342,14 +342,12 @@ export class SocketHub {
     const upstream = parseUpstreamFrame(isBinary ? data : data.toString('utf8'), isBinary)
     this.#tapFrame(this.#observer.clientId, upstream, timeMs)
     if (isBinary) return
-    const frame = frameOf(upstream)
-    if (frame?.type !== 'status') return
-    const status = frame.data.status
-    const info = isRecord(status) ? status.exec_info : undefined
-    const remaining = isRecord(info) ? info.queue_remaining : undefined
-    if (typeof remaining !== 'number') return
+    const remaining = queueRemaining(upstream)
+    if (remaining === undefined) return
     this.#queueRemaining = remaining
-    if (remaining === 0 && !('sid' in frame.data) && this.#hasAnsweredInflight()) void this.#reconcile()
+    // A status with `sid` answers a connect; without it, ComfyUI tells every socket the queue changed.
+    const broadcast = !('sid' in (frameOf(upstream)?.data ?? {}))
+    if (remaining === 0 && broadcast && this.#hasAnsweredInflight()) void this.#reconcile()
   }
 
   #hasAnsweredInflight(): boolean {
