@@ -166,8 +166,8 @@ async function startLocked(
   built.gateway = gateway
   const proxy = gateway
   await settleUpstream(proxy, UPSTREAM_SETTLE_MILLIS)
-  const inheritedIds = await resumeOpenSessions(store, capture, logger)
-  const reconcile = createReconciler({ capture, comfy, inheritedIds })
+  await resumeOpenSessions(store, capture, logger)
+  const reconcile = createReconciler({ capture, comfy })
   const stopReconciling = scheduleReconciliation({
     reconcile,
     upstream: proxy,
@@ -298,7 +298,8 @@ function startProxy(
     now: options.now,
     logger,
     upstreamTimeoutMs: config.comfyui.timeoutMillis,
-    claimPromptId: (id) => capture.claimPromptId(id),
+    // Capture alone answers "is this prompt id known?"; the hub tells it what ComfyUI holds.
+    promptIds: capture,
     onRefused: (r) => access.refusals.refused({ ...r, user: null, role: null }),
     sealSubmission: sealSubmissions(submissionSeal),
     state: clientIdState(store),

@@ -160,12 +160,24 @@ export interface Capture extends CaptureTap {
   loadLostSessionIds(ids: Iterable<string>): void
   /**
    * Whether a prompt id is known: held by the log, or submitted to this capture (even if not yet processed
-   * or committed), reserved by {@link claimPromptId}, or recorded as a bypass. Synchronous: the proxy path and
-   * the bypass sweep ask it without waiting on the store. This is the one place that answers the question.
+   * or committed), reserved by {@link claimPromptId}, recorded as a bypass, or held by ComfyUI under one of
+   * the gateway's client ids ({@link notePromptIdHeld}). Synchronous: the proxy path and the bypass sweep ask
+   * it without waiting on the store. This is the one place that answers the question.
    */
   isPromptIdKnown(promptId: string): boolean
   /** Reserves a prompt id: false when it is already known, true when it was free (and is known from now on). */
   claimPromptId(promptId: string): boolean
+  /**
+   * ComfyUI holds this prompt under one of the gateway's client ids (the socket hub saw it queued or
+   * starting): it is known from now on, so no client reuses its id. Reconciliation still treats it as
+   * unrecorded until the log holds it, so a submission a crash lost is still rebuilt from its seal.
+   */
+  notePromptIdHeld(promptId: string): void
+  /**
+   * Whether `sessionId` was taken back by {@link resume}: a session a previous gateway process left open, whose
+   * answer from ComfyUI went with that process (reconciliation may call it lost before any answer).
+   */
+  isInheritedSession(sessionId: string): boolean
   /**
    * Forgets the environment snapshot: the next session takes a new one. Call it when ComfyUI may have
    * restarted (its socket came back, or `/system_stats` answered differently): versions, devices and custom
@@ -197,6 +209,10 @@ export function createCapture(options: CaptureOptions): Capture {
   const queue = serialQueue(core, env.updateTimer)
   const { enqueue } = queue
   const { sessions, knownIds, lostIds, pending, flags, isKnown, onError } = core
+  // Apart from knownIds: reconciliation's recovery and bypass checks must still see these as unrecorded.
+  const heldUpstream = new Set<string>()
+  const inherited = new Set<string>()
+  const known = (id: string): boolean => isKnown(id) || heldUpstream.has(id)
 
   return {
     promptSubmitted(e) {
@@ -212,12 +228,16 @@ export function createCapture(options: CaptureOptions): Capture {
     loadLostSessionIds(ids) {
       for (const id of ids) lostIds.add(id)
     },
-    isPromptIdKnown: isKnown,
+    isPromptIdKnown: known,
     claimPromptId(id) {
-      if (isKnown(id)) return false
+      if (known(id)) return false
       knownIds.add(id)
       return true
     },
+    notePromptIdHeld(id) {
+      if (!isKnown(id)) heldUpstream.add(id)
+    },
+    isInheritedSession: (id) => inherited.has(id),
     promptAnswered(e) {
       enqueue((out) => exchange.handleAnswered(out, e))
     },
@@ -245,6 +265,7 @@ export function createCapture(options: CaptureOptions): Capture {
       enqueue((out) => recon.handleReconcile(out, input))
     },
     resume(list) {
+      for (const r of list) inherited.add(r.session.session_id)
       enqueue(() => resumeSessions(core, list))
     },
     refreshEnvironment: env.refresh,

@@ -59,6 +59,19 @@ export function parseUpstreamFrame(raw: string | Buffer, isBinary: boolean): Ups
   return { raw, isBinary, json, type, preview: null, checked }
 }
 
+/**
+ * `queue_remaining` of a `status` frame (protocol §1.3), read from the parsed JSON without the schema check:
+ * the hub reads it on every status frame of its observer, on the proxy path. Undefined for any other frame.
+ */
+export function queueRemaining(frame: UpstreamFrame): number | undefined {
+  if (frame.type !== 'status' || frame.json === null) return undefined
+  const data = frame.json.data
+  const status = isJsonObject(data) ? data.status : undefined
+  const info = isJsonObject(status) ? status.exec_info : undefined
+  const remaining = isJsonObject(info) ? info.queue_remaining : undefined
+  return typeof remaining === 'number' ? remaining : undefined
+}
+
 function checkMessage(json: JsonObject | null, type: string | null): CheckedMessage {
   if (json === null || type === null || !KNOWN_TYPES.has(type)) return NOT_READ
   const result = checkWith(zWsMessage, json)

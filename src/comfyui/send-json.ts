@@ -1,4 +1,5 @@
-import type { ServerResponse } from 'node:http'
+import { STATUS_CODES, type ServerResponse } from 'node:http'
+import type { Duplex } from 'node:stream'
 
 /**
  * The headers of every JSON answer comfy-audit writes itself (gateway refusals, the audit and people APIs,
@@ -33,6 +34,28 @@ export function sendJson(
   const body = typeof text === 'string' ? Buffer.from(text, 'utf8') : text
   res.writeHead(status, { ...JSON_ANSWER_HEADERS, 'content-length': String(body.length), ...lower(extra) })
   res.end(body)
+}
+
+/**
+ * {@link sendJson} for an upgrade that is refused: no response object exists yet, so the answer (same headers,
+ * and `connection: close`) is written on the socket, which then closes.
+ */
+export function sendJsonOnSocket(
+  socket: Duplex,
+  status: number,
+  text: string,
+  extra: Readonly<Record<string, string>> = {},
+): void {
+  const body = Buffer.from(text, 'utf8')
+  const headers = {
+    ...JSON_ANSWER_HEADERS,
+    'content-length': String(body.length),
+    connection: 'close',
+    ...lower(extra),
+  }
+  let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n`
+  for (const [name, value] of Object.entries(headers)) head += `${name}: ${value}\r\n`
+  socket.end(Buffer.concat([Buffer.from(head + '\r\n', 'latin1'), body]))
 }
 
 function lower(headers: Readonly<Record<string, string>>): Record<string, string> {

@@ -4,7 +4,9 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import { WebSocketServer } from 'ws'
+import { namespacedClientId } from './client-ids.js'
 import { createGateway, type Gateway, type GatewayOptions } from './create-gateway.js'
+import { memoryPromptIds } from './prompt-ids.js'
 import { createRecordingTap, type RecordingTap } from './recording-tap.js'
 
 interface Seen {
@@ -370,7 +372,9 @@ describe('POST /prompt', () => {
   })
 
   it('refuses a prompt_id already recorded with a ComfyUI-shaped 400 and does not forward it', async () => {
-    const { up, gw, tap } = await setup({ claimPromptId: (id) => id !== 'taken' })
+    const { up, gw, tap } = await setup({
+      promptIds: { claimPromptId: (id) => id !== 'taken', notePromptIdHeld: () => {} },
+    })
     const reply = await request(`${gw.url}/prompt`, {
       method: 'POST',
       body: '{"prompt": {}, "prompt_id": "taken"}',
@@ -389,6 +393,74 @@ describe('POST /prompt', () => {
       status: 400,
       reason: 'prompt_id_taken',
     })
+  })
+
+  it('refuses a reused prompt_id without capture too: the default registry knows every id forwarded', async () => {
+    const { up, gw, tap } = await setup({ newPromptId: () => 'made-by-gateway' })
+    up.handler = (_req, res, body) => {
+      const id = /"prompt_id": "([^"]+)"/.exec(body.toString())?.[1] ?? ''
+      res.setHeader('content-type', 'application/json')
+      res.end(`{"prompt_id": "${id}", "number": 1, "node_errors": {}}`)
+    }
+    const post = (body: string) => request(`${gw.url}/prompt`, { method: 'POST', body })
+    expect((await post('{"prompt": {}, "prompt_id": "chosen"}')).status).toBe(200)
+    expect((await post('{"prompt": {}}')).status).toBe(200)
+    for (const id of ['chosen', 'made-by-gateway']) {
+      const again = await post(`{"prompt": {}, "prompt_id": "${id}"}`)
+      expect(again.status, id).toBe(400)
+      expect(JSON.parse(again.body.toString()).error.type, id).toBe('invalid_prompt')
+    }
+    expect(up.seen.filter((s) => s.url === '/prompt')).toHaveLength(2)
+    expect(tap.of('promptRefused').map((r) => [r.promptId, r.reason])).toEqual([
+      ['chosen', 'prompt_id_taken'],
+      ['made-by-gateway', 'prompt_id_taken'],
+    ])
+  })
+
+  it("tells the registry of prompts found in ComfyUI's queue under its client ids, so none is reused", async () => {
+    const up = await startUpstream(0, true)
+    cleanups.push(() => up.close())
+    const ours = namespacedClientId('local', 'tab-1')
+    up.handler = (req, res) => {
+      res.setHeader('content-type', 'application/json')
+      if (req.url !== '/queue') {
+        res.end('{}')
+        return
+      }
+      // Left by an earlier gateway process: one under the gateway's own namespace, one a direct client's.
+      res.end(
+        JSON.stringify({
+          queue_running: [[0, 'left-over', {}, { client_id: ours }, []]],
+          queue_pending: [[1, 'direct', {}, { client_id: 'someone-else' }, []]],
+        }),
+      )
+    }
+    const registry = memoryPromptIds()
+    const held: string[] = []
+    let learned!: () => void
+    const learnedOne = new Promise<void>((resolve) => (learned = resolve))
+    const { gw, tap } = await setup(
+      {
+        promptIds: {
+          claimPromptId: (id) => registry.claimPromptId(id),
+          notePromptIdHeld: (id) => {
+            held.push(id)
+            registry.notePromptIdHeld(id)
+            learned()
+          },
+        },
+      },
+      up,
+    )
+    await learnedOne
+    expect(held).toEqual(['left-over'])
+    const reply = await request(`${gw.url}/prompt`, {
+      method: 'POST',
+      body: '{"prompt": {}, "prompt_id": "left-over"}',
+    })
+    expect(reply.status).toBe(400)
+    expect(up.seen.filter((s) => s.url === '/prompt')).toEqual([])
+    expect(tap.of('promptRefused')[0]).toMatchObject({ promptId: 'left-over', reason: 'prompt_id_taken' })
   })
 
   it.each([

@@ -12,6 +12,7 @@ import { createClientViewRewriters } from './client-view-rewriters.js'
 import { defaultIdentify, refusalReporter, type GatewayContext } from './gateway-context.js'
 import type { Gateway, GatewayOptions } from './gateway-options.js'
 import { BodyTooLarge } from './http-util.js'
+import { memoryPromptIds } from './prompt-ids.js'
 import { createPromptRoute } from './prompt-route.js'
 import { createForward, upstreamTarget } from './proxy.js'
 import { createRequestRoute, type RequestRoute } from './request-route.js'
@@ -39,6 +40,7 @@ function createHub(
   return new SocketHub({
     wsUrl: upstream.wsUrl,
     tap: ctx.tap,
+    promptIds: ctx.promptIds,
     now: ctx.now,
     logger,
     random: options.random ?? Math.random,
@@ -159,6 +161,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     newPromptId: options.newPromptId ?? randomUUID,
     timeoutMs,
     forward: createForward(upstream, timeoutMs, logger),
+    promptIds: options.promptIds ?? memoryPromptIds(),
     get closing() {
       return closing
     },

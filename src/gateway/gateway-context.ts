@@ -4,6 +4,7 @@ import type { Logger } from '../audit/report-error.js'
 import type { Submitter } from '../audit/types.js'
 import type { CaptureTap } from '../capture/tap.js'
 import type { GatewayOptions, GatewayRefusal } from './gateway-options.js'
+import type { PromptIdRegistry } from './prompt-ids.js'
 import type { Forward, UpstreamTarget } from './proxy.js'
 import type { SocketHub } from './socket-hub.js'
 
@@ -23,6 +24,8 @@ export interface GatewayContext {
   readonly timeoutMs: number
   readonly forward: Forward
   readonly hub: SocketHub
+  /** `options.promptIds`, or the in-memory default: the one answer to "is this prompt id known?". */
+  readonly promptIds: PromptIdRegistry
   /** True once close() began: new requests and upgrades get 503. */
   readonly closing: boolean
   /** Calls the tap, logging (never passing on) what it throws: a failing tap never fails a request. */

@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Logger } from '../audit/report-error.js'
 import type { JsonValue, Submitter } from '../audit/types.js'
 import type { CaptureTap } from '../capture/tap.js'
+import type { PromptIdRegistry } from './prompt-ids.js'
 import type { RequestGuard } from './request-guard.js'
 import type { ClientIdState } from './socket-hub.js'
 import type { ReconnectOptions } from './upstream-socket.js'
@@ -42,12 +43,11 @@ export interface GatewayOptions {
   /** Persisted namespaced client ids, re-attached at start. */
   readonly state?: ClientIdState
   /**
-   * Claims a client-chosen prompt_id: false when it is already known (recorded, running, queued or just
-   * submitted), and the gateway then answers 400 itself; true when it was free and is now reserved. Called
-   * synchronously, before anything is awaited, so two requests with one id cannot both pass; it must never
-   * wait on a store (the proxy path does not wait for disk).
+   * The one answer to "is this prompt id known?" (src/gateway/prompt-ids.ts): a client-chosen prompt_id it
+   * does not free is answered 400 by the gateway itself. Default: an in-memory registry of every id this
+   * gateway forwarded or saw ComfyUI hold under its client ids.
    */
-  readonly claimPromptId?: (promptId: string) => boolean
+  readonly promptIds?: PromptIdRegistry
   /**
    * Told of the requests the gateway itself refuses before (or without) the guard: a request target that
    * cannot be canonicalised (400), a WebSocket whose Origin does not match its loopback Host (403). The guard

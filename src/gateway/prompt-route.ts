@@ -116,8 +116,8 @@ function prepare(
 }
 
 /**
- * True (and answered 400) when the client chose a prompt id that is already known: refused before
- * ComfyUI sees it, since ComfyUI would run a second prompt under the first one's id.
+ * True (and answered 400) when the client chose a prompt id the registry (capture) already knows: refused
+ * before ComfyUI sees it, since ComfyUI would run a second prompt under the first one's id.
  */
 function refuseTakenId(
   ctx: GatewayContext,
@@ -127,10 +127,8 @@ function refuseTakenId(
   submitter: Submitter,
 ): boolean {
   const { promptId } = prepared
-  if (!prepared.promptIdFromClient) return false
-  const taken =
-    ctx.hub.hasInflightPrompt(promptId) || (ctx.options.claimPromptId?.(promptId) ?? true) === false
-  if (!taken) return false
+  // The gateway's own ids are claimed too, so a registry without capture knows every id forwarded.
+  if (ctx.promptIds.claimPromptId(promptId) || !prepared.promptIdFromClient) return false
   const answer = Buffer.from(
     comfyErrorBody(
       'invalid_prompt',

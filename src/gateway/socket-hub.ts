@@ -3,7 +3,7 @@ import WebSocket from 'ws'
 import type { Logger } from '../audit/report-error.js'
 import type { JsonValue } from '../audit/types.js'
 import type { CaptureTap } from '../capture/tap.js'
-import { parseUpstreamFrame, type UpstreamFrame } from '../comfyui/frames.js'
+import { parseUpstreamFrame, queueRemaining, type UpstreamFrame } from '../comfyui/frames.js'
 import { pyString } from '../comfyui/py-json.js'
 import { namespacedClientId, parseClientId } from './client-ids.js'
 import {
@@ -25,6 +25,7 @@ import {
   type Frame,
 } from './hub-frames.js'
 import { FeaturesCache } from './hub-features.js'
+import type { PromptIdRegistry } from './prompt-ids.js'
 import { binaryFrameFor, broadcastPreview } from './preview-translation.js'
 import { UpstreamSocket, type ReconnectOptions } from './upstream-socket.js'
 
@@ -35,6 +36,12 @@ interface SocketHubOptions {
   /** ComfyUI's WebSocket URL without query. */
   readonly wsUrl: string
   readonly tap: CaptureTap
+  /**
+   * Told of every prompt the hub learns from ComfyUI under one of the gateway's ids (its queue, or a run
+   * starting) rather than from a submission through the gateway: the registry, not the hub, answers whether
+   * a prompt id is known.
+   */
+  readonly promptIds: Pick<PromptIdRegistry, 'notePromptIdHeld'>
   readonly now: () => number
   readonly logger: Logger
   readonly random: () => number
@@ -198,12 +205,6 @@ export class SocketHub {
     else this.#finishPrompt(ch, promptId)
   }
 
-  /** Whether a prompt with this id is in flight through this gateway. */
-  hasInflightPrompt(promptId: string): boolean {
-    for (const ch of this.#channels.values()) if (ch.inflight.has(promptId)) return true
-    return false
-  }
-
   /** Closes every downstream and upstream socket. Keeps the saved ids, so the next start re-attaches them. */
   async close(): Promise<void> {
     this.#shuttingDown = true
@@ -282,6 +283,12 @@ export class SocketHub {
     if (settlePrompt(ch, promptId)) this.#maybeRelease(ch)
   }
 
+  /** A prompt of `ch` the hub learned from ComfyUI, not from a submission (which claimed its id already). */
+  #learnPrompt(ch: Channel, promptId: string, answeredSeq: number): void {
+    ch.inflight.set(promptId, { answeredSeq })
+    this.#opts.promptIds.notePromptIdHeld(promptId)
+  }
+
   #persist(): void {
     if (this.#shuttingDown || this.#restoring) return
     this.#saver.save()
@@ -335,14 +342,12 @@ export class SocketHub {
     const upstream = parseUpstreamFrame(isBinary ? data : data.toString('utf8'), isBinary)
     this.#tapFrame(this.#observer.clientId, upstream, timeMs)
     if (isBinary) return
-    const frame = frameOf(upstream)
-    if (frame?.type !== 'status') return
-    const status = frame.data.status
-    const info = isRecord(status) ? status.exec_info : undefined
-    const remaining = isRecord(info) ? info.queue_remaining : undefined
-    if (typeof remaining !== 'number') return
+    const remaining = queueRemaining(upstream)
+    if (remaining === undefined) return
     this.#queueRemaining = remaining
-    if (remaining === 0 && !('sid' in frame.data) && this.#hasAnsweredInflight()) void this.#reconcile()
+    // A status with `sid` answers a connect; without it, ComfyUI tells every socket the queue changed.
+    const broadcast = !('sid' in (frameOf(upstream)?.data ?? {}))
+    if (remaining === 0 && broadcast && this.#hasAnsweredInflight()) void this.#reconcile()
   }
 
   #hasAnsweredInflight(): boolean {
@@ -421,8 +426,7 @@ export class SocketHub {
           other.runningPrompt = null
         }
         ch.runningPrompt = promptId
-        if (promptId !== null && !ch.inflight.has(promptId))
-          ch.inflight.set(promptId, { answeredSeq: ++this.#seq })
+        if (promptId !== null && !ch.inflight.has(promptId)) this.#learnPrompt(ch, promptId, ++this.#seq)
         break
       case 'executing': {
         const node = d.node
@@ -469,7 +473,7 @@ export class SocketHub {
         for (const [clientId, promptIds] of queued) {
           if (parseClientId(clientId).kind === 'foreign') continue
           const ch = this.#channel(clientId)
-          for (const p of promptIds) if (!ch.inflight.has(p)) ch.inflight.set(p, { answeredSeq: mark })
+          for (const p of promptIds) if (!ch.inflight.has(p)) this.#learnPrompt(ch, p, mark)
         }
         for (const ch of [...this.#channels.values()]) {
           ch.pinned = false

@@ -5,7 +5,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { Logger } from '../audit/report-error.js'
-import type { JsonObject } from '../audit/types.js'
+import { sendJson, sendJsonOnSocket } from '../comfyui/send-json.js'
 import { pathOf } from '../gateway/http-util.js'
 import type { Identity } from './identity.js'
 import { withoutTokenParam } from './credentials.js'
@@ -35,41 +35,6 @@ interface GuardRefusalsOptions {
   readonly logger: Logger
   /** Told of every refusal; when given, the guard does not log refusals itself (a flood would fill the log). */
   readonly onRefused?: (refusal: Refusal) => void
-}
-
-function sendJson(
-  res: ServerResponse,
-  status: number,
-  body: JsonObject,
-  extra: Record<string, string> = {},
-): void {
-  if (res.headersSent) {
-    res.destroy()
-    return
-  }
-  res.writeHead(status, {
-    'content-type': 'application/json; charset=utf-8',
-    'cache-control': 'no-store',
-    'x-content-type-options': 'nosniff',
-    ...extra,
-  })
-  res.end(JSON.stringify(body))
-}
-
-function statusText(status: number): string {
-  if (status === 401) return 'Unauthorized'
-  if (status === 403) return 'Forbidden'
-  if (status === 429) return 'Too Many Requests'
-  return 'Bad Request'
-}
-
-/** An upgrade has no response object yet: the answer is written on the socket, which then closes. */
-function refuseUpgrade(socket: Duplex, status: number, reason: string): void {
-  const text = JSON.stringify({ error: reason })
-  socket.end(
-    `HTTP/1.1 ${status} ${statusText(status)}\r\n` +
-      `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`,
-  )
 }
 
 /** Builds the refusal answers over one reporter. */
@@ -106,13 +71,14 @@ export function createGuardRefusals(options: GuardRefusalsOptions): GuardRefusal
       report(req, 'http', status, reason, identity)
       const extra: Record<string, string> =
         status === 401 ? { 'www-authenticate': 'Bearer realm="comfy-audit"' } : {}
-      sendJson(res, status, { error: reason }, extra)
+      sendJson(res, status, JSON.stringify({ error: reason }), extra)
       return null
     },
 
     upgrade(req, socket, status, reason, identity = null) {
       report(req, 'websocket', status, reason, identity)
-      refuseUpgrade(socket, status, reason)
+      // No response object exists yet: the answer goes on the socket, which then closes.
+      sendJsonOnSocket(socket, status, JSON.stringify({ error: reason }))
       return null
     },
   }

@@ -4,6 +4,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { TLSSocket } from 'node:tls'
+import { sendJson } from '../comfyui/send-json.js'
 import type { AuthConfig } from '../config/security-config.js'
 import { readCookie } from './credentials.js'
 import { headerValue, type Identifier } from './identify.js'
@@ -53,15 +54,6 @@ function sendPage(
 ): void {
   res.writeHead(status, { 'content-type': 'text/html; charset=utf-8', ...PAGE_SECURITY_HEADERS, ...extra })
   res.end(html)
-}
-
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  res.writeHead(status, {
-    'content-type': 'application/json; charset=utf-8',
-    'cache-control': 'no-store',
-    'x-content-type-options': 'nosniff',
-  })
-  res.end(JSON.stringify(body))
 }
 
 /** A login or logout form must come from this gateway's own page (login CSRF). */
@@ -153,8 +145,9 @@ export function createLoginRoutes(options: LoginRoutesOptions): LoginRoutes {
 
   const whoAmI = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const r = await identifier.identify(req)
-    if (!r.ok) return sendJson(res, r.status, { error: r.reason })
-    sendJson(res, 200, { user: r.identity.user, role: r.identity.role, auth_method: r.identity.auth_method })
+    if (!r.ok) return sendJson(res, r.status, JSON.stringify({ error: r.reason }))
+    const { user, role, auth_method } = r.identity
+    sendJson(res, 200, JSON.stringify({ user, role, auth_method }))
   }
 
   return async (req, res) => {

@@ -10,7 +10,7 @@ import { decodeEvent } from '../audit/decode-event.js'
 import { reportError } from '../audit/report-error.js'
 import type { AuditEvent, JsonObject, JsonValue, NodeRunRecord } from '../audit/types.js'
 import { FINAL_SESSION_STATUSES } from '../audit/types.js'
-import type { UpstreamFrame } from '../comfyui/frames.js'
+import { queueRemaining, type UpstreamFrame } from '../comfyui/frames.js'
 
 /** The per-sink figures metrics need (structurally the sinks' `SinkHealth`; metrics do not depend on sinks). */
 interface SinkHealthSample {
@@ -235,15 +235,13 @@ export function observeEvents(metrics: Pick<Metrics, 'observe'>, events: readonl
 
 /**
  * ComfyUI's queue depth (running + pending) from one upstream WebSocket frame: its `status` message carries
- * `exec_info.queue_remaining`. Returns undefined for every other frame; cheap for the many progress frames
- * (only `status` frames are schema-checked). Feed it from the gateway's frame tap into {@link Metrics.setQueueDepth}.
+ * `exec_info.queue_remaining` (read by {@link queueRemaining}, as the socket hub reads it), kept when it is a
+ * count. Returns undefined for every other frame. Feed it from the gateway's frame tap into
+ * {@link Metrics.setQueueDepth}.
  */
 export function queueDepthFromFrame(frame: UpstreamFrame): number | undefined {
-  if (frame.type !== 'status') return undefined
-  const checked = frame.checked()
-  if (!checked.ok || checked.message.type !== 'status') return undefined
-  const depth = checked.message.data.status.exec_info.queue_remaining
-  return typeof depth === 'number' && Number.isInteger(depth) && depth >= 0 ? depth : undefined
+  const depth = queueRemaining(frame)
+  return depth !== undefined && Number.isInteger(depth) && depth >= 0 ? depth : undefined
 }
 
 /** Options of {@link metricsHandler}. */

@@ -4,6 +4,7 @@
  * (`/_audit/api/sessions/{id}/evidence`, `.../integrity`).
  */
 import { asJsonValue } from '../audit/json-value.js'
+import { sendJson } from '../comfyui/send-json.js'
 import { buildEvidence, verifyEvidence } from '../ledger/evidence.js'
 import { verifyLedger } from '../ledger/verify-ledger.js'
 import { notFound, send, type ApiCall, type ApiHandler } from './audit-api-http.js'
@@ -51,13 +52,9 @@ export async function sessionEvidence(
   if (part === 'evidence') {
     if (!built.ok) send(res, 409, { error: built.reason })
     else {
-      res.writeHead(200, {
-        'content-type': 'application/json; charset=utf-8',
+      sendJson(res, 200, built.value, {
         'content-disposition': `attachment; filename="evidence-${id.replace(/[^A-Za-z0-9._-]/g, '_')}.json"`,
-        'cache-control': 'no-store',
-        'x-content-type-options': 'nosniff',
       })
-      res.end(built.value)
     }
     return true
   }

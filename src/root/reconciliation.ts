@@ -8,22 +8,21 @@ import type { Capture } from '../capture/capture.js'
 import type { ComfyReader } from './comfy-reader.js'
 
 /** What reconciliation needs of capture. */
-type ReconcilingCapture = Pick<Capture, 'flush' | 'openSessions' | 'reconcile'>
+type ReconcilingCapture = Pick<Capture, 'flush' | 'openSessions' | 'reconcile' | 'isInheritedSession'>
 
 /** One reconciliation pass; `restarted`: ComfyUI (or the gateway) may have restarted since the last one. */
 type Reconcile = (restarted: boolean) => Promise<void>
 
 /**
- * Creates the pass. `inheritedIds` are the sessions a previous gateway process left open: the answer ComfyUI
- * still owed them went with that process, so one ComfyUI neither queued nor finished never will be (issue 10
- * item 3: such prompts stayed queued for ever).
+ * Creates the pass. Capture knows which sessions a previous gateway process left open (inherited): the answer
+ * ComfyUI still owed them went with that process, so one ComfyUI neither queued nor finished never will be
+ * (issue 10 item 3: such prompts stayed queued for ever).
  */
 export function createReconciler(deps: {
   readonly capture: ReconcilingCapture
   readonly comfy: ComfyReader
-  readonly inheritedIds: ReadonlySet<string>
 }): Reconcile {
-  const { capture, comfy, inheritedIds } = deps
+  const { capture, comfy } = deps
   return async (restarted) => {
     // Open sessions first, then the queue, then history: a prompt that finishes in between is then in the history
     // we read (ComfyUI writes history before it leaves the queue), and one accepted after the queue was read is
@@ -37,7 +36,7 @@ export function createReconciler(deps: {
     const mayBeLost = new Set(
       capture
         .openSessions()
-        .filter((o) => o.accepted || inheritedIds.has(o.session_id))
+        .filter((o) => o.accepted || capture.isInheritedSession(o.session_id))
         .map((o) => o.session_id),
     )
     const queue = await comfy.getJson('/queue', 10_000)

@@ -29,22 +29,21 @@ export async function loadKnownPrompts(
 }
 
 /**
- * Takes back the sessions a previous process left open, so their remaining frames attach to them. Returns
- * their ids: reconciliation may call them lost even before ComfyUI's answer to their POST (see
- * reconciliation.ts).
+ * Takes back the sessions a previous process left open, so their remaining frames attach to them. Capture
+ * remembers them as inherited: reconciliation may call them lost even before ComfyUI's answer to their POST
+ * (see reconciliation.ts).
  */
 export async function resumeOpenSessions(
   store: ResumeStore,
   capture: Pick<Capture, 'resume'>,
   logger: Logger,
-): Promise<Set<string>> {
+): Promise<void> {
   const open = await store.sessions({
     origin: store.origin,
     status: ['queued', 'running'],
     limit: MAX_RESUMED,
   })
-  const inheritedIds = new Set(open.map((s) => s.session_id))
-  if (open.length === 0) return inheritedIds
+  if (open.length === 0) return
   const resumed: ResumedSession[] = []
   for (const session of open) {
     const nodeRuns = await store.nodeRuns({ sessionId: session.session_id, origin: store.origin })
@@ -61,7 +60,6 @@ export async function resumeOpenSessions(
   }
   capture.resume(resumed)
   logger.info(`resumed ${open.length} open session(s) from the store`)
-  return inheritedIds
 }
 
 /** The namespaced client ids the gateway re-attaches at start, kept in the store's state. */
