@@ -3,8 +3,9 @@
  * deleted queued prompt ends its session as cancelled), uploads (name and SHA-256), memory frees.
  */
 import { sha256Hex } from '../audit/json.js'
+import { actionEvent, sessionCancelledEvent, type SessionPatch } from '../audit/audit-events.js'
 import type { AuditEventInput, JsonObject, Submitter } from '../audit/types.js'
-import { isoTime, toJsonObject } from './json-value.js'
+import { isoTime } from './json-value.js'
 import { parseMultipart } from '../comfyui/multipart.js'
 import {
   checkWith,
@@ -15,12 +16,12 @@ import {
   zUploadResponse,
 } from '../comfyui/schemas.js'
 import type { CaptureTap } from './tap.js'
-import { bodyJson, type CaptureCore, type SessionPatch } from './capture-state.js'
+import { bodyJson, type CaptureCore } from './capture-state.js'
 import type { NodeRecords } from './session-fold.js'
 import { submitterJson } from './prompt-exchange.js'
 
 export function captureActions(c: CaptureCore & NodeRecords) {
-  const { sessions, push, isKnown, retire } = c
+  const { sessions, isKnown, retire } = c
   const cancelQueued = (
     out: AuditEventInput[],
     ids: Iterable<string>,
@@ -32,10 +33,7 @@ export function captureActions(c: CaptureCore & NodeRecords) {
       if (!s || s.phase !== 'queued' || s.httpStatus !== 200) continue
       const reason = `deleted from the queue by ${submitter.user}`
       const patch: SessionPatch = { status: 'cancelled', ended_at: isoTime(timeMs), status_reason: reason }
-      push(out, 'session.cancelled', timeMs, id, {
-        session: toJsonObject(patch),
-        by: submitterJson(submitter, null),
-      })
+      out.push(sessionCancelledEvent(isoTime(timeMs), id, patch, submitterJson(submitter, null)))
       retire(s, 'cancelled')
     }
   }
@@ -57,17 +55,18 @@ export function captureActions(c: CaptureCore & NodeRecords) {
         // The body's prompt_id is any string a client sends: it names a session only when it is one. (The
         // payload keeps it, redacted like every payload string; an event's session id is never redacted.)
         const known = promptId !== null && isKnown(promptId)
-        push(
-          out,
-          'action.interrupt',
-          e.timeMs,
-          known ? promptId : promptId === null && running.length === 1 ? (running[0] as string) : null,
-          {
-            ...base,
-            prompt_id: promptId,
-            scope: promptId === null ? 'global' : 'prompt',
-            running_prompt_ids: running,
-          },
+        out.push(
+          actionEvent(
+            'action.interrupt',
+            isoTime(e.timeMs),
+            known ? promptId : promptId === null && running.length === 1 ? (running[0] as string) : null,
+            {
+              ...base,
+              prompt_id: promptId,
+              scope: promptId === null ? 'global' : 'prompt',
+              running_prompt_ids: running,
+            },
+          ),
         )
         return
       }
@@ -77,23 +76,44 @@ export function captureActions(c: CaptureCore & NodeRecords) {
         const del = req?.ok ? (req.value.delete ?? []) : []
         const clear = req?.ok ? req.value.clear === true : false
         if (del.length > 0) {
-          push(out, e.kind === 'queue' ? 'action.queue_delete' : 'action.history_delete', e.timeMs, null, {
-            ...base,
-            prompt_ids: del,
-          })
+          out.push(
+            actionEvent(
+              e.kind === 'queue' ? 'action.queue_delete' : 'action.history_delete',
+              isoTime(e.timeMs),
+              null,
+              {
+                ...base,
+                prompt_ids: del,
+              },
+            ),
+          )
           if (e.kind === 'queue' && ok) cancelQueued(out, del, e.timeMs, e.submitter)
         }
         if (clear) {
-          push(out, e.kind === 'queue' ? 'action.queue_clear' : 'action.history_clear', e.timeMs, null, base)
+          out.push(
+            actionEvent(
+              e.kind === 'queue' ? 'action.queue_clear' : 'action.history_clear',
+              isoTime(e.timeMs),
+              null,
+              base,
+            ),
+          )
           if (e.kind === 'queue' && ok) cancelQueued(out, [...sessions.keys()], e.timeMs, e.submitter)
         }
         if (del.length === 0 && !clear) {
           // A request that changes nothing is still someone's action on the queue or history.
-          push(out, e.kind === 'queue' ? 'action.queue_delete' : 'action.history_delete', e.timeMs, null, {
-            ...base,
-            prompt_ids: [],
-            request_unparsed: req === null || !req.ok,
-          })
+          out.push(
+            actionEvent(
+              e.kind === 'queue' ? 'action.queue_delete' : 'action.history_delete',
+              isoTime(e.timeMs),
+              null,
+              {
+                ...base,
+                prompt_ids: [],
+                request_unparsed: req === null || !req.ok,
+              },
+            ),
+          )
         }
         return
       }
@@ -107,27 +127,31 @@ export function captureActions(c: CaptureCore & NodeRecords) {
           return part ? part.data.toString('utf8') : null
         }
         const answer = e.responseBody ? parseWith(zUploadResponse, e.responseBody) : null
-        push(out, 'action.upload', e.timeMs, null, {
-          ...base,
-          name: answer?.ok ? answer.value.name : (file?.filename ?? null),
-          subfolder: answer?.ok ? answer.value.subfolder : (field('subfolder') ?? ''),
-          type: answer?.ok ? answer.value.type : (field('type') ?? 'input'),
-          original_filename: file?.filename ?? null,
-          field: file?.name ?? null,
-          sha256: file ? sha256Hex(file.data) : null,
-          bytes: file ? file.data.length : null,
-          overwrite: field('overwrite'),
-          ...(multipart.ok ? {} : { parse_error: multipart.reason }),
-        })
+        out.push(
+          actionEvent('action.upload', isoTime(e.timeMs), null, {
+            ...base,
+            name: answer?.ok ? answer.value.name : (file?.filename ?? null),
+            subfolder: answer?.ok ? answer.value.subfolder : (field('subfolder') ?? ''),
+            type: answer?.ok ? answer.value.type : (field('type') ?? 'input'),
+            original_filename: file?.filename ?? null,
+            field: file?.name ?? null,
+            sha256: file ? sha256Hex(file.data) : null,
+            bytes: file ? file.data.length : null,
+            overwrite: field('overwrite'),
+            ...(multipart.ok ? {} : { parse_error: multipart.reason }),
+          }),
+        )
         return
       }
       case 'free': {
         const req = parsedBody === null ? null : checkWith(zFreeRequest, parsedBody)
-        push(out, 'action.free', e.timeMs, null, {
-          ...base,
-          unload_models: req?.ok ? (req.value.unload_models ?? null) : null,
-          free_memory: req?.ok ? (req.value.free_memory ?? null) : null,
-        })
+        out.push(
+          actionEvent('action.free', isoTime(e.timeMs), null, {
+            ...base,
+            unload_models: req?.ok ? (req.value.unload_models ?? null) : null,
+            free_memory: req?.ok ? (req.value.free_memory ?? null) : null,
+          }),
+        )
         return
       }
     }

@@ -1,17 +1,29 @@
 /**
- * The environment snapshot and GPU samples capture attaches to sessions and node runs: the snapshot is asked
- * of ComfyUI once per TTL (a prefetch when a prompt is submitted, a bounded wait when it starts); samples are
- * taken at node transitions and on a timer while a node runs.
+ * The shell's I/O for the session machine: the environment snapshot (asked of ComfyUI once per TTL: a
+ * prefetch when a prompt is submitted, a bounded wait when it starts) and GPU samples (taken at node
+ * transitions, and on a timer while a node runs). The machine says when it needs either; this fetches it.
  */
 import type { EnvironmentSnapshot } from '../audit/types.js'
-import { torchMiB, usedMiB, type GpuSample } from './gpu-sampler.js'
-import type { CaptureCore, NodeState } from './capture-state.js'
+import { createGpuSampler, type GpuSample, type GpuSampler } from './gpu-sampler.js'
+import type { SessionMachine } from './session-machine.js'
+import type { CaptureOptions } from './capture.js'
 
-/** The environment and GPU part of capture. */
-export type CaptureEnvironment = ReturnType<typeof captureEnvironment>
-
-export function captureEnvironment(c: CaptureCore) {
-  const { options, now, onError, sampler, interval, envTimeout, envTtl, sessions, flags } = c
+export function captureEnvironment(
+  options: CaptureOptions,
+  shell: {
+    readonly now: () => number
+    readonly onError: (err: unknown) => void
+    readonly machine: SessionMachine
+    readonly flags: { closed: boolean }
+  },
+) {
+  const { now, onError, machine, flags } = shell
+  const interval = options.gpuSampleIntervalMs ?? 100
+  const envTimeout = options.environmentTimeoutMs ?? 5000
+  const envTtl = options.environmentTtlMs ?? 60_000
+  const sampler: GpuSampler | null = options.sampleGpu
+    ? createGpuSampler({ sample: options.sampleGpu, now, minIntervalMs: Math.max(100, interval), onError })
+    : null
   let timer: NodeJS.Timeout | null = null
   // The snapshot and when it was taken; a generation number tells answers asked before a refresh apart.
   let envCache: { readonly env: EnvironmentSnapshot; readonly atMs: number } | null = null
@@ -65,30 +77,17 @@ export function captureEnvironment(c: CaptureCore) {
     return asked ?? envCache?.env ?? null
   }
 
-  const runningNodes = function* (): Generator<NodeState> {
-    for (const s of sessions.values()) {
-      for (const n of s.nodes.values()) if (n.status === 'running') yield n
-    }
-  }
-
-  const applySample = (sample: GpuSample, nodes: Iterable<NodeState>): void => {
-    const used = usedMiB(sample)
-    const torch = torchMiB(sample)
-    for (const n of nodes) {
-      n.gpuUsed = n.gpuUsed === null ? used : Math.max(n.gpuUsed, used)
-      n.gpuTorch = n.gpuTorch === null ? torch : Math.max(n.gpuTorch, torch)
-    }
-  }
-
   const sampleNow = async (): Promise<GpuSample | null> => (sampler ? sampler.sample() : null)
 
+  /** Runs the GPU timer exactly while some node runs; each tick's sample is a `sample` input. */
   const updateTimer = (): void => {
     if (!sampler || interval <= 0 || flags.closed) return
-    const anyRunning = !runningNodes().next().done
+    const anyRunning = machine.anyRunning()
     if (anyRunning && !timer) {
       timer = setInterval(() => {
-        void sampler.sample().then((s) => {
-          if (s) applySample(s, [...runningNodes()])
+        void sampler.sample().then((sample) => {
+          // Synchronous: it cannot interleave with a step, whatever the serial queue is waiting on.
+          if (sample && !flags.closed) machine.step({ type: 'sample', sample })
         })
       }, interval)
       timer.unref()
@@ -110,14 +109,5 @@ export function captureEnvironment(c: CaptureCore) {
     timer = null
   }
 
-  return {
-    prefetchEnvironment,
-    getEnvironment,
-    runningNodes,
-    applySample,
-    sampleNow,
-    updateTimer,
-    refresh,
-    stopTimer,
-  }
+  return { prefetchEnvironment, getEnvironment, sampleNow, updateTimer, refresh, stopTimer }
 }

@@ -4,8 +4,14 @@
  * history shows finished, close open sessions from history and queue, and record prompts that bypassed the
  * gateway. The decisions themselves are in reconcile.ts; this applies them to capture's state.
  */
+import {
+  promptAcceptedEvent,
+  promptSubmittedEvent,
+  sessionCorrectedEvent,
+  type SessionPatch,
+} from '../audit/audit-events.js'
 import type { AuditEventInput, JsonObject } from '../audit/types.js'
-import { isoTime, toJsonObject, toJsonValue } from './json-value.js'
+import { isoTime } from './json-value.js'
 import { analyzePrompt } from './prompt-analysis.js'
 import { SUBMISSION_SEAL_KEY, promptDigest, withoutSeal } from './submission-seal.js'
 import {
@@ -25,7 +31,7 @@ import {
   type PromptTuple,
   type Queue,
 } from '../comfyui/schemas.js'
-import { newSession, type CaptureCore, type SessionPatch } from './capture-state.js'
+import { newSession, type CaptureCore, type PendingFrame } from './capture-state.js'
 import type { MessageIntake } from './message-fold.js'
 import type { NodeRecords } from './session-fold.js'
 import { submitterJson } from './prompt-exchange.js'
@@ -35,21 +41,22 @@ import type { CaptureReconcileInput } from './capture.js'
 type SubmissionRecovery = ReturnType<typeof submissionRecovery>
 
 export function submissionRecovery(c: CaptureCore & MessageIntake) {
-  const { options, maxLen, sessions, recent, knownIds, lostIds, push, replayPending } = c
+  const { config, maxLen, sessions, recent, knownIds, lostIds, takePending } = c
   /**
    * Rebuilds the `prompt.submitted` (and `prompt.accepted`) of a prompt ComfyUI holds whose id the log does
    * not know, from the gateway's own seal in its `extra_data`: the previous process forwarded it and died
-   * before the event was committed. Recorded as recovered, with what it rests on. Returns why not otherwise.
+   * before the event was committed. Recorded as recovered, with what it rests on (and the frames that waited
+   * for it, for the shell to replay). Returns why not otherwise.
    */
-  const recoverSubmission = async (
+  const recoverSubmission = (
     out: AuditEventInput[],
     tuple: PromptTuple,
-    source: 'queue_running' | 'queue_pending' | 'history',
+    source: CandidateSource,
     timeMs: number,
-  ): Promise<{ ok: true } | { ok: false; reason: string | null }> => {
-    if (!options.submissionSeal) return { ok: false, reason: null }
+  ): { ok: true; replay: PendingFrame[] } | { ok: false; reason: string | null } => {
+    if (!config.submissionSeal) return { ok: false, reason: null }
     const [number, promptId, prompt, extra] = tuple
-    const opened = options.submissionSeal.open(
+    const opened = config.submissionSeal.open(
       isJsonObject(extra) ? extra[SUBMISSION_SEAL_KEY] : undefined,
       promptId,
     )
@@ -64,7 +71,7 @@ export function submissionRecovery(c: CaptureCore & MessageIntake) {
         reason: `sealed for another graph (sealed ${claim.prompt_digest}, found ${digest})`,
       }
     }
-    const analysis = analyzePrompt(prompt, withoutSeal(extra ?? null) ?? undefined, options.redact)
+    const analysis = analyzePrompt(prompt, withoutSeal(extra ?? null) ?? undefined, config.redact)
     const s = newSession(promptId)
     s.upstreamClientId = claim.upstream_client_id
     s.queuedAtMs = claim.submitted_at_ms
@@ -108,22 +115,25 @@ export function submissionRecovery(c: CaptureCore & MessageIntake) {
       status_reason: "prompt.submitted rebuilt from the gateway's seal in ComfyUI's copy of the prompt",
       flags: ['recovered'],
     }
-    push(out, 'prompt.submitted', claim.submitted_at_ms, promptId, {
-      session: { ...toJsonObject(patch), submitter: submitterJson(claim.submitter, null) },
-      downstream_client_id: claim.submitter.client_id,
-      recovered: true,
-      evidence,
-    })
+    out.push(
+      promptSubmittedEvent(
+        isoTime(claim.submitted_at_ms),
+        promptId,
+        patch,
+        submitterJson(claim.submitter, null),
+        { downstream_client_id: claim.submitter.client_id, recovered: true, evidence },
+      ),
+    )
     // ComfyUI queues a prompt only when it answers 200 (protocol §2.1): that it holds it is the answer.
     const accepted: SessionPatch = { http_status: 200, number, validation: null }
-    push(out, 'prompt.accepted', createTime ?? timeMs, promptId, {
-      session: toJsonObject(accepted),
-      node_errors: {},
-      recovered: true,
-      evidence: { source: evidence.source, comfyui_number: number },
-    })
-    await replayPending(out, promptId)
-    return { ok: true }
+    out.push(
+      promptAcceptedEvent(isoTime(createTime ?? timeMs), promptId, accepted, {
+        node_errors: {},
+        recovered: true,
+        evidence: { source: evidence.source, comfyui_number: number },
+      }),
+    )
+    return { ok: true, replay: takePending(promptId) }
   }
 
   /** A session closed as lost that ComfyUI's history shows finished: a new event says so. */
@@ -138,33 +148,53 @@ export function submissionRecovery(c: CaptureCore & MessageIntake) {
     lostIds.delete(id)
     const old = recent.get(id)
     if (old) old.finalStatus = outcome.status
-    push(out, 'session.corrected', timeMs, id, {
-      session: toJsonObject({
-        status: outcome.status,
-        ended_at: endedAt,
-        error: outcome.error ? storedError(outcome.error, options.redact, maxLen) : null,
+    const patch: SessionPatch = {
+      status: outcome.status,
+      ended_at: endedAt,
+      error: outcome.error ? storedError(outcome.error, config.redact, maxLen) : null,
+      outputs: outcome.outputs,
+      status_reason: `closed as lost by reconciliation, then ComfyUI's history showed it ended: ${outcome.status}`,
+    }
+    out.push(
+      sessionCorrectedEvent(isoTime(timeMs), id, patch, {
         outputs: outcome.outputs,
-        status_reason: `closed as lost by reconciliation, then ComfyUI's history showed it ended: ${outcome.status}`,
+        from: 'lost',
+        to: outcome.status,
+        source: 'history',
+        evidence: {
+          comfyui_number: outcome.number,
+          started_at: outcome.started_ms === null ? null : isoTime(outcome.started_ms),
+          ended_at: endedAt,
+          decided_at: isoTime(timeMs),
+        },
       }),
-      outputs: toJsonValue(outcome.outputs),
-      from: 'lost',
-      to: outcome.status,
-      source: 'history',
-      evidence: {
-        comfyui_number: outcome.number,
-        started_at: outcome.started_ms === null ? null : isoTime(outcome.started_ms),
-        ended_at: endedAt,
-        decided_at: isoTime(timeMs),
-      },
-    })
+    )
   }
 
   return { recoverSubmission, correctFromHistory }
 }
 
+/** Where reconciliation found a prompt the log may lack. */
+type CandidateSource = 'queue_running' | 'queue_pending' | 'history'
+
+/**
+ * A reconciliation under way, from `beginReconcile` to
+ * `finishReconcile`: ComfyUI's answers checked, the prompts a crash may have lost, and
+ * what their recovery found. The shell replays each recovered prompt's early frames in between.
+ */
+export interface ReconcilePlan {
+  readonly input: CaptureReconcileInput
+  readonly timeMs: number
+  readonly history: History
+  readonly queue: Queue | null
+  readonly candidates: readonly (readonly [PromptTuple, CandidateSource])[]
+  readonly recovered: Set<string>
+  readonly sealRejected: Map<string, string>
+}
+
 /** Reconciliation: the open sessions as reconcile.ts sees them, and the answer applied. */
 export function reconciliation(c: CaptureCore & NodeRecords & SubmissionRecovery) {
-  const { options, now, onError, maxLen, sessions, knownIds, lostIds, isKnown, nodeRun, emitNode, retire } = c
+  const { config, onError, maxLen, sessions, knownIds, lostIds, isKnown, nodeRun, emitNode, retire } = c
   const { recoverSubmission, correctFromHistory } = c
   const openSessions = (): OpenSession[] =>
     [...sessions.values()].map((s) => ({
@@ -183,8 +213,8 @@ export function reconciliation(c: CaptureCore & NodeRecords & SubmissionRecovery
       ended: s.ended,
     }))
 
-  const handleReconcile = async (out: AuditEventInput[], input: CaptureReconcileInput): Promise<void> => {
-    const timeMs = now()
+  /** ComfyUI's answers checked, entry by entry; `timeMs` is when the shell began (its clock). */
+  const beginReconcile = (input: CaptureReconcileInput, timeMs: number): ReconcilePlan => {
     let history: History = {}
     if (isJsonObject(input.history)) {
       // Entry by entry, so one odd entry does not hide the others.
@@ -202,22 +232,37 @@ export function reconciliation(c: CaptureCore & NodeRecords & SubmissionRecovery
       if (checked.ok) queue = checked.value
       else onError(new Error(`capture: /queue answer not understood: ${checked.reason}`))
     }
-    const known = (id: string): boolean => isKnown(id) || (input.isKnown?.(id) ?? false)
     // Prompts of this gateway whose prompt.submitted a crash lost: rebuilt before anything else about them.
-    const recovered = new Set<string>()
-    const sealRejected = new Map<string, string>()
-    const candidates: [PromptTuple, 'queue_running' | 'queue_pending' | 'history'][] = [
+    const candidates: [PromptTuple, CandidateSource][] = [
       ...(queue?.queue_running ?? []).map((t) => [t, 'queue_running'] as [PromptTuple, 'queue_running']),
       ...(queue?.queue_pending ?? []).map((t) => [t, 'queue_pending'] as [PromptTuple, 'queue_pending']),
       ...Object.values(history).map((e) => [e.prompt, 'history'] as [PromptTuple, 'history']),
     ]
-    for (const [tuple, source] of candidates) {
-      const id = tuple[1]
-      if (recovered.has(id) || known(id)) continue
-      const result = await recoverSubmission(out, tuple, source, timeMs)
-      if (result.ok) recovered.add(id)
-      else if (result.reason !== null) sealRejected.set(id, result.reason)
+    return { input, timeMs, history, queue, candidates, recovered: new Set(), sealRejected: new Map() }
+  }
+
+  const knownTo = (plan: ReconcilePlan) => (id: string) => isKnown(id) || (plan.input.isKnown?.(id) ?? false)
+
+  /** Recovers the plan's `index`-th candidate if it is one; returns its early frames for the shell to replay. */
+  const recoverCandidate = (out: AuditEventInput[], plan: ReconcilePlan, index: number): PendingFrame[] => {
+    const candidate = plan.candidates[index]
+    if (!candidate) return []
+    const [tuple, source] = candidate
+    const id = tuple[1]
+    if (plan.recovered.has(id) || knownTo(plan)(id)) return []
+    const result = recoverSubmission(out, tuple, source, plan.timeMs)
+    if (result.ok) {
+      plan.recovered.add(id)
+      return result.replay
     }
+    if (result.reason !== null) plan.sealRejected.set(id, result.reason)
+    return []
+  }
+
+  /** The rest: corrections from history, open sessions closed, bypasses recorded. */
+  const finishReconcile = (out: AuditEventInput[], plan: ReconcilePlan): void => {
+    const { input, timeMs, history, queue, recovered, sealRejected } = plan
+    const known = knownTo(plan)
     // Lost, yet ComfyUI's history shows it ended (it was queued or running after all).
     for (const [id, entry] of Object.entries(history)) {
       if (lostIds.has(id) && !sessions.has(id)) correctFromHistory(out, id, entry, timeMs)
@@ -235,7 +280,7 @@ export function reconciliation(c: CaptureCore & NodeRecords & SubmissionRecovery
       queue,
       timeMs,
       comfyRestarted: input.comfyRestarted,
-      redact: options.redact,
+      redact: config.redact,
       maxInputStringLength: maxLen,
     })
     for (const id of result.closed) {
@@ -269,7 +314,7 @@ export function reconciliation(c: CaptureCore & NodeRecords & SubmissionRecovery
         history,
         isKnown: known,
         timeMs,
-        redact: options.redact,
+        redact: config.redact,
         maxInputStringLength: maxLen,
         sealRejected: (id) => sealRejected.get(id) ?? null,
       })
@@ -278,5 +323,5 @@ export function reconciliation(c: CaptureCore & NodeRecords & SubmissionRecovery
     }
   }
 
-  return { openSessions, handleReconcile }
+  return { openSessions, beginReconcile, recoverCandidate, finishReconcile }
 }

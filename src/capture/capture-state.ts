@@ -1,28 +1,17 @@
 /**
- * The state capture keeps per prompt, and the context every part of capture shares: options with their
- * defaults, the maps of sessions (open, recently closed, frames waiting for their submission) and the one
- * `push` that words events. The parts in session-fold.ts, message-fold.ts, prompt-exchange.ts and
- * capture-recovery.ts operate on it; only the serial queue runs them, one at a time.
+ * The state of the session machine (session-machine.ts): the maps of sessions (open, recently closed, frames
+ * waiting for their submission), the index of known ids, and its configuration. The parts in session-fold.ts,
+ * message-fold.ts, prompt-exchange.ts, capture-actions.ts and capture-recovery.ts operate on it; only a
+ * machine step runs them.
  */
 import { parseJson } from '../audit/json.js'
-import { reportError } from '../audit/report-error.js'
-import type {
-  AuditEventInput,
-  AuditEventKind,
-  FileRef,
-  JsonObject,
-  JsonValue,
-  NodeRunStatus,
-  SessionRecord,
-} from '../audit/types.js'
-import { createGpuSampler, type GpuSampler } from './gpu-sampler.js'
-import { isoTime } from './json-value.js'
+import type { FileRef, JsonObject, JsonValue, NodeRunStatus } from '../audit/types.js'
+import { torchMiB, usedMiB, type GpuSample } from './gpu-sampler.js'
 import { type TextRedactor } from './redact-event.js'
-import { DEFAULT_MAX_INPUT_STRING_LENGTH, stripSensitive } from './prompt-analysis.js'
+import { stripSensitive, type Redactor } from './prompt-analysis.js'
+import type { SubmissionSeal } from './submission-seal.js'
 import { type PromptGraph, type WsMessage } from '../comfyui/schemas.js'
-import type { CaptureOptions } from './capture.js'
 
-export type SessionPatch = Partial<Omit<SessionRecord, 'origin' | 'session_id'>>
 export type OutputFile = FileRef & { node_id: string }
 
 export interface NodeState {
@@ -69,9 +58,15 @@ export interface SessionState {
   currentNode: string | null
 }
 
+/** A frame that arrived before its prompt's submission. */
+export interface PendingFrame {
+  readonly msg: WsMessage
+  readonly timeMs: number
+}
+
 interface PendingFrames {
   firstMs: number
-  frames: { msg: WsMessage; timeMs: number }[]
+  frames: PendingFrame[]
 }
 
 /** One node change a frame brings: a start, a finish, or new details (progress, ids). */
@@ -139,38 +134,43 @@ export function newNode(id: string, startMs: number, status: NodeState['status']
   }
 }
 
-/** What every part of capture shares. Built once by {@link createCore}. */
+/** What the session machine is configured with: pure functions and limits, nothing that does I/O. */
+export interface MachineConfig {
+  /** Redaction hook of stored prompt, extra_data, validation, error and node output values. */
+  readonly redact?: Redactor
+  /** Text rules applied to every string of every event (the serial queue applies them; recorded files too). */
+  readonly redactText: TextRedactor | null
+  /** Whether someone wants to hear of output files whose name redaction changed (`onRedactedFile`). */
+  readonly reportRedactedFiles: boolean
+  readonly maxInputStringLength: number
+  readonly pendingFrameTtlMs: number
+  /** Opens sealed attributions (an HMAC check: synchronous, no I/O). */
+  readonly submissionSeal?: Pick<SubmissionSeal, 'open'>
+}
+
+/** An output file as the log records it (redacted) and as ComfyUI named it. */
+export interface RedactedFile {
+  readonly sessionId: string
+  readonly nodeId: string
+  readonly recorded: FileRef
+  readonly real: FileRef
+}
+
+/** What every part of the machine shares. Built once by {@link createCore}. */
 export type CaptureCore = ReturnType<typeof createCore>
 
-/** The shared context of one capture. */
-export function createCore(options: CaptureOptions) {
-  const now = options.now ?? Date.now
+/**
+ * The state of one session machine and the helpers its parts share. What a step reports besides events
+ * (errors, redacted file names) is collected in `notes` and handed out by the step (session-machine.ts).
+ */
+export function createCore(config: MachineConfig) {
+  const notes = { errors: [] as unknown[], redactedFiles: [] as RedactedFile[] }
   const onError = (err: unknown): void => {
-    try {
-      if (options.onError) options.onError(err)
-      else reportError(err, 'capture')
-    } catch {
-      // An error handler that throws must not reach the gateway.
-    }
+    notes.errors.push(err)
   }
-  const maxLen = options.maxInputStringLength ?? DEFAULT_MAX_INPUT_STRING_LENGTH
-  const interval = options.gpuSampleIntervalMs ?? 100
-  const ttl = options.pendingFrameTtlMs ?? 60_000
-  const envTimeout = options.environmentTimeoutMs ?? 5000
-  const envTtl = options.environmentTtlMs ?? 60_000
-  const sampler: GpuSampler | null = options.sampleGpu
-    ? createGpuSampler({ sample: options.sampleGpu, now, minIntervalMs: Math.max(100, interval), onError })
-    : null
-
-  const redactText: TextRedactor | null =
-    options.redactText ??
-    (options.redact
-      ? (text) => {
-          const clean = options.redact!(text, ['text'])
-          // A policy that summarises long values returns an object: its text form holds no secret either.
-          return typeof clean === 'string' ? clean : JSON.stringify(clean)
-        }
-      : null)
+  const { redactText } = config
+  const maxLen = config.maxInputStringLength
+  const ttl = config.pendingFrameTtlMs
 
   const sessions = new Map<string, SessionState>()
   const recent = new Map<string, SessionState>()
@@ -181,45 +181,48 @@ export function createCore(options: CaptureOptions) {
   const pending = new Map<string, PendingFrames>()
   // Closed as lost and not corrected since: the ones a later history entry corrects.
   const lostIds = new Set<string>()
-  // Set by close(): queued work and timers stop.
-  const flags = { closed: false }
-  const push = (
-    out: AuditEventInput[],
-    kind: AuditEventKind,
-    timeMs: number,
-    sessionId: string | null,
-    payload: JsonObject,
-  ): void => {
-    out.push({ kind, time: isoTime(timeMs), session_id: sessionId, payload })
-  }
+  // The environment last written to the log: a snapshot event only when it changes.
+  const envLog = { emittedJson: null as string | null }
 
   const redactValue = (value: JsonValue, path: string[]): JsonValue => {
     const clean = stripSensitive(value)
-    return options.redact ? options.redact(clean, path) : clean
+    return config.redact ? config.redact(clean, path) : clean
   }
 
   /** Whether a prompt id is known (see Capture.isPromptIdKnown): the one place that answers it. */
   const isKnown = (id: string): boolean => knownIds.has(id) || sessions.has(id) || recent.has(id)
 
   return {
-    options,
-    now,
+    config,
+    notes,
     onError,
     maxLen,
-    interval,
     ttl,
-    envTimeout,
-    envTtl,
-    sampler,
     redactText,
     sessions,
     recent,
     knownIds,
     pending,
     lostIds,
-    flags,
-    push,
+    envLog,
     redactValue,
     isKnown,
+  }
+}
+
+/** The nodes still running, in every open session (a GPU sample belongs to all of them). */
+export function* runningNodes(sessions: ReadonlyMap<string, SessionState>): Generator<NodeState> {
+  for (const s of sessions.values()) {
+    for (const n of s.nodes.values()) if (n.status === 'running') yield n
+  }
+}
+
+/** Folds one GPU sample into nodes: each keeps the highest reading seen while it ran. */
+export function applySample(sample: GpuSample, nodes: Iterable<NodeState>): void {
+  const used = usedMiB(sample)
+  const torch = torchMiB(sample)
+  for (const n of nodes) {
+    n.gpuUsed = n.gpuUsed === null ? used : Math.max(n.gpuUsed, used)
+    n.gpuTorch = n.gpuTorch === null ? torch : Math.max(n.gpuTorch, torch)
   }
 }

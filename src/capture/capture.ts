@@ -1,37 +1,40 @@
 /**
- * Capture: turns the traffic the gateway proxies into audit events, one per-prompt state machine per
- * session. Tap calls only enqueue; a single serial worker parses, folds and emits, so events keep the order
- * in which the gateway saw the bytes, and nothing here ever blocks or throws into the proxy.
+ * Capture: turns the traffic the gateway proxies into audit events. Tap calls only enqueue; a single serial
+ * worker (serial-queue.ts) does the I/O a step needs (a prompt body's analysis, the environment snapshot, a
+ * GPU sample), then steps the pure session machine (session-machine.ts) and emits its events, so events keep
+ * the order in which the gateway saw the bytes, and nothing here ever blocks or throws into the proxy.
  *
  * Timing follows comfyui-protocol.md §7.7: a node starts at its first `progress_state` "running" or
  * `executing`, and ends at `progress_state` "finished"; the failing node never reaches "finished" and is
  * closed by `execution_error`. `progress_state` frames repeat every node seen so far, so they are diffed
  * per prompt and folded into node records; no event is emitted per frame.
  */
+import { reportError } from '../audit/report-error.js'
 import type {
   AuditEventInput,
   EnvironmentSnapshot,
-  FileRef,
   JsonValue,
   NodeRunRecord,
   SessionRecord,
 } from '../audit/types.js'
 import { type GpuSample } from './gpu-sampler.js'
-import type { PreviewTarget } from '../comfyui/frames.js'
 import { type TextRedactor } from './redact-event.js'
-import { type PromptBodyAnalysis, type Redactor } from './prompt-analysis.js'
+import {
+  analyzePromptBody,
+  DEFAULT_MAX_INPUT_STRING_LENGTH,
+  type PromptBodyAnalysis,
+  type Redactor,
+} from './prompt-analysis.js'
 import { type SubmissionSeal } from './submission-seal.js'
 import { type OpenSession } from './reconcile.js'
-import { checkWith, zPromptGraph } from '../comfyui/schemas.js'
 import type { CaptureTap } from './tap.js'
-import { createCore, newNode, newSession, type CaptureCore, type SessionState } from './capture-state.js'
+import type { PendingFrame, RedactedFile } from './capture-state.js'
 import { captureEnvironment } from './capture-environment.js'
-import { nodeChanges, nodeRecords, sessionEnd } from './session-fold.js'
-import { messageDispatch, messageIntake, outputsAndErrors, type FoldContext } from './message-fold.js'
-import { promptExchange } from './prompt-exchange.js'
-import { captureActions } from './capture-actions.js'
-import { reconciliation, submissionRecovery } from './capture-recovery.js'
+import type { Resources } from './session-fold.js'
+import type { Needs } from './message-fold.js'
+import { submittedBody } from './prompt-exchange.js'
 import { serialQueue } from './serial-queue.js'
+import { createSessionMachine, type MachineInput, type StepResult } from './session-machine.js'
 
 /** Options of {@link createCapture}. */
 export interface CaptureOptions {
@@ -89,14 +92,6 @@ export interface CaptureOptions {
    * between the 200 and the commit), marked `recovered`, instead of calling it a bypass.
    */
   readonly submissionSeal?: Pick<SubmissionSeal, 'open'>
-}
-
-/** An output file as the log records it (redacted) and as ComfyUI named it. */
-interface RedactedFile {
-  readonly sessionId: string
-  readonly nodeId: string
-  readonly recorded: FileRef
-  readonly real: FileRef
 }
 
 /** Input of {@link Capture.reconcile}: ComfyUI's answers, as JSON values. */
@@ -188,58 +183,108 @@ export interface Capture extends CaptureTap {
   close(): void
 }
 
-/** Creates a capture. See {@link CaptureOptions}. */
+/** Creates a capture: the session machine (session-machine.ts) behind the serial queue. */
 export function createCapture(options: CaptureOptions): Capture {
-  const core = createCore(options)
-  const env = captureEnvironment(core)
-  const records = nodeRecords(core)
-  const changes = nodeChanges({ ...core, ...env, ...records })
-  const fold: FoldContext = {
-    ...core,
-    ...env,
-    ...records,
-    ...changes,
-    ...sessionEnd({ ...core, ...env, ...records, ...changes }),
+  const now = options.now ?? Date.now
+  const onError = (err: unknown): void => {
+    try {
+      if (options.onError) options.onError(err)
+      else reportError(err, 'capture')
+    } catch {
+      // An error handler that throws must not reach the gateway.
+    }
   }
-  const dispatch = messageDispatch({ ...fold, ...outputsAndErrors(fold) })
-  const intake = messageIntake({ ...fold, ...dispatch })
-  const exchange = promptExchange({ ...fold, ...intake })
-  const actions = captureActions({ ...core, ...records })
-  const recon = reconciliation({ ...core, ...records, ...submissionRecovery({ ...core, ...intake }) })
-  const queue = serialQueue(core, env.updateTimer)
+  const redactText: TextRedactor | null =
+    options.redactText ??
+    (options.redact
+      ? (text) => {
+          const clean = options.redact!(text, ['text'])
+          // A policy that summarises long values returns an object: its text form holds no secret either.
+          return typeof clean === 'string' ? clean : JSON.stringify(clean)
+        }
+      : null)
+  const machine = createSessionMachine({
+    redact: options.redact,
+    redactText,
+    reportRedactedFiles: options.onRedactedFile !== undefined,
+    maxInputStringLength: options.maxInputStringLength ?? DEFAULT_MAX_INPUT_STRING_LENGTH,
+    pendingFrameTtlMs: options.pendingFrameTtlMs ?? 60_000,
+    submissionSeal: options.submissionSeal,
+  })
+  // Set by close(): queued work and timers stop.
+  const flags = { closed: false }
+  const env = captureEnvironment(options, { now, onError, machine, flags })
+  const queue = serialQueue({ emit: options.emit, onError, redactText, flags }, env.updateTimer)
   const { enqueue } = queue
-  const { sessions, knownIds, lostIds, pending, flags, isKnown, onError } = core
-  // Apart from knownIds: reconciliation's recovery and bypass checks must still see these as unrecorded.
+  // Apart from the machine's known ids: reconciliation's recovery and bypass checks must still see these
+  // as unrecorded.
   const heldUpstream = new Set<string>()
   const inherited = new Set<string>()
-  const known = (id: string): boolean => isKnown(id) || heldUpstream.has(id)
+  const known = (id: string): boolean => machine.isKnown(id) || heldUpstream.has(id)
+
+  /** One step; what it produced besides events goes where the options say. */
+  const run = (out: AuditEventInput[], input: MachineInput): StepResult => {
+    const result = machine.step(input)
+    for (const err of result.errors) onError(err)
+    for (const file of result.redactedFiles) {
+      try {
+        options.onRedactedFile?.(file)
+      } catch (err) {
+        onError(err)
+      }
+    }
+    out.push(...result.events)
+    return result
+  }
+  /** Fetches what the machine says a message needs: the environment first, then one GPU sample. */
+  const fetch = async (needs: Needs): Promise<Resources> => {
+    const environment = needs.environment ? await env.getEnvironment() : null
+    const sample = needs.sample ? await env.sampleNow() : null
+    return { environment, sample }
+  }
+  const replay = async (out: AuditEventInput[], frames: readonly PendingFrame[]): Promise<void> => {
+    for (const frame of frames)
+      run(out, { type: 'replayed', frame, ...(await fetch(machine.needs({ frame }))) })
+  }
+  const reconcile = async (out: AuditEventInput[], input: CaptureReconcileInput): Promise<void> => {
+    const { plan } = run(out, { type: 'reconcile-begin', input, timeMs: now() })
+    if (!plan) return
+    for (let index = 0; index < plan.candidates.length; index++)
+      await replay(out, run(out, { type: 'reconcile-recover', plan, index }).replay)
+    run(out, { type: 'reconcile-finish', plan })
+  }
 
   return {
     promptSubmitted(e) {
-      knownIds.add(e.promptId)
-      enqueue((out) => exchange.handleSubmitted(out, e))
+      machine.addKnown([e.promptId])
+      enqueue(async (out) => {
+        env.prefetchEnvironment()
+        const raw = submittedBody(e)
+        const analysis = options.analyzePromptBody
+          ? await options.analyzePromptBody(raw, {
+              ...(options.maxBodyTextBytes !== undefined ? { maxTextBytes: options.maxBodyTextBytes } : {}),
+            })
+          : analyzePromptBody(raw, { redact: options.redact, maxTextBytes: options.maxBodyTextBytes })
+        await replay(out, run(out, { type: 'submitted', call: e, analysis }).replay)
+      })
     },
-    promptRefused(e) {
-      enqueue((out) => exchange.handleRefused(out, e))
+    promptRefused(call) {
+      enqueue((out) => void run(out, { type: 'refused', call }))
     },
-    loadKnownPromptIds(ids) {
-      for (const id of ids) knownIds.add(id)
-    },
-    loadLostSessionIds(ids) {
-      for (const id of ids) lostIds.add(id)
-    },
+    loadKnownPromptIds: (ids) => machine.addKnown(ids),
+    loadLostSessionIds: (ids) => machine.addLost(ids),
     isPromptIdKnown: known,
     claimPromptId(id) {
       if (known(id)) return false
-      knownIds.add(id)
+      machine.addKnown([id])
       return true
     },
     notePromptIdHeld(id) {
-      if (!isKnown(id)) heldUpstream.add(id)
+      if (!machine.isKnown(id)) heldUpstream.add(id)
     },
     isInheritedSession: (id) => inherited.has(id),
-    promptAnswered(e) {
-      enqueue((out) => exchange.handleAnswered(out, e))
+    promptAnswered(call) {
+      enqueue((out) => void run(out, { type: 'answered', call }))
     },
     frame(e) {
       const { frame } = e
@@ -247,88 +292,35 @@ export function createCapture(options: CaptureOptions): Capture {
         // Only the count of previews is recorded: the hub read the few header bytes, so the queued work
         // holds no image.
         const preview = frame.preview
-        if (preview) enqueue(() => countPreview(sessions, preview, e.upstreamClientId))
+        if (preview)
+          enqueue((out) => void run(out, { type: 'preview', preview, upstreamClientId: e.upstreamClientId }))
         return
       }
       enqueue(async (out) => {
         const checked = frame.checked()
-        if (checked.ok) await intake.handleMessage(out, checked.message, e.timeMs)
-        else if (checked.invalid !== null) onError(new Error(`capture: ${checked.invalid}`))
+        if (checked.ok) {
+          const msg = checked.message
+          run(out, { type: 'message', msg, timeMs: e.timeMs, ...(await fetch(machine.needs({ msg }))) })
+        } else if (checked.invalid !== null) onError(new Error(`capture: ${checked.invalid}`))
       })
     },
-    action(e) {
-      enqueue((out) => actions.handleAction(out, e))
+    action(call) {
+      enqueue((out) => void run(out, { type: 'action', call }))
     },
     flush: queue.flush,
-    openSessions: recon.openSessions,
+    openSessions: () => machine.openSessions(),
     reconcile(input) {
-      enqueue((out) => recon.handleReconcile(out, input))
+      enqueue((out) => reconcile(out, input))
     },
-    resume(list) {
-      for (const r of list) inherited.add(r.session.session_id)
-      enqueue(() => resumeSessions(core, list))
+    resume(sessions) {
+      for (const r of sessions) inherited.add(r.session.session_id)
+      enqueue((out) => void run(out, { type: 'resume', sessions }))
     },
     refreshEnvironment: env.refresh,
     close() {
       flags.closed = true
       env.stopTimer()
-      pending.clear()
+      machine.clearPending()
     },
-  }
-}
-
-/**
- * Counts a preview on its node: type 4 names prompt and node; type 1 names neither and belongs to the
- * node running for the socket's client (ComfyUI sends it right after that node's `progress`). A preview
- * of a prompt or node this capture does not know (a prompt from elsewhere) has nowhere to be counted.
- */
-function countPreview(
-  sessions: ReadonlyMap<string, SessionState>,
-  p: PreviewTarget,
-  upstreamClientId: string,
-): void {
-  let s: SessionState | undefined
-  let nodeId: string | null = p.nodeId
-  if (p.promptId !== null) s = sessions.get(p.promptId)
-  else {
-    for (const c of sessions.values())
-      if (c.upstreamClientId === upstreamClientId && c.phase === 'running' && c.currentNode !== null) s = c
-    nodeId = s?.currentNode ?? null
-  }
-  const n = nodeId === null ? undefined : s?.nodes.get(nodeId)
-  if (n && n.status === 'running') n.previews++
-}
-
-/** Takes back sessions a previous process left open, with the node runs it had recorded. */
-function resumeSessions(c: CaptureCore, list: readonly ResumedSession[]): void {
-  const { sessions, knownIds } = c
-  for (const r of list) {
-    const rec = r.session
-    if (sessions.has(rec.session_id)) continue
-    knownIds.add(rec.session_id)
-    const s = newSession(rec.session_id)
-    s.upstreamClientId = rec.client_id
-    s.phase = rec.status === 'running' ? 'running' : 'queued'
-    s.answered = rec.http_status !== null
-    s.httpStatus = rec.http_status
-    s.number = rec.number
-    s.queuedAtMs = rec.queued_at ? Date.parse(rec.queued_at) : null
-    s.startedAtMs = rec.started_at ? Date.parse(rec.started_at) : null
-    const graph = rec.prompt === null ? null : checkWith(zPromptGraph, rec.prompt)
-    s.graph = graph && graph.ok ? graph.value : null
-    for (const run of r.nodeRuns) {
-      const n = newNode(run.node_id, Date.parse(run.timestamp_start), run.status)
-      n.endMs = run.timestamp_end ? Date.parse(run.timestamp_end) : n.startMs
-      n.emitted = true
-      n.realId = run.real_node_id
-      n.displayId = run.display_node
-      n.parentId = run.parent_node_id
-      n.previews = run.previews ?? 0
-      s.nodes.set(n.id, n)
-    }
-    for (const [id, startMs] of r.startedNodes) {
-      if (!s.nodes.has(id)) s.nodes.set(id, newNode(id, startMs, 'running'))
-    }
-    sessions.set(s.id, s)
   }
 }

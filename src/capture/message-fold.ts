@@ -1,8 +1,10 @@
 /**
  * Typed WebSocket messages into a session: a message of a known prompt is dispatched to the fold; one of a
  * prompt not yet submitted waits (bounded, for `pendingFrameTtlMs`) for its submission; a late end of a prompt
- * already closed as lost becomes a `session.corrected`.
+ * already closed as lost becomes a `session.corrected`. Synchronous: what a message needs from outside (the
+ * environment, a GPU sample) the shell fetches first, asking {@link MessageIntake.needs}, and passes in.
  */
+import { executionCachedEvent, nodeErrorBlockedEvent, sessionCorrectedEvent } from '../audit/audit-events.js'
 import type { AuditEventInput } from '../audit/types.js'
 import { isoTime, toJsonObject } from './json-value.js'
 import { redactString } from './redact-event.js'
@@ -15,13 +17,101 @@ import {
   MAX_PENDING_PROMPTS,
   type CaptureCore,
   type Change,
+  type PendingFrame,
   type SessionState,
 } from './capture-state.js'
-import type { CaptureEnvironment } from './capture-environment.js'
-import type { NodeChanges, NodeRecords, SessionEnd } from './session-fold.js'
+import {
+  isTransition,
+  type NodeChanges,
+  type NodeRecords,
+  type Resources,
+  type SessionEnd,
+} from './session-fold.js'
 
 /** What the dispatch of a message needs. */
-export type FoldContext = CaptureCore & CaptureEnvironment & NodeRecords & NodeChanges & SessionEnd
+export type FoldContext = CaptureCore & NodeRecords & NodeChanges & SessionEnd
+
+/** What the shell must fetch before a message's step (see {@link Resources}). */
+export interface Needs {
+  readonly environment: boolean
+  readonly sample: boolean
+}
+
+const NOTHING: Needs = { environment: false, sample: false }
+
+/** The `progress_state` entries that changed since the session's last one, and their new fingerprints. */
+function progressChanges(
+  s: SessionState,
+  msg: Extract<WsMessage, { type: 'progress_state' }>,
+): { changes: Change[]; fingerprints: [string, string][] } {
+  const changes: Change[] = []
+  const fingerprints: [string, string][] = []
+  for (const [id, entry] of Object.entries(msg.data.nodes)) {
+    const fingerprint = `${entry.state}\u0000${entry.value}\u0000${entry.max}`
+    if (s.progressState.get(id) === fingerprint) continue
+    fingerprints.push([id, fingerprint])
+    changes.push({
+      id,
+      kind: entry.state === 'finished' ? 'finish' : entry.state === 'running' ? 'start' : 'touch',
+      realId: entry.real_node_id ?? null,
+      displayId: entry.display_node_id ?? null,
+      parentId: entry.parent_node_id ?? null,
+      progress: { value: entry.value, max: entry.max },
+    })
+  }
+  return { changes, fingerprints }
+}
+
+/**
+ * What dispatching `msg` to `s` will use, read off the same rules the dispatch follows: the environment when
+ * it starts a queued session, a sample when it starts or ends a node (or ends a session with nodes running).
+ * `queued` is the phase the session will have (a cancelled one that runs after all is queued again).
+ */
+function dispatchNeeds(s: SessionState, queued: boolean, msg: WsMessage): Needs {
+  const hasNode = (id: string): boolean => s.nodes.has(id)
+  switch (msg.type) {
+    case 'execution_start':
+    case 'execution_cached':
+      return { environment: queued, sample: false }
+    case 'executing': {
+      const node = msg.data.node
+      if (node === null) return NOTHING
+      return { environment: queued, sample: isTransition(s, { id: node, kind: 'start' }) }
+    }
+    case 'progress': {
+      const node = msg.data.node
+      if (node === null || node === undefined) return NOTHING
+      return { environment: queued, sample: !hasNode(node) }
+    }
+    case 'progress_state': {
+      const { changes } = progressChanges(s, msg)
+      return {
+        environment: queued && changes.some((c) => c.kind === 'start'),
+        sample: changes.some((c) => isTransition(s, c)),
+      }
+    }
+    case 'executed':
+      return { environment: false, sample: !hasNode(msg.data.node) }
+    case 'execution_error':
+      if (msg.data.exception_type === 'ExecutionBlocked') return NOTHING
+      return endNeeds(s, queued)
+    case 'execution_success':
+    case 'execution_interrupted':
+      return endNeeds(s, queued)
+    default:
+      return NOTHING
+  }
+}
+
+function endNeeds(s: SessionState, queued: boolean): Needs {
+  return { environment: queued, sample: [...s.nodes.values()].some((n) => n.status === 'running') }
+}
+
+/** The prompt a message names; none for the socket-wide ones. */
+function promptIdOf(msg: WsMessage): string | undefined {
+  if (msg.type === 'status' || msg.type === 'feature_flags' || msg.type === 'logs') return undefined
+  return msg.data.prompt_id
+}
 
 function startsExecution(msg: WsMessage): boolean {
   return (
@@ -43,19 +133,21 @@ function isEnd(msg: WsMessage): boolean {
 type OutputsAndErrors = ReturnType<typeof outputsAndErrors>
 
 export function outputsAndErrors(c: FoldContext) {
-  const { options, onError, maxLen, redactText, push, redactValue, applyChanges, addFiles, finishSession } = c
+  const { config, notes, maxLen, redactText, redactValue, applyChanges, addFiles, finishSession } = c
   /** A node's UI output: stored (redacted, truncated) and its files added to node and session. */
-  const recordExecuted = async (
+  const recordExecuted = (
     out: AuditEventInput[],
     s: SessionState,
     msg: Extract<WsMessage, { type: 'executed' }>,
     timeMs: number,
-  ): Promise<void> => {
-    await applyChanges(
+    res: Resources,
+  ): void => {
+    applyChanges(
       out,
       s,
       [{ id: msg.data.node, kind: 'touch', displayId: msg.data.display_node ?? null }],
       timeMs,
+      res.sample,
     )
     const n = s.nodes.get(msg.data.node)
     if (!n) return
@@ -64,7 +156,7 @@ export function outputsAndErrors(c: FoldContext) {
     const stored = ui === null ? null : truncateLongStrings(redactValue(ui, ['output', n.id]), maxLen)
     n.outputs = isJsonObject(stored) ? stored : null
     const files = outputFiles(msg.data.node, ui)
-    if (redactText && options.onRedactedFile) {
+    if (redactText && config.reportRedactedFiles) {
       for (const f of files) {
         // The same function the emitted event goes through, so `recorded` is the name the log will hold.
         const recorded = {
@@ -73,37 +165,37 @@ export function outputsAndErrors(c: FoldContext) {
           subfolder: redactString(f.subfolder, redactText),
         }
         if (recorded.filename === f.filename && recorded.subfolder === f.subfolder) continue
-        try {
-          options.onRedactedFile({ sessionId: s.id, nodeId: f.node_id, recorded, real: f })
-        } catch (err) {
-          onError(err)
-        }
+        notes.redactedFiles.push({ sessionId: s.id, nodeId: f.node_id, recorded, real: f })
       }
     }
     addFiles(s, n, files)
   }
 
   /** `execution_error`: a blocked node is noted (the run goes on), any other error ends the session. */
-  const recordError = async (
+  const recordError = (
     out: AuditEventInput[],
     s: SessionState,
     data: ExecutionErrorData,
     timeMs: number,
-  ): Promise<void> => {
+    res: Resources,
+  ): void => {
     const nodeId = data.node_id ?? null
     if (data.exception_type === 'ExecutionBlocked') {
       // Not fatal: the run goes on and may still succeed (§1.3).
       const n = nodeId === null ? undefined : s.nodes.get(nodeId)
       if (n && n.status === 'running') n.blocked = data.exception_message ?? 'ExecutionBlocked'
-      push(out, 'node.error_blocked', timeMs, s.id, {
-        node_id: nodeId,
-        node_type: data.node_type ?? null,
-        exception_message: truncateLongStrings(data.exception_message ?? null, maxLen),
-      })
+      out.push(
+        nodeErrorBlockedEvent(isoTime(timeMs), s.id, {
+          node_id: nodeId,
+          node_type: data.node_type ?? null,
+          exception_message: truncateLongStrings(data.exception_message ?? null, maxLen),
+        }),
+      )
       return
     }
-    const error = storedError(toJsonObject(data), options.redact, maxLen)
-    await finishSession(out, s, 'error', timeMs, nodeId, { error_node: nodeId }, error, data)
+    const error = storedError(toJsonObject(data), config.redact, maxLen)
+    const end = { status: 'error', failedNodeId: nodeId, extra: { error_node: nodeId } } as const
+    finishSession(out, s, end, timeMs, error, data, res)
   }
 
   return { recordExecuted, recordError }
@@ -113,23 +205,25 @@ export function outputsAndErrors(c: FoldContext) {
 type MessageDispatch = ReturnType<typeof messageDispatch>
 
 export function messageDispatch(c: FoldContext & OutputsAndErrors) {
-  const { push, startSession, applyChanges, finishSession, recordExecuted, recordError } = c
-  const dispatch = async (
+  const { startSession, applyChanges, finishSession, recordExecuted, recordError } = c
+  const dispatch = (
     out: AuditEventInput[],
     s: SessionState,
     msg: WsMessage,
     timeMs: number,
-  ): Promise<void> => {
+    res: Resources,
+  ): void => {
+    const env = res.environment
     switch (msg.type) {
       case 'execution_start':
-        await startSession(out, s, timeMs)
+        startSession(out, s, timeMs, env)
         return
       case 'execution_cached': {
-        await startSession(out, s, timeMs)
+        startSession(out, s, timeMs, env)
         for (const id of msg.data.nodes) {
           if (!s.nodes.has(id)) s.nodes.set(id, newNode(id, timeMs, 'cached'))
         }
-        push(out, 'execution.cached', timeMs, s.id, { nodes: msg.data.nodes })
+        out.push(executionCachedEvent(isoTime(timeMs), s.id, msg.data.nodes))
         return
       }
       case 'executing': {
@@ -141,81 +235,47 @@ export function messageDispatch(c: FoldContext & OutputsAndErrors) {
           return
         }
         s.currentNode = node
-        await startSession(out, s, timeMs)
-        await applyChanges(
-          out,
-          s,
-          [{ id: node, kind: 'start', displayId: msg.data.display_node ?? null }],
-          timeMs,
-        )
+        startSession(out, s, timeMs, env)
+        const change: Change = { id: node, kind: 'start', displayId: msg.data.display_node ?? null }
+        applyChanges(out, s, [change], timeMs, res.sample)
         return
       }
       case 'progress': {
         const node = msg.data.node
         if (node === null || node === undefined) return
         s.currentNode = node
-        await startSession(out, s, timeMs)
-        await applyChanges(
-          out,
-          s,
-          [
-            {
-              id: node,
-              kind: s.nodes.has(node) ? 'touch' : 'start',
-              progress: { value: msg.data.value, max: msg.data.max },
-            },
-          ],
-          timeMs,
-        )
+        startSession(out, s, timeMs, env)
+        const progress = { value: msg.data.value, max: msg.data.max }
+        const change: Change = { id: node, kind: s.nodes.has(node) ? 'touch' : 'start', progress }
+        applyChanges(out, s, [change], timeMs, res.sample)
         return
       }
       case 'progress_state': {
-        const changes: Change[] = []
-        for (const [id, entry] of Object.entries(msg.data.nodes)) {
-          const fingerprint = `${entry.state}\u0000${entry.value}\u0000${entry.max}`
-          if (s.progressState.get(id) === fingerprint) continue
-          s.progressState.set(id, fingerprint)
-          changes.push({
-            id,
-            kind: entry.state === 'finished' ? 'finish' : entry.state === 'running' ? 'start' : 'touch',
-            realId: entry.real_node_id ?? null,
-            displayId: entry.display_node_id ?? null,
-            parentId: entry.parent_node_id ?? null,
-            progress: { value: entry.value, max: entry.max },
-          })
-        }
+        const { changes, fingerprints } = progressChanges(s, msg)
+        for (const [id, fingerprint] of fingerprints) s.progressState.set(id, fingerprint)
         if (changes.length === 0) return
-        if (changes.some((c) => c.kind === 'start')) await startSession(out, s, timeMs)
-        await applyChanges(out, s, changes, timeMs)
+        if (changes.some((ch) => ch.kind === 'start')) startSession(out, s, timeMs, env)
+        applyChanges(out, s, changes, timeMs, res.sample)
         return
       }
       case 'executed':
-        await recordExecuted(out, s, msg, timeMs)
+        recordExecuted(out, s, msg, timeMs, res)
         return
       case 'execution_success':
-        await finishSession(out, s, 'success', timeMs, null, {}, null, null)
+        finishSession(out, s, { status: 'success', failedNodeId: null, extra: {} }, timeMs, null, null, res)
         return
       case 'execution_error':
-        await recordError(out, s, msg.data, timeMs)
+        recordError(out, s, msg.data, timeMs, res)
         return
       case 'execution_interrupted': {
         const nodeId = msg.data.node_id ?? null
-        await finishSession(
-          out,
-          s,
-          'interrupted',
-          timeMs,
-          nodeId,
-          {
-            interrupted: toJsonObject({
-              node_id: nodeId,
-              node_type: msg.data.node_type ?? null,
-              executed: msg.data.executed ?? [],
-            }),
-          },
-          null,
-          null,
-        )
+        const interrupted = toJsonObject({
+          node_id: nodeId,
+          node_type: msg.data.node_type ?? null,
+          executed: msg.data.executed ?? [],
+        })
+        const end = { status: 'interrupted', failedNodeId: nodeId, extra: { interrupted } } as const
+        finishSession(out, s, end, timeMs, null, null, res)
         return
       }
     }
@@ -224,11 +284,18 @@ export function messageDispatch(c: FoldContext & OutputsAndErrors) {
   return { dispatch }
 }
 
+/** Where a message goes: to a session (reopened first when cancelled), a correction, the buffer, or nowhere. */
+type Route =
+  | { readonly to: 'session'; readonly s: SessionState; readonly reopen: boolean }
+  | { readonly to: 'correct'; readonly s: SessionState }
+  | { readonly to: 'buffer'; readonly promptId: string }
+  | { readonly to: 'drop' }
+
 /** Messages in: to their session, or held until their prompt is submitted. */
 export type MessageIntake = ReturnType<typeof messageIntake>
 
 export function messageIntake(c: FoldContext & MessageDispatch) {
-  const { sessions, recent, pending, lostIds, ttl, push, dispatch } = c
+  const { sessions, recent, pending, lostIds, ttl, dispatch } = c
   const bufferFrame = (promptId: string, msg: WsMessage, timeMs: number): void => {
     for (const [id, p] of pending) {
       if (p.firstMs < timeMs - ttl) pending.delete(id)
@@ -246,63 +313,98 @@ export function messageIntake(c: FoldContext & MessageDispatch) {
     if (p.frames.length < MAX_PENDING_FRAMES) p.frames.push({ msg, timeMs })
   }
 
-  const handleMessage = async (out: AuditEventInput[], msg: WsMessage, timeMs: number): Promise<void> => {
-    if (msg.type === 'status' || msg.type === 'feature_flags' || msg.type === 'logs') return
-    const promptId = msg.data.prompt_id
+  /** Reads, without changing anything, where a message goes. */
+  const route = (msg: WsMessage): Route => {
+    const promptId = promptIdOf(msg)
     // The reconnect form of `executing` names no prompt; nothing to attribute.
-    if (promptId === undefined) return
-    let s = sessions.get(promptId)
-    if (!s) {
-      const old = recent.get(promptId)
-      if (old && old.finalStatus === 'cancelled' && startsExecution(msg)) {
-        // The queue deletion lost the race against the worker: the prompt runs after all.
-        recent.delete(promptId)
-        old.phase = 'queued'
-        old.finalStatus = null
-        sessions.set(promptId, old)
-        s = old
-      } else if (old && old.finalStatus === 'lost' && isEnd(msg)) {
+    if (promptId === undefined) return { to: 'drop' }
+    const s = sessions.get(promptId)
+    if (s) return { to: 'session', s, reopen: false }
+    const old = recent.get(promptId)
+    // The queue deletion lost the race against the worker: the prompt runs after all.
+    if (old && old.finalStatus === 'cancelled' && startsExecution(msg))
+      return { to: 'session', s: old, reopen: true }
+    if (old && old.finalStatus === 'lost' && isEnd(msg)) return { to: 'correct', s: old }
+    return old ? { to: 'drop' } : { to: 'buffer', promptId }
+  }
+
+  /** What the shell must fetch before {@link handleMessage} (a replayed frame goes the same way). */
+  const needs = (msg: WsMessage): Needs => {
+    const r = route(msg)
+    return r.to === 'session' ? dispatchNeeds(r.s, r.reopen || r.s.phase === 'queued', msg) : NOTHING
+  }
+
+  const handleMessage = (out: AuditEventInput[], msg: WsMessage, timeMs: number, res: Resources): void => {
+    const r = route(msg)
+    switch (r.to) {
+      case 'drop':
+        return
+      case 'buffer':
+        bufferFrame(r.promptId, msg, timeMs)
+        return
+      case 'correct': {
         // Reconciliation called it lost, yet ComfyUI finished it: say so with a new event, never silently.
-        const status =
+        const old = r.s
+        const status: 'success' | 'error' | 'interrupted' =
           msg.type === 'execution_success'
             ? 'success'
             : msg.type === 'execution_error'
               ? 'error'
               : 'interrupted'
         old.finalStatus = status
-        lostIds.delete(promptId)
-        push(out, 'session.corrected', timeMs, promptId, {
-          session: {
-            status,
-            ended_at: isoTime(timeMs),
-            status_reason: `closed as lost by reconciliation, then ComfyUI reported ${msg.type} on the socket`,
-          },
-          from: 'lost',
-          to: status,
-          source: 'socket',
-        })
+        lostIds.delete(old.id)
+        const patch = {
+          status,
+          ended_at: isoTime(timeMs),
+          status_reason: `closed as lost by reconciliation, then ComfyUI reported ${msg.type} on the socket`,
+        }
+        out.push(
+          sessionCorrectedEvent(isoTime(timeMs), old.id, patch, {
+            from: 'lost',
+            to: status,
+            source: 'socket',
+          }),
+        )
         return
-      } else if (old) {
-        return
-      } else {
-        bufferFrame(promptId, msg, timeMs)
+      }
+      case 'session': {
+        const s = r.s
+        if (r.reopen) {
+          recent.delete(s.id)
+          s.phase = 'queued'
+          s.finalStatus = null
+          sessions.set(s.id, s)
+        }
+        dispatch(out, s, msg, timeMs, res)
         return
       }
     }
-    await dispatch(out, s, msg, timeMs)
   }
 
-  /** Replays the frames that arrived before the prompt's submission, now that its session exists. */
-  const replayPending = async (out: AuditEventInput[], promptId: string): Promise<void> => {
+  /**
+   * The frames that arrived before the prompt's submission, taken out of the buffer now that its session
+   * exists: the shell feeds them back one by one ({@link replayMessage}), fetching what each needs.
+   */
+  const takePending = (promptId: string): PendingFrame[] => {
     const early = pending.get(promptId)
-    if (!early) return
+    if (!early) return []
     pending.delete(promptId)
-    for (const f of early.frames) {
-      const current = sessions.get(promptId)
-      if (!current) break
-      await dispatch(out, current, f.msg, f.timeMs)
-    }
+    return early.frames
   }
 
-  return { handleMessage, replayPending }
+  /** A frame taken by {@link takePending}: dispatched while its session is open, dropped once it closed. */
+  const replayMessage = (out: AuditEventInput[], frame: PendingFrame, res: Resources): void => {
+    const promptId = promptIdOf(frame.msg)
+    const current = promptId === undefined ? undefined : sessions.get(promptId)
+    if (current) dispatch(out, current, frame.msg, frame.timeMs, res)
+  }
+
+  /** What the shell must fetch before {@link replayMessage}. */
+  const replayNeeds = (frame: PendingFrame): Needs => {
+    const promptId = promptIdOf(frame.msg)
+    const current = promptId === undefined ? undefined : sessions.get(promptId)
+    return current ? dispatchNeeds(current, current.phase === 'queued', frame.msg) : NOTHING
+  }
+
+  return { needs, handleMessage, takePending, replayMessage, replayNeeds }
 }

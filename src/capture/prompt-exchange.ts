@@ -4,13 +4,20 @@
  * itself because its id was taken (recorded on its own: the id belongs to another session).
  */
 import { parseJson, sha256Hex } from '../audit/json.js'
+import {
+  promptAcceptedEvent,
+  promptRefusedEvent,
+  promptRejectedEvent,
+  promptSubmittedEvent,
+  type SessionPatch,
+} from '../audit/audit-events.js'
 import type { AuditEventInput, JsonObject, JsonValue, Submitter } from '../audit/types.js'
 import { isoTime, toJsonObject } from './json-value.js'
-import { analyzePromptBody, truncateLongStrings } from './prompt-analysis.js'
+import { truncateLongStrings, type PromptBodyAnalysis } from './prompt-analysis.js'
 import { withoutSeal } from './submission-seal.js'
 import { parseWith, zPromptAccepted } from '../comfyui/schemas.js'
 import type { CaptureTap } from './tap.js'
-import { newSession, type SessionPatch } from './capture-state.js'
+import { newSession, type PendingFrame } from './capture-state.js'
 import type { FoldContext, MessageIntake } from './message-fold.js'
 
 /** The submitter as a session records it: the downstream client id filled in when the person gave none. */
@@ -18,23 +25,23 @@ export function submitterJson(submitter: Submitter, clientId: string | null): Js
   return toJsonObject({ ...submitter, client_id: submitter.client_id ?? clientId })
 }
 
+/** The body a submission's analysis reads: what went upstream, or what the client sent when nothing did. */
+export function submittedBody(e: Parameters<CaptureTap['promptSubmitted']>[0]): Buffer {
+  return e.forwardedBody.length > 0 ? e.forwardedBody : e.body
+}
+
 export function promptExchange(c: FoldContext & MessageIntake) {
-  const { options, onError, maxLen, sessions, recent, push, redactValue, replayPending } = c
-  const { prefetchEnvironment, retire } = c
-  const handleSubmitted = async (
+  const { onError, maxLen, sessions, recent, redactValue, takePending, retire } = c
+  /**
+   * The session opens, queued. `analysis` is the body's analysis the shell made (it may run in a worker).
+   * Returns the frames that arrived before the submission, for the shell to replay.
+   */
+  const handleSubmitted = (
     out: AuditEventInput[],
     e: Parameters<CaptureTap['promptSubmitted']>[0],
-  ): Promise<void> => {
-    prefetchEnvironment()
-    const raw = e.forwardedBody.length > 0 ? e.forwardedBody : e.body
-    const analysis = options.analyzePromptBody
-      ? await options.analyzePromptBody(raw, {
-          ...(options.maxBodyTextBytes !== undefined ? { maxTextBytes: options.maxBodyTextBytes } : {}),
-        })
-      : analyzePromptBody(raw, {
-          redact: options.redact,
-          maxTextBytes: options.maxBodyTextBytes,
-        })
+    analysis: PromptBodyAnalysis,
+  ): PendingFrame[] => {
+    const raw = submittedBody(e)
     if (sessions.has(e.promptId)) onError(new Error(`capture: prompt_id ${e.promptId} submitted twice`))
     const s = newSession(e.promptId)
     s.upstreamClientId = e.upstreamClientId
@@ -63,11 +70,7 @@ export function promptExchange(c: FoldContext & MessageIntake) {
       status_reason: null,
       flags: [],
     }
-    const payload: JsonObject = {
-      session: { ...toJsonObject(patch), submitter: submitterJson(e.submitter, e.clientId) },
-      downstream_client_id: e.clientId,
-      body_bytes: raw.length,
-    }
+    const payload: JsonObject = { downstream_client_id: e.clientId, body_bytes: raw.length }
     if (analysis.ok) {
       s.graph = analysis.graph
     } else {
@@ -77,8 +80,9 @@ export function promptExchange(c: FoldContext & MessageIntake) {
     }
     sessions.set(e.promptId, s)
     recent.delete(e.promptId)
-    push(out, 'prompt.submitted', e.timeMs, e.promptId, payload)
-    await replayPending(out, e.promptId)
+    const submitter = submitterJson(e.submitter, e.clientId)
+    out.push(promptSubmittedEvent(isoTime(e.timeMs), e.promptId, patch, submitter, payload))
+    return takePending(e.promptId)
   }
 
   const handleAnswered = (out: AuditEventInput[], e: Parameters<CaptureTap['promptAnswered']>[0]): void => {
@@ -99,11 +103,12 @@ export function promptExchange(c: FoldContext & MessageIntake) {
         s.number = number
       }
       const patch: SessionPatch = { http_status: 200, number, validation }
-      push(out, 'prompt.accepted', e.timeMs, e.promptId, {
-        session: toJsonObject(patch),
-        node_errors: storedErrors,
-        ...(parsed.ok ? {} : { parse_error: parsed.reason }),
-      })
+      out.push(
+        promptAcceptedEvent(isoTime(e.timeMs), e.promptId, patch, {
+          node_errors: storedErrors,
+          ...(parsed.ok ? {} : { parse_error: parsed.reason }),
+        }),
+      )
       return
     }
     const body = parseJson(e.body)
@@ -123,11 +128,12 @@ export function promptExchange(c: FoldContext & MessageIntake) {
       ended_at: isoTime(e.timeMs),
       status_reason: reason,
     }
-    push(out, 'prompt.rejected', e.timeMs, e.promptId, {
-      session: toJsonObject(patch),
-      refused_by: e.refusedBy ?? 'comfyui',
-      ...(e.error ? { error: e.error } : {}),
-    })
+    out.push(
+      promptRejectedEvent(isoTime(e.timeMs), e.promptId, patch, {
+        refused_by: e.refusedBy ?? 'comfyui',
+        ...(e.error ? { error: e.error } : {}),
+      }),
+    )
     if (s) {
       s.answered = true
       s.httpStatus = e.status
@@ -138,16 +144,18 @@ export function promptExchange(c: FoldContext & MessageIntake) {
   const handleRefused = (out: AuditEventInput[], e: Parameters<CaptureTap['promptRefused']>[0]): void => {
     const answer = parseJson(e.answer)
     // No session id: the id belongs to an existing session, which this refusal must leave untouched.
-    push(out, 'prompt.refused', e.timeMs, null, {
-      prompt_id: e.promptId,
-      reason: e.reason,
-      http_status: e.status,
-      submitter: submitterJson(e.submitter, e.clientId),
-      downstream_client_id: e.clientId,
-      body_bytes: e.body.length,
-      body_sha256: sha256Hex(e.body),
-      answer: answer.ok ? truncateLongStrings(answer.value, maxLen) : null,
-    })
+    out.push(
+      promptRefusedEvent(isoTime(e.timeMs), {
+        prompt_id: e.promptId,
+        reason: e.reason,
+        http_status: e.status,
+        submitter: submitterJson(e.submitter, e.clientId),
+        downstream_client_id: e.clientId,
+        body_bytes: e.body.length,
+        body_sha256: sha256Hex(e.body),
+        answer: answer.ok ? truncateLongStrings(answer.value, maxLen) : null,
+      }),
+    )
   }
 
   return { handleSubmitted, handleAnswered, handleRefused }

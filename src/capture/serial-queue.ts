@@ -4,14 +4,21 @@
  * saw the bytes, and each task's events are redacted and emitted together.
  */
 import type { AuditEventInput } from '../audit/types.js'
-import type { CaptureCore } from './capture-state.js'
-import { redactEvent } from './redact-event.js'
+import { redactEvent, type TextRedactor } from './redact-event.js'
 
 /** One unit of capture's work: it pushes the events it produces onto `out`. */
 type CaptureTask = (out: AuditEventInput[]) => void | Promise<void>
 
-export function serialQueue(c: CaptureCore, afterEach: () => void) {
-  const { options, onError, redactText, flags } = c
+export function serialQueue(
+  c: {
+    readonly emit: (events: AuditEventInput[]) => void
+    readonly onError: (err: unknown) => void
+    readonly redactText: TextRedactor | null
+    readonly flags: { readonly closed: boolean }
+  },
+  afterEach: () => void,
+) {
+  const { emit, onError, redactText, flags } = c
   let chain: Promise<void> = Promise.resolve()
   const enqueue = (task: CaptureTask): void => {
     if (flags.closed) return
@@ -26,7 +33,7 @@ export function serialQueue(c: CaptureCore, afterEach: () => void) {
         try {
           // One place every event passes: whatever field it has, its strings are redacted before the store
           // (and through it the ledger and every sink) sees them.
-          options.emit(redactText ? out.map((e) => redactEvent(e, redactText)) : out)
+          emit(redactText ? out.map((e) => redactEvent(e, redactText)) : out)
         } catch (err) {
           onError(err)
         }

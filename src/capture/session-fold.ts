@@ -4,29 +4,54 @@
  * answer or a correction can still reach it). Timing rules: comfyui-protocol.md §7.7.
  */
 import { canonicalJson } from '../audit/json.js'
-import type { AuditEventInput, JsonObject, JsonValue, NodeRunRecord, NodeRunStatus } from '../audit/types.js'
+import {
+  environmentSnapshotEvent,
+  executionFinishedEvent,
+  executionStartedEvent,
+  nodeFinishedEvent,
+  nodeStartedEvent,
+  type SessionPatch,
+} from '../audit/audit-events.js'
+import type {
+  AuditEventInput,
+  EnvironmentSnapshot,
+  JsonObject,
+  JsonValue,
+  NodeRunRecord,
+  NodeRunStatus,
+} from '../audit/types.js'
 import { type GpuSample } from './gpu-sampler.js'
-import { isoTime, toJsonObject, toJsonValue } from './json-value.js'
+import { isoTime, toJsonObject } from './json-value.js'
 import { nodeInputs } from './prompt-analysis.js'
 import { type OpenNodeRun } from './reconcile.js'
 import { type ExecutionErrorData } from '../comfyui/schemas.js'
 import {
+  applySample,
   newNode,
+  runningNodes,
   MAX_RECENT_SESSIONS,
   type CaptureCore,
   type Change,
   type NodeState,
   type OutputFile,
-  type SessionPatch,
   type SessionState,
 } from './capture-state.js'
-import type { CaptureEnvironment } from './capture-environment.js'
+
+/**
+ * What the shell fetched before a frame's step: the environment snapshot (asked only when the frame starts a
+ * queued session) and one GPU sample (taken only when the frame starts or ends a node). Null when there was
+ * none to have or it was not needed.
+ */
+export interface Resources {
+  readonly environment: EnvironmentSnapshot | null
+  readonly sample: GpuSample | null
+}
 
 /** Node records of a session: how a node's state becomes its `node.finished` record. */
 export type NodeRecords = ReturnType<typeof nodeRecords>
 
 export function nodeRecords(c: CaptureCore) {
-  const { sessions, recent, lostIds, push, maxLen } = c
+  const { sessions, recent, lostIds, maxLen } = c
   const retire = (s: SessionState, status: string): void => {
     s.phase = 'closed'
     s.finalStatus = status
@@ -80,10 +105,7 @@ export function nodeRecords(c: CaptureCore) {
     if (n.status === 'running') return
     const record: NodeRunRecord = { ...nodeRun(s, n), status: n.status }
     n.emitted = true
-    push(out, 'node.finished', timeMs, s.id, {
-      node_run: toJsonObject(record),
-      outputs: toJsonValue(n.files),
-    })
+    out.push(nodeFinishedEvent(isoTime(timeMs), record, n.files))
   }
 
   const closeNode = (
@@ -104,45 +126,53 @@ export function nodeRecords(c: CaptureCore) {
 /** Node changes of a running session: starts, finishes, output files. */
 export type NodeChanges = ReturnType<typeof nodeChanges>
 
-export function nodeChanges(c: CaptureCore & CaptureEnvironment & NodeRecords) {
-  const { push, getEnvironment, sampleNow, applySample, runningNodes, emitNode, closeNode } = c
-  // The environment last written to the log: a snapshot event only when it changes.
-  let envEmittedJson: string | null = null
-  const startSession = async (out: AuditEventInput[], s: SessionState, timeMs: number): Promise<void> => {
+/** Whether a change really starts or ends a node: then the shell takes one GPU sample before it. */
+export function isTransition(s: SessionState, c: Change): boolean {
+  const n = s.nodes.get(c.id)
+  if (c.kind === 'start') return !n || (n.status === 'cached' && !n.emitted)
+  if (c.kind === 'finish') return !n || n.status === 'running'
+  return !n
+}
+
+export function nodeChanges(c: CaptureCore & NodeRecords) {
+  const { sessions, envLog, emitNode, closeNode } = c
+  /** The session's start; `environment` is the snapshot the shell fetched for it (see Resources). */
+  const startSession = (
+    out: AuditEventInput[],
+    s: SessionState,
+    timeMs: number,
+    environment: EnvironmentSnapshot | null,
+  ): void => {
     if (s.phase !== 'queued') return
     s.phase = 'running'
     s.startedAtMs = timeMs
-    const environment = await getEnvironment()
     // One log event each time the environment changes (each session carries its own copy in its start patch).
     const envJson = environment ? canonicalJson(toJsonObject(environment)) : null
-    if (environment && envJson !== envEmittedJson) {
-      envEmittedJson = envJson
-      push(out, 'environment.snapshot', timeMs, null, { environment: toJsonObject(environment) })
+    if (environment && envJson !== envLog.emittedJson) {
+      envLog.emittedJson = envJson
+      out.push(environmentSnapshotEvent(isoTime(timeMs), environment))
     }
     const patch: SessionPatch = { status: 'running', started_at: isoTime(timeMs), environment }
-    push(out, 'execution.started', timeMs, s.id, { session: toJsonObject(patch) })
+    out.push(executionStartedEvent(isoTime(timeMs), s.id, patch))
   }
 
-  /** Applies node changes of one frame; takes one GPU sample first when a node really starts or ends. */
-  const applyChanges = async (
+  /**
+   * Applies node changes of one frame. When one of them really starts or ends a node, `sample` is the GPU
+   * sample the shell took just before (see Resources): it goes to every running node and to the new ones.
+   */
+  const applyChanges = (
     out: AuditEventInput[],
     s: SessionState,
     changes: readonly Change[],
     timeMs: number,
-  ): Promise<void> => {
-    const isTransition = (c: Change): boolean => {
-      const n = s.nodes.get(c.id)
-      if (c.kind === 'start') return !n || (n.status === 'cached' && !n.emitted)
-      if (c.kind === 'finish') return !n || n.status === 'running'
-      return !n
-    }
-    if (!changes.some(isTransition)) {
-      for (const c of changes) applyChange(out, s, c, timeMs, null)
+    sample: GpuSample | null,
+  ): void => {
+    if (!changes.some((ch) => isTransition(s, ch))) {
+      for (const ch of changes) applyChange(out, s, ch, timeMs, null)
       return
     }
-    const sample = await sampleNow()
-    if (sample) applySample(sample, runningNodes())
-    for (const c of changes) applyChange(out, s, c, timeMs, sample)
+    if (sample) applySample(sample, runningNodes(sessions))
+    for (const ch of changes) applyChange(out, s, ch, timeMs, sample)
   }
 
   const applyChange = (
@@ -164,13 +194,15 @@ export function nodeChanges(c: CaptureCore & CaptureEnvironment & NodeRecords) {
       s.nodes.set(c.id, n)
       if (sample) applySample(sample, [n])
       if (!n.startUnknown) {
-        push(out, 'node.started', timeMs, s.id, {
-          node_id: c.id,
-          node_type: s.graph?.[c.realId ?? c.id]?.class_type ?? null,
-          display_node: c.displayId ?? null,
-          real_node_id: c.realId ?? null,
-          parent_node_id: c.parentId ?? null,
-        })
+        out.push(
+          nodeStartedEvent(isoTime(timeMs), s.id, {
+            node_id: c.id,
+            node_type: s.graph?.[c.realId ?? c.id]?.class_type ?? null,
+            display_node: c.displayId ?? null,
+            real_node_id: c.realId ?? null,
+            parent_node_id: c.parentId ?? null,
+          }),
+        )
       }
     }
     if (c.realId !== undefined && c.realId !== null) n.realId = c.realId
@@ -201,24 +233,25 @@ export function nodeChanges(c: CaptureCore & CaptureEnvironment & NodeRecords) {
 export type SessionEnd = ReturnType<typeof sessionEnd>
 
 /** The end of a session: success, error or interrupted, closing every node still open. */
-export function sessionEnd(c: CaptureCore & CaptureEnvironment & NodeRecords & NodeChanges) {
-  const { push, sampleNow, applySample, closeNode, emitNode, retire, startSession } = c
-  const finishSession = async (
+export function sessionEnd(c: CaptureCore & NodeRecords & NodeChanges) {
+  const { closeNode, emitNode, retire, startSession } = c
+  /**
+   * Ends a session. `res` holds what the shell fetched for this frame: the environment if the session had
+   * not started yet, one GPU sample if nodes were still running (see `needs` in message-fold.ts).
+   */
+  const finishSession = (
     out: AuditEventInput[],
     s: SessionState,
-    status: 'success' | 'error' | 'interrupted',
+    end: { status: 'success' | 'error' | 'interrupted'; failedNodeId: string | null; extra: JsonObject },
     timeMs: number,
-    failedNodeId: string | null,
-    extra: JsonObject,
     error: JsonValue,
     errorData: ExecutionErrorData | null,
-  ): Promise<void> => {
-    await startSession(out, s, timeMs)
+    res: Resources,
+  ): void => {
+    const { status, failedNodeId, extra } = end
+    startSession(out, s, timeMs, res.environment)
     const open = [...s.nodes.values()].filter((n) => n.status === 'running')
-    if (open.length > 0) {
-      const sample = await sampleNow()
-      if (sample) applySample(sample, open)
-    }
+    if (open.length > 0 && res.sample) applySample(res.sample, open)
     let failedSeen = false
     for (const n of open) {
       const failed = failedNodeId !== null && (n.id === failedNodeId || n.realId === failedNodeId)
@@ -264,7 +297,7 @@ export function sessionEnd(c: CaptureCore & CaptureEnvironment & NodeRecords & N
       error,
       outputs: s.files,
     }
-    push(out, 'execution.finished', timeMs, s.id, { ...extra, session: toJsonObject(patch) })
+    out.push(executionFinishedEvent(isoTime(timeMs), s.id, patch, extra))
     retire(s, status)
   }
 
