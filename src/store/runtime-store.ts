@@ -24,6 +24,7 @@ import type {
   NodeRunRow,
   PruneRequest,
   RebuildOutcome,
+  SessionCount,
   SessionFilter,
   StoreCapabilities,
   StoreDialect,
@@ -143,6 +144,8 @@ export interface RuntimeStore {
   usageRollups(filter?: AnalysisRollupFilter): Promise<UsageRollupRow[]>
   outputsBySha256(sha256: string): Promise<OutputRecord[]>
   derivedRows(origin?: string): Promise<DerivedRows>
+  /** Sessions counted per origin and status by the database, by origin then status. */
+  sessionCounts(): Promise<SessionCount[]>
   /** Recomputes the derived tables (of one origin, or all) from the log, in one transaction. */
   rebuildDerived(origin?: string): Promise<RebuildOutcome>
   getState(key: string): Promise<JsonValue | undefined>
@@ -479,6 +482,11 @@ class DefaultRuntimeStore implements RuntimeStore {
   async derivedRows(origin?: string): Promise<DerivedRows> {
     await this.#ready()
     return this.#driver.derivedRows(origin)
+  }
+
+  async sessionCounts(): Promise<SessionCount[]> {
+    await this.#ready()
+    return this.#driver.sessionCounts()
   }
 
   async rebuildDerived(origin?: string): Promise<RebuildOutcome> {
