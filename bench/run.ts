@@ -433,7 +433,7 @@ async function main(): Promise<number> {
   }
   if (cliStart) {
     out.push(
-      `cli: --help median ${cliStart.help_p50_ms} ms (max ${cliStart.help_max_ms}) over ${cliStart.runs} runs; bare node median ${cliStart.bare_node_p50_ms} ms`,
+      `cli: --help median ${cliStart.help_p50_ms} ms (max ${cliStart.help_max_ms}), sessions (${cliStart.store_sessions}-session SQLite store) median ${cliStart.sessions_p50_ms} ms (max ${cliStart.sessions_max_ms}) over ${cliStart.runs} runs; bare node median ${cliStart.bare_node_p50_ms} ms`,
     )
   }
   if (relay) {

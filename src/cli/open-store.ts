@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs'
 import { userInfo } from 'node:os'
 import type { Config } from '../config/config.js'
-import type { StoreDialectOptions } from '../root/presets.js'
+import type { StoreDialectOptions } from '../root/store-dialects.js'
 import type { StoreDialect } from '../store/store.js'
 import type { RuntimeStore } from '../store/runtime-store.js'
 
@@ -30,7 +30,7 @@ async function dialectFor(
   const { parseStoreUrl } = await import('../config/config.js')
   const location = parseStoreUrl(storeUrl, dataDir)
   if (!location.ok) throw new CliError(`store: ${location.reason}`)
-  const { openStoreDialect, StoreNotFoundError } = await import('../root/presets.js')
+  const { openStoreDialect, StoreNotFoundError } = await import('../root/store-dialects.js')
   try {
     return await openStoreDialect(location.value, options)
   } catch (error) {

@@ -1,73 +1,22 @@
 /**
- * The composition root's registries: which store dialect a configured location opens, which sinks a config
- * names, where checkpoints are published. Only this layer (and nothing below it) knows concrete dialects and
- * sinks; each heavy driver is imported lazily, when its dialect or sink is configured.
+ * The composition root's registries: which sinks a config names, where checkpoints are published, the
+ * gateway's store (which dialect a location opens is in store-dialects.ts). Only this layer (and nothing below
+ * it) knows concrete dialects and sinks; each heavy driver is imported lazily, when its dialect or sink is
+ * configured.
  */
-import { existsSync, mkdirSync } from 'node:fs'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import { reportError, type Logger } from '../audit/report-error.js'
-import { sinkName, type Config, type StoreLocation } from '../config/config.js'
+import { sinkName, type Config } from '../config/config.js'
 import { createFilePublisher, createWebhookPublisher } from '../ledger/publish.js'
 import type { LedgerOptions } from '../ledger/ledger.js'
 import type { Metrics } from '../metrics/metrics.js'
 import { createSinkPipeline, type SinkPipeline } from '../sinks/sink-pipeline.js'
 import { openEventSpool } from '../store/event-spool.js'
 import { createRuntimeStore, type RuntimeStore, type StoreHealth } from '../store/runtime-store.js'
-import type { StoreDialect } from '../store/store.js'
+import { openStoreDialect } from './store-dialects.js'
 
-/** Options of {@link openStoreDialect}. */
-export interface StoreDialectOptions {
-  /** `worker` runs SQLite on a worker thread (the gateway: commits must not block proxying); default `main`. */
-  readonly sqliteThread?: 'main' | 'worker'
-  /** SQLite: how long a commit waits for another process's lock, ms (default: the dialect's). */
-  readonly busyTimeoutMillis?: number
-  /**
-   * false: the store must already exist (read-only commands must not leave an empty store, and directories,
-   * behind a mistyped path). Default true.
-   */
-  readonly create?: boolean
-}
-
-/**
- * Thrown by {@link openStoreDialect} with `create: false` when the SQLite file does not exist. Callers word it
- * for their users (the CLI names its flags); PostgreSQL reports a missing store at `init()` instead.
- */
-export class StoreNotFoundError extends Error {
-  override readonly name = 'StoreNotFoundError'
-  constructor(readonly path: string) {
-    super(`no audit store at ${path}`)
-  }
-}
-
-/**
- * The dialect of a store location (config `store.location`, parsed from `store.url`).
- * @example
- * const store = createRuntimeStore(await openStoreDialect(config.store.location), { origin })
- */
-export async function openStoreDialect(
-  location: StoreLocation,
-  options: StoreDialectOptions = {},
-): Promise<StoreDialect> {
-  switch (location.dialect) {
-    case 'sqlite': {
-      const { path } = location
-      if (path !== ':memory:' && options.create === false && !existsSync(path)) {
-        throw new StoreNotFoundError(path)
-      }
-      if (path !== ':memory:') mkdirSync(resolve(path, '..'), { recursive: true })
-      const { createSqliteDialect } = await import('../store/sqlite/sqlite-dialect.js')
-      return createSqliteDialect({
-        path,
-        thread: options.sqliteThread ?? 'main',
-        ...(options.busyTimeoutMillis !== undefined ? { busyTimeoutMillis: options.busyTimeoutMillis } : {}),
-      })
-    }
-    case 'postgres': {
-      const { createPostgresDialect } = await import('../store/postgres/postgres-dialect.js')
-      return createPostgresDialect({ url: location.url, create: options.create !== false })
-    }
-  }
-}
+// Kept here too for the composition root's other callers (the demo); the CLI imports the lighter module.
+export { openStoreDialect }
 
 /**
  * The gateway's own store: its dialect on a worker thread, with the outage policy of `store.outage` (a

@@ -13,6 +13,7 @@ import type {
   NodeRunRow,
   PruneRequest,
   RebuildOutcome,
+  SessionCount,
   SessionFilter,
   StoreCapabilities,
   StoredCheckpoint,
@@ -129,6 +130,8 @@ export interface RuntimeStore {
   usageRollups(filter?: AnalysisRollupFilter): Promise<UsageRollupRow[]>
   outputsBySha256(sha256: string): Promise<OutputRecord[]>
   derivedRows(origin?: string): Promise<DerivedRows>
+  /** Sessions counted per origin and status by the database, by origin then status. */
+  sessionCounts(): Promise<SessionCount[]>
   /** Recomputes the derived tables (of one origin, or all) from the log, in one transaction. */
   rebuildDerived(origin?: string): Promise<RebuildOutcome>
   getState(key: string): Promise<JsonValue | undefined>

@@ -5,7 +5,14 @@
  */
 import { parseJson, stringifyJson } from '../audit/json.js'
 import { asJsonObject } from '../audit/json-value.js'
-import type { AuditEvent, AuditEventKind, JsonValue, OutputRecord, SessionRecord } from '../audit/types.js'
+import type {
+  AuditEvent,
+  AuditEventKind,
+  JsonValue,
+  OutputRecord,
+  SessionRecord,
+  SessionStatus,
+} from '../audit/types.js'
 import {
   NODE_RUN_COLUMNS,
   OUTPUT_COLUMNS,
@@ -21,6 +28,7 @@ import type {
   EventFilter,
   NodeRunFilter,
   NodeRunRow,
+  SessionCount,
   SessionFilter,
   StoredCheckpoint,
   StoredEventRow,
@@ -421,6 +429,15 @@ export function sessionsQuery(filter: SessionFilter): SqlQuery {
     sql += ` LIMIT ${filter.limit ?? Number.MAX_SAFE_INTEGER} OFFSET ${filter.offset ?? 0}`
   }
   return { sql, params }
+}
+
+/** Sessions per origin and status, counted by the database (`status` reads these, not every row). */
+export const SESSION_COUNTS_SQL =
+  'SELECT origin, status, COUNT(*) AS count FROM sessions GROUP BY origin, status ORDER BY origin, status'
+
+/** A row of {@link SESSION_COUNTS_SQL}; PostgreSQL answers COUNT as a bigint in text. */
+export function rowToSessionCount(row: SqlRow): SessionCount {
+  return { origin: String(row.origin), status: String(row.status) as SessionStatus, count: Number(row.count) }
 }
 
 /** The node runs query: by timestamp_start, then key. */

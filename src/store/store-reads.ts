@@ -14,6 +14,7 @@ import type {
   NodeRunRow,
   PruneRequest,
   RebuildOutcome,
+  SessionCount,
   SessionFilter,
   StoreDriver,
   StoredCheckpoint,
@@ -94,6 +95,11 @@ export abstract class RuntimeStoreReads {
   async derivedRows(origin?: string): Promise<DerivedRows> {
     await this.ready()
     return this.driver.derivedRows(origin)
+  }
+
+  async sessionCounts(): Promise<SessionCount[]> {
+    await this.ready()
+    return this.driver.sessionCounts()
   }
 
   async rebuildDerived(origin?: string): Promise<RebuildOutcome> {

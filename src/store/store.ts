@@ -135,6 +135,13 @@ export interface PruneRequest {
   readonly prunedBy: number
 }
 
+/** How many sessions one origin holds in one status (see {@link StoreDriver.sessionCounts}). */
+export interface SessionCount {
+  readonly origin: string
+  readonly status: SessionStatus
+  readonly count: number
+}
+
 /** Every derived row, as stored, in a deterministic order (by key). */
 export interface DerivedRows {
   readonly sessions: SessionRecord[]
@@ -194,6 +201,8 @@ export interface StoreDriver {
   outputsBySha256(sha256: string): Promise<OutputRecord[]>
   /** Derived rows as stored (all origins, or one), for `verify` to compare with a replay of the log. */
   derivedRows(origin?: string): Promise<DerivedRows>
+  /** Sessions counted per origin and status (one row per pair present), by origin then status. */
+  sessionCounts(): Promise<SessionCount[]>
   /**
    * Deletes the derived rows (of one origin, or all) and recomputes them from the log, in one transaction.
    */

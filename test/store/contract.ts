@@ -398,6 +398,11 @@ export function describeStoreContract(
       expect(ids(await store.sessions({ user: 'alice' }))).toEqual(['s3', 's1'])
       expect(ids(await store.sessions({ limit: 2 }))).toEqual(['s3', 's2'])
       expect(ids(await store.sessions({ limit: 2, offset: 2 }))).toEqual(['s1', 'sx'])
+      // Counted by the database, per origin and status (what `comfy-audit status` reads).
+      expect(await store.sessionCounts()).toEqual([
+        { origin: 'comfy-audit/a', status: 'error', count: 1 },
+        { origin: 'comfy-audit/a', status: 'success', count: 3 },
+      ])
       expect(ids(await store.sessions({ offset: 3 }))).toEqual(['sx'])
       expect(ids(await store.sessions({ origin: 'elsewhere' }))).toEqual([])
     })
@@ -450,6 +455,10 @@ export function describeStoreContract(
       expect((await driver.outputsBySha256('shared'.padEnd(64, '0'))).map((o) => o.origin)).toEqual([
         'gw/a',
         'gw/b',
+      ])
+      expect(await driver.sessionCounts()).toEqual([
+        { origin: 'gw/a', status: 'success', count: 1 },
+        { origin: 'gw/b', status: 'success', count: 1 },
       ])
     })
 

@@ -2,12 +2,8 @@ import type { Command } from 'commander'
 import { asJsonValue } from '../../audit/json-value.js'
 import { stringifyJson } from '../../audit/json.js'
 import { SESSION_STATUSES } from '../../audit/types.js'
-import { formatAnalysis } from '../../query/analysis/analysis-format.js'
-import {
-  runAnalysis,
-  type AnalysisCommand,
-  type AnalysisParams,
-} from '../../query/analysis/analysis-request.js'
+// The analyses are imported when one runs: registering the commands (`--help`) must not load them.
+import type { AnalysisCommand, AnalysisParams } from '../../query/analysis/analysis-request.js'
 import { CliError, openCliStore, type CliStoreOptions } from '../open-store.js'
 
 type Opts = CliStoreOptions & Record<string, string | boolean | undefined>
@@ -58,6 +54,10 @@ async function run(
   opts: Opts,
   extra?: Record<string, string | undefined>,
 ): Promise<void> {
+  const [{ runAnalysis }, { formatAnalysis }] = await Promise.all([
+    import('../../query/analysis/analysis-request.js'),
+    import('../../query/analysis/analysis-format.js'),
+  ])
   const store = await openCliStore(opts)
   try {
     const result = await runAnalysis(store, command, params(opts, extra))

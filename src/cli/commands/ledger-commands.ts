@@ -8,13 +8,12 @@ import { readFile, readdir, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Command } from 'commander'
 import { parseTimeSpec } from '../../config/duration.js'
-import { loadSigningKey } from '../../ledger/key-store.js'
-import { parseKeyring, type KeyringEntry } from '../../ledger/keyring.js'
-import { parsePublishedCheckpoints } from '../../ledger/publish.js'
-import { eraseSession, pruneOlderThan } from '../../ledger/retention.js'
+// The ledger and the lock are imported where a command uses them: registering the commands (`--help`)
+// must not load them.
+import type { KeyringEntry } from '../../ledger/keyring.js'
 import type { VerifyProgress } from '../../ledger/verify-ledger.js'
 import { CliError, cliConfig, cliUser, openCliStore, type CliStoreOptions } from '../open-store.js'
-import { DirLockedError, acquireDirLock, type DirLock } from '../../store/data-dir-lock.js'
+import type { DirLock } from '../../store/data-dir-lock.js'
 
 /** What a command prints and how it exits. */
 interface CommandOutcome {
@@ -56,6 +55,7 @@ async function readKeyring(path: string): Promise<ReadonlyMap<string, KeyringEnt
       `--keyring: cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? String(error)})`,
     )
   }
+  const { parseKeyring } = await import('../../ledger/keyring.js')
   const ring = parseKeyring(files)
   if (!ring.ok) throw new CliError(`--keyring: ${ring.reason}`)
   return ring.keys
@@ -64,6 +64,7 @@ async function readKeyring(path: string): Promise<ReadonlyMap<string, KeyringEnt
 /** The data dir's existing signing key for `origin`; a CliError naming the path when there is none. */
 async function existingKey(data: string, origin: string): Promise<string> {
   if (!existsSync(data)) throw new CliError(`data dir not found: ${data} (check --data)`)
+  const { loadSigningKey } = await import('../../ledger/key-store.js')
   const key = await loadSigningKey(data, origin)
   if (!key) {
     throw new CliError(
@@ -103,7 +104,9 @@ export async function runVerify(opts: Opts): Promise<CommandOutcome> {
   }
   const published =
     typeof opts.published === 'string'
-      ? parsePublishedCheckpoints(await readFile(opts.published, 'utf8')).checkpoints
+      ? (await import('../../ledger/publish.js')).parsePublishedCheckpoints(
+          await readFile(opts.published, 'utf8'),
+        ).checkpoints
       : undefined
   const store = await openCliStore(opts)
   try {
@@ -209,6 +212,7 @@ export async function runVerifyEvidence(file: string, opts: { key?: string }): P
  */
 async function lockForRewrite(opts: Opts, purpose: 'erase' | 'prune'): Promise<DirLock> {
   const data = (await cliConfig(opts)).data
+  const { DirLockedError, acquireDirLock } = await import('../../store/data-dir-lock.js')
   try {
     return acquireDirLock(data, { purpose: `comfy-audit ${purpose}` })
   } catch (err) {
@@ -232,6 +236,7 @@ export async function runPrune(opts: Opts): Promise<CommandOutcome> {
   const t = parseTimeSpec(spec)
   if (!t.ok) throw new CliError(`--older-than: ${t.reason}`)
   const before = t.value.toISOString()
+  const { pruneOlderThan } = await import('../../ledger/retention.js')
   if (opts.dryRun === true) {
     const store = await openCliStore(opts)
     try {
@@ -276,6 +281,7 @@ export async function runErase(sessionId: string, opts: Opts): Promise<CommandOu
     throw err
   })
   try {
+    const { eraseSession } = await import('../../ledger/retention.js')
     const r = await eraseSession({ store, sessionId, reason: opts.reason, user: cliUser() })
     return {
       output:

@@ -4,19 +4,7 @@ import type { Writable } from 'node:stream'
 import type { Command } from 'commander'
 import { SESSION_STATUSES, type SessionStatus } from '../../audit/types.js'
 import { parseTimeSpec } from '../../config/duration.js'
-import {
-  NODE_RUN_EXPORT_FIELDS,
-  OUTPUT_EXPORT_FIELDS,
-  SESSION_EXPORT_FIELDS,
-  csvHeader,
-  csvRow,
-  formatSessionTimeline,
-  formatSessionsTable,
-  jsonLine,
-  nodeRunExportRow,
-  outputExportRow,
-  sessionExportRow,
-} from '../../query/format.js'
+import type * as Formats from '../../query/format.js'
 import { CliError, openCliStore, type CliStoreOptions } from '../open-store.js'
 
 function timeOption(name: string, value: string | undefined): string | undefined {
@@ -82,6 +70,9 @@ async function openOutputFile(path: string): Promise<Writable> {
   return stream
 }
 
+/** The output formats, imported when a command prints: registering the commands (`--help`) must not load them. */
+const formats = (): Promise<typeof Formats> => import('../../query/format.js')
+
 /** `export --format sqlite`: every table of the store (or a time window of sessions) in one new SQLite file. */
 async function exportSqliteFile(
   opts: CliStoreOptions & Record<string, string | boolean | undefined>,
@@ -119,6 +110,7 @@ export function registerQueryCommands(program: Command): void {
   ).action(async (opts: CliStoreOptions & Record<string, string | boolean | undefined>) => {
     const store = await openCliStore(opts)
     try {
+      const { formatSessionsTable, jsonLine, sessionExportRow } = await formats()
       const sessions = await store.sessions({
         since: timeOption('since', opts.since as string | undefined),
         until: timeOption('until', opts.until as string | undefined),
@@ -144,6 +136,7 @@ export function registerQueryCommands(program: Command): void {
     async (sessionId: string, opts: CliStoreOptions & Record<string, string | boolean | undefined>) => {
       const store = await openCliStore(opts)
       try {
+        const { formatSessionTimeline, jsonLine, nodeRunExportRow, sessionExportRow } = await formats()
         const session = await store.session(sessionId, opts.origin as string | undefined)
         if (!session) throw new CliError(`no session ${JSON.stringify(sessionId)} in the store`)
         const runs = await store.nodeRuns({ sessionId, origin: session.origin })
@@ -179,73 +172,89 @@ export function registerQueryCommands(program: Command): void {
       .option('--since <time>', 'from this time (90d, 12h, 2026-11-01)')
       .option('--until <time>', 'up to this time')
       .option('-o, --output <file>', 'write to a file instead of stdout'),
-  ).action(async (opts: CliStoreOptions & Record<string, string | boolean | undefined>) => {
-    const format = String(opts.format)
-    const table = String(opts.table)
-    if (format === 'sqlite') return exportSqliteFile(opts)
-    if (format !== 'jsonl' && format !== 'csv')
-      throw new CliError(
-        `--format: expected jsonl or csv (or sqlite with -o FILE), got ${JSON.stringify(format)}`,
+  ).action(runExport)
+}
+
+/** `export`: node runs, sessions or outputs as JSONL or CSV (or everything as SQLite), to stdout or `-o FILE`. */
+async function runExport(
+  opts: CliStoreOptions & Record<string, string | boolean | undefined>,
+): Promise<void> {
+  const format = String(opts.format)
+  const table = String(opts.table)
+  if (format === 'sqlite') return exportSqliteFile(opts)
+  if (format !== 'jsonl' && format !== 'csv')
+    throw new CliError(
+      `--format: expected jsonl or csv (or sqlite with -o FILE), got ${JSON.stringify(format)}`,
+    )
+  if (table !== 'node_runs' && table !== 'sessions' && table !== 'outputs') {
+    throw new CliError(`--table: expected node_runs, sessions or outputs, got ${JSON.stringify(table)}`)
+  }
+  const since = timeOption('since', opts.since as string | undefined)
+  const until = timeOption('until', opts.until as string | undefined)
+  const store = await openCliStore(opts)
+  let out: Writable
+  try {
+    out = opts.output ? await openOutputFile(String(opts.output)) : process.stdout
+  } catch (error) {
+    await store.close()
+    throw error
+  }
+  const outputName = opts.output ? String(opts.output) : 'standard output'
+  const outputState = watchErrors(out)
+  let rows = 0
+  try {
+    const {
+      NODE_RUN_EXPORT_FIELDS,
+      OUTPUT_EXPORT_FIELDS,
+      SESSION_EXPORT_FIELDS,
+      csvHeader,
+      csvRow,
+      jsonLine,
+      nodeRunExportRow,
+      outputExportRow,
+      sessionExportRow,
+    } = await formats()
+    const fields =
+      table === 'sessions'
+        ? SESSION_EXPORT_FIELDS
+        : table === 'outputs'
+          ? OUTPUT_EXPORT_FIELDS
+          : NODE_RUN_EXPORT_FIELDS
+    if (format === 'csv') await write(out, csvHeader(fields))
+    const emit = async (row: Parameters<typeof jsonLine>[0]): Promise<void> => {
+      rows++
+      await write(out, format === 'csv' ? csvRow(fields, row) : jsonLine(row))
+    }
+    if (table === 'sessions') {
+      const pageSize = 1000
+      for (let offset = 0; ; offset += pageSize) {
+        const page = await store.sessions({ since, until, limit: pageSize, offset })
+        for (const s of page) await emit(sessionExportRow(s))
+        if (page.length < pageSize) break
+      }
+    } else if (table === 'outputs') {
+      // By the time each file was first seen, like the other tables' own times.
+      const inWindow = (time: string): boolean =>
+        (since === undefined || time >= since) && (until === undefined || time < until)
+      for (const o of (await store.derivedRows()).outputs)
+        if (inWindow(o.time)) await emit(outputExportRow(o))
+    } else {
+      for (const r of await store.nodeRuns({ since, until })) await emit(nodeRunExportRow(r))
+    }
+    if (out !== process.stdout)
+      await new Promise<void>((resolve, reject) =>
+        out.end((err?: Error | null) => (err ? reject(err) : resolve())),
       )
-    if (table !== 'node_runs' && table !== 'sessions' && table !== 'outputs') {
-      throw new CliError(`--table: expected node_runs, sessions or outputs, got ${JSON.stringify(table)}`)
-    }
-    const since = timeOption('since', opts.since as string | undefined)
-    const until = timeOption('until', opts.until as string | undefined)
-    const store = await openCliStore(opts)
-    let out: Writable
-    try {
-      out = opts.output ? await openOutputFile(String(opts.output)) : process.stdout
-    } catch (error) {
-      await store.close()
-      throw error
-    }
-    const outputName = opts.output ? String(opts.output) : 'standard output'
-    const outputState = watchErrors(out)
-    let rows = 0
-    try {
-      const fields =
-        table === 'sessions'
-          ? SESSION_EXPORT_FIELDS
-          : table === 'outputs'
-            ? OUTPUT_EXPORT_FIELDS
-            : NODE_RUN_EXPORT_FIELDS
-      if (format === 'csv') await write(out, csvHeader(fields))
-      const emit = async (row: Parameters<typeof jsonLine>[0]): Promise<void> => {
-        rows++
-        await write(out, format === 'csv' ? csvRow(fields, row) : jsonLine(row))
-      }
-      if (table === 'sessions') {
-        const pageSize = 1000
-        for (let offset = 0; ; offset += pageSize) {
-          const page = await store.sessions({ since, until, limit: pageSize, offset })
-          for (const s of page) await emit(sessionExportRow(s))
-          if (page.length < pageSize) break
-        }
-      } else if (table === 'outputs') {
-        // By the time each file was first seen, like the other tables' own times.
-        const inWindow = (time: string): boolean =>
-          (since === undefined || time >= since) && (until === undefined || time < until)
-        for (const o of (await store.derivedRows()).outputs)
-          if (inWindow(o.time)) await emit(outputExportRow(o))
-      } else {
-        for (const r of await store.nodeRuns({ since, until })) await emit(nodeRunExportRow(r))
-      }
-      if (out !== process.stdout)
-        await new Promise<void>((resolve, reject) =>
-          out.end((err?: Error | null) => (err ? reject(err) : resolve())),
-        )
-    } catch (error) {
-      if (error instanceof CliError) throw error
-      const code = (error as NodeJS.ErrnoException).code
-      // A failing store read is reported as itself; only output errors are about the output.
-      if (outputState.error === error || code === 'EPIPE' || code === 'ERR_STREAM_DESTROYED')
-        throw outputError(error, outputName, Math.max(0, rows - 1))
-      throw error
-    } finally {
-      await store.close()
-      if (out !== process.stdout && !out.writableFinished) out.destroy()
-    }
-    if (opts.output) process.stderr.write(`exported ${rows} ${table} rows to ${String(opts.output)}\n`)
-  })
+  } catch (error) {
+    if (error instanceof CliError) throw error
+    const code = (error as NodeJS.ErrnoException).code
+    // A failing store read is reported as itself; only output errors are about the output.
+    if (outputState.error === error || code === 'EPIPE' || code === 'ERR_STREAM_DESTROYED')
+      throw outputError(error, outputName, Math.max(0, rows - 1))
+    throw error
+  } finally {
+    await store.close()
+    if (out !== process.stdout && !out.writableFinished) out.destroy()
+  }
+  if (opts.output) process.stderr.write(`exported ${rows} ${table} rows to ${String(opts.output)}\n`)
 }

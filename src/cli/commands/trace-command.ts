@@ -1,7 +1,8 @@
 import { readFile } from 'node:fs/promises'
 import { asJsonValue } from '../../audit/json-value.js'
 import type { Command } from 'commander'
-import { traceImage, type TraceResult } from '../../provenance/trace.js'
+// Imported when `trace` runs: registering the commands (`--help`) must not load provenance.
+import type { TraceResult } from '../../provenance/trace.js'
 import { canonicalJson } from '../../audit/json.js'
 import { CliError, openCliStore, type CliStoreOptions } from '../open-store.js'
 
@@ -38,6 +39,7 @@ export async function runTrace(
   const bytes = await readFile(file).catch((error: unknown) => {
     throw new CliError(`cannot read ${file}: ${error instanceof Error ? error.message : String(error)}`)
   })
+  const { traceImage } = await import('../../provenance/trace.js')
   const store = await openCliStore(opts)
   try {
     const r = await traceImage(store, bytes)

@@ -16,6 +16,7 @@ import {
   ORDER_DERIVED_SQL,
   SELECT_DERIVED_SQL,
   SELECT_SESSION_SQL,
+  SESSION_COUNTS_SQL,
   checkpointParams,
   decodeState,
   encodeState,
@@ -28,6 +29,7 @@ import {
   rowToNodeRun,
   rowToOutput,
   rowToSession,
+  rowToSessionCount,
   rowToStoredEvent,
   sessionsQuery,
   storedToEvent,
@@ -42,6 +44,7 @@ import type {
   ProjectionOutcome,
   PruneRequest,
   RebuildOutcome,
+  SessionCount,
   SessionFilter,
   StoreDialect,
   StoreDriver,
@@ -274,6 +277,10 @@ class PostgresDriver implements StoreDriver {
         outputs: (await read('outputs')).map(rowToOutput),
       }
     }, 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')
+  }
+
+  async sessionCounts(): Promise<SessionCount[]> {
+    return (await this.#all({ sql: SESSION_COUNTS_SQL, params: [] })).map(rowToSessionCount)
   }
 
   async rebuildDerived(origin?: string): Promise<RebuildOutcome> {

@@ -23,6 +23,7 @@ import {
   SELECT_DERIVED_SQL,
   SELECT_OUTPUT_SQL,
   SELECT_SESSION_SQL,
+  SESSION_COUNTS_SQL,
   UPSERT_NODE_RUN_SQL,
   UPSERT_OUTPUT_SQL,
   UPSERT_SESSION_SQL,
@@ -40,6 +41,7 @@ import {
   rowToNodeRun,
   rowToOutput,
   rowToSession,
+  rowToSessionCount,
   rowToStoredEvent,
   sessionParams,
   sessionQuery,
@@ -56,6 +58,7 @@ import type {
   ProjectionOutcome,
   PruneRequest,
   RebuildOutcome,
+  SessionCount,
   SessionFilter,
   StoreDialect,
   StoreDriver,
@@ -329,6 +332,10 @@ export class SqliteDriver implements StoreDriver {
       nodeRuns: read('node_runs').map(rowToNodeRun),
       outputs: read('outputs').map(rowToOutput),
     }
+  }
+
+  async sessionCounts(): Promise<SessionCount[]> {
+    return this.#all({ sql: SESSION_COUNTS_SQL, params: [] }).map(rowToSessionCount)
   }
 
   async rebuildDerived(origin?: string): Promise<RebuildOutcome> {

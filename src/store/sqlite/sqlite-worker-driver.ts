@@ -11,11 +11,13 @@ import { parseJson, stringifyJson } from '../../audit/json.js'
 import type { AuditEvent } from '../../audit/types.js'
 import {
   DERIVED_TABLES,
+  SESSION_COUNTS_SQL,
   nodeRunsQuery,
   pagedEvents,
   rowToNodeRun,
   rowToOutput,
   rowToSession,
+  rowToSessionCount,
   sessionQuery,
   sessionsQuery,
   derivedTableQuery,
@@ -170,6 +172,8 @@ export function createWorkerSqliteDriver(options: SqliteDialectOptions): StoreDr
         outputs: (outputs ?? []).map(rowToOutput),
       }
     },
+    sessionCounts: async () =>
+      (await call<SqlRow[]>('queryRows', { sql: SESSION_COUNTS_SQL, params: [] })).map(rowToSessionCount),
     rebuildDerived: (origin) => call('rebuildDerived', origin),
     addCheckpoint: (checkpoint) => call('addCheckpoint', checkpoint),
     checkpoints: (origin) => call('checkpoints', origin),
