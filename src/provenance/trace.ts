@@ -6,6 +6,7 @@
 import { asJsonValue } from '../audit/json-value.js'
 import { canonicalJson, parseJson, sha256Hex } from '../audit/json.js'
 import type { JsonObject, JsonValue, SessionRecord } from '../audit/types.js'
+import { promptGraphSha256 } from '../store/query-indexes.js'
 import type { RuntimeStore } from '../store/runtime-store.js'
 import { readPngMetadata } from './png-metadata.js'
 
@@ -36,20 +37,6 @@ type TraceStore = Pick<RuntimeStore, 'outputsBySha256' | 'nodeRuns' | 'session' 
 
 function isObject(v: JsonValue | undefined): v is JsonObject {
   return typeof v === 'object' && v !== null && !Array.isArray(v)
-}
-
-/** The graph without `is_changed` (the front end may add it; it does not change what runs). */
-function withoutIsChanged(prompt: JsonValue): JsonValue {
-  if (!isObject(prompt)) return prompt
-  const out: JsonObject = {}
-  for (const [id, node] of Object.entries(prompt)) {
-    if (isObject(node)) {
-      const copy: JsonObject = { ...node }
-      delete copy.is_changed
-      out[id] = copy
-    } else out[id] = node
-  }
-  return out
 }
 
 function promptTexts(prompt: JsonValue | null): TraceResult['prompts'] {
@@ -155,13 +142,13 @@ async function traceByPromptChunk(store: TraceStore, bytes: Buffer, sha256: stri
     return { ok: false, reason: `no recorded output has SHA-256 ${sha256}, and the PNG has no prompt chunk` }
   const parsed = parseJson(text)
   if (!parsed.ok) return { ok: false, reason: `the PNG prompt chunk is not JSON: ${parsed.reason}` }
-  const exact = sha256Hex(canonicalJson(parsed.value))
-  const target = canonicalJson(withoutIsChanged(parsed.value))
-  const matches = (await store.sessions({})).filter(
-    (s) =>
-      s.prompt_sha256 === exact ||
-      (s.prompt !== null && canonicalJson(withoutIsChanged(s.prompt)) === target),
-  )
+  // Either hash names the graph: the exact prompt, or the prompt without `is_changed` (see query-indexes.ts).
+  const matches = await store.sessions({
+    prompt: {
+      sha256: sha256Hex(canonicalJson(parsed.value)),
+      graphSha256: promptGraphSha256(parsed.value) ?? '',
+    },
+  })
   if (matches.length === 0)
     return { ok: false, reason: `no recorded run has the prompt in this PNG (SHA-256 ${sha256})` }
   // Oldest first: the first run of a graph computes it; identical later runs come from cache.

@@ -5,7 +5,7 @@
  */
 import { asJsonValue } from '../audit/json-value.js'
 import { SESSION_STATUSES, type SessionStatus } from '../audit/types.js'
-import type { NodeRunFilter, SessionFilter } from '../store/store.js'
+import type { NodeRunFilter, SessionCursor, SessionFilter } from '../store/store.js'
 import { badRequest, countParam, notFound, send, timeRange, type ApiHandler } from './audit-api-http.js'
 import { nodeRunExportRow, sessionExportRow } from './format.js'
 import { serveLiveUpdates } from './live-updates.js'
@@ -35,9 +35,35 @@ export const listSessions: ApiHandler = async ({ res, url, options }) => {
   if (!Number.isInteger(offset) || offset < 0) return badRequest(res, 'offset: expected an integer >= 0')
   filter.limit = limit
   filter.offset = offset
+  const cursor = url.searchParams.get('cursor')
+  if (cursor !== null) {
+    const after = decodeCursor(cursor)
+    if (after === null) return badRequest(res, 'cursor: not a next_cursor this API gave')
+    filter.after = after
+  }
   const sessions = await options.store.sessions(filter)
-  send(res, 200, { sessions: sessions.map(sessionExportRow) })
+  // The next page seeks from the last row instead of skipping `offset` rows (none once the queue times end).
+  const last = sessions.length === limit ? sessions[sessions.length - 1] : undefined
+  const next = last?.queued_at
+    ? encodeCursor({ queued_at: last.queued_at, origin: last.origin, session_id: last.session_id })
+    : null
+  send(res, 200, { sessions: sessions.map(sessionExportRow), next_cursor: next })
   return true
+}
+
+function encodeCursor(c: SessionCursor): string {
+  return Buffer.from(JSON.stringify([c.queued_at, c.origin, c.session_id])).toString('base64url')
+}
+
+function decodeCursor(text: string): SessionCursor | null {
+  try {
+    const v: unknown = JSON.parse(Buffer.from(text, 'base64url').toString('utf8'))
+    if (!Array.isArray(v) || v.length !== 3 || !v.every((x) => typeof x === 'string')) return null
+    const [queued_at, origin, session_id] = v as [string, string, string]
+    return { queued_at, origin, session_id }
+  } catch {
+    return null
+  }
 }
 
 export const listRuns: ApiHandler = async ({ res, url, options }) => {

@@ -54,6 +54,12 @@ export const SESSION_USER_COLUMN = 'submitter_user'
  */
 export const SESSION_WORKFLOW_COLUMN = 'workflow_id'
 
+/**
+ * Extra session column, not a record field: the hash of the prompt without `is_changed`
+ * (query-indexes.ts `promptGraphSha256`), so a re-encoded PNG's prompt chunk is traced through an index.
+ */
+export const SESSION_PROMPT_GRAPH_COLUMN = 'prompt_graph_sha256'
+
 /** NodeRunRecord fields besides the key (origin, session_id, node_id), in column order. */
 export const NODE_RUN_COLUMNS = [
   ['node_type', 'text'],

@@ -20,6 +20,7 @@ import {
   SESSION_COLUMNS,
   SESSION_USER_COLUMN,
   SESSION_WORKFLOW_COLUMN,
+  SESSION_PROMPT_GRAPH_COLUMN,
   decodeColumn,
   encodeColumn,
   type ColumnValue,
@@ -34,6 +35,7 @@ import type {
   StoredEventRow,
 } from './store.js'
 import type { Migration } from './migrations.js'
+import { SESSION_LIST_ORDER, promptGraphSha256 } from './query-indexes.js'
 import { parseStoredPayload } from './store.js'
 
 /** A statement and its parameters, `?` placeholders. */
@@ -99,6 +101,7 @@ const sessionColumns = [
   ...SESSION_COLUMNS.map(([c]) => c),
   SESSION_USER_COLUMN,
   SESSION_WORKFLOW_COLUMN,
+  SESSION_PROMPT_GRAPH_COLUMN,
 ]
 const nodeRunColumns = ['origin', 'session_id', 'node_id', ...NODE_RUN_COLUMNS.map(([c]) => c)]
 const outputColumns = [...OUTPUT_KEY_COLUMNS, ...OUTPUT_COLUMNS.map(([c]) => c)]
@@ -216,6 +219,7 @@ export function sessionParams(session: SessionRecord): ColumnValue[] {
     ...SESSION_COLUMNS.map(([c, kind]) => encodeColumn(kind, fields[c])),
     user,
     sessionWorkflowId(session),
+    promptGraphSha256(session.prompt),
   ]
 }
 
@@ -385,45 +389,51 @@ export function sessionsQuery(filter: SessionFilter): SqlQuery {
   checkCount('offset', filter.offset)
   const where: string[] = []
   const params: ColumnValue[] = []
-  if (filter.origin !== undefined) {
-    where.push('origin = ?')
-    params.push(filter.origin)
+  const add = (clause: string, ...values: ColumnValue[]): void => {
+    where.push(clause)
+    params.push(...values)
   }
-  if (filter.since !== undefined) {
-    where.push('queued_at >= ?')
-    params.push(filter.since)
-  }
-  if (filter.until !== undefined) {
-    where.push('queued_at < ?')
-    params.push(filter.until)
+  if (filter.origin !== undefined) add('origin = ?', filter.origin)
+  if (filter.since !== undefined) add('queued_at >= ?', filter.since)
+  if (filter.until !== undefined) add('queued_at < ?', filter.until)
+  if (filter.after !== undefined) {
+    // Keyset: the rows after the cursor in the listing's order. `queued_at <= ?` is the bound the index seeks to.
+    const a = filter.after
+    add(
+      'queued_at <= ? AND (queued_at < ? OR origin > ? OR (origin = ? AND session_id > ?))',
+      a.queued_at,
+      a.queued_at,
+      a.origin,
+      a.origin,
+      a.session_id,
+    )
   }
   if (filter.status !== undefined) {
     if (filter.status.length === 0) where.push('1 = 0')
-    else {
-      where.push(`status IN (${filter.status.map(() => '?').join(', ')})`)
-      params.push(...filter.status)
-    }
+    else add(`status IN (${filter.status.map(() => '?').join(', ')})`, ...filter.status)
   }
-  if (filter.user !== undefined) {
-    where.push(`${SESSION_USER_COLUMN} = ?`)
-    params.push(filter.user)
-  }
-  if (filter.workflow !== undefined) {
-    where.push(`${SESSION_WORKFLOW_COLUMN} = ?`)
-    params.push(filter.workflow)
+  if (filter.user !== undefined) add(`${SESSION_USER_COLUMN} = ?`, filter.user)
+  if (filter.workflow !== undefined) add(`${SESSION_WORKFLOW_COLUMN} = ?`, filter.workflow)
+  if (filter.prompt !== undefined) {
+    add(
+      `(prompt_sha256 = ? OR ${SESSION_PROMPT_GRAPH_COLUMN} = ?)`,
+      filter.prompt.sha256,
+      filter.prompt.graphSha256,
+    )
   }
   if (filter.sessionIds !== undefined) {
     if (filter.sessionIds.length === 0) where.push('1 = 0')
-    else {
-      where.push(`session_id IN (${filter.sessionIds.map(() => '?').join(', ')})`)
-      params.push(...filter.sessionIds)
-    }
+    else add(`session_id IN (${filter.sessionIds.map(() => '?').join(', ')})`, ...filter.sessionIds)
   }
+  // With a time bound every row has a queue time: saying so lets the planner seek the (column, queued_at IS
+  // NULL, queued_at DESC, …) indexes of migration 10 to the window and read it in order, sorting nothing.
+  const timed = filter.since !== undefined || filter.until !== undefined || filter.after !== undefined
+  if (timed) where.push('(queued_at IS NULL) = FALSE')
   let sql =
     'SELECT * FROM sessions' +
     (where.length ? ` WHERE ${where.join(' AND ')}` : '') +
     // NULLs sort differently in SQLite and PostgreSQL; put them last explicitly in both.
-    ' ORDER BY (queued_at IS NULL), queued_at DESC, origin, session_id'
+    (timed ? ' ORDER BY queued_at DESC, origin, session_id' : ` ORDER BY ${SESSION_LIST_ORDER}`)
   if (filter.limit !== undefined || filter.offset !== undefined) {
     // OFFSET needs a LIMIT in SQLite, and `LIMIT -1` means "no limit" only there: use a bound both accept.
     sql += ` LIMIT ${filter.limit ?? Number.MAX_SAFE_INTEGER} OFFSET ${filter.offset ?? 0}`

@@ -67,8 +67,25 @@ export interface SessionFilter {
   readonly workflow?: string
   /** Only these session ids (with `origin`, the primary key serves the lookup). */
   readonly sessionIds?: readonly string[]
+  /**
+   * Sessions whose prompt has this SHA-256 (`prompt_sha256`) or whose prompt without `is_changed` has this
+   * graph hash (query-indexes.ts `promptGraphSha256`); read through an index.
+   */
+  readonly prompt?: { readonly sha256: string; readonly graphSha256: string }
+  /**
+   * Keyset paging: only the sessions after this one in the listing's order (it has a queue time; sessions
+   * without one are not reached this way). The seek replaces `offset`, which reads every skipped row.
+   */
+  readonly after?: SessionCursor
   readonly limit?: number
   readonly offset?: number
+}
+
+/** Where a page of sessions ended: its last row's queue time and key. */
+export interface SessionCursor {
+  readonly queued_at: string
+  readonly origin: string
+  readonly session_id: string
 }
 
 /** Which node runs to read; `since`/`until` apply to `timestamp_start` (inclusive / exclusive). */

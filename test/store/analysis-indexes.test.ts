@@ -161,7 +161,7 @@ describe.each(dialects)('analysis indexes on $name', ({ make }) => {
     await first.close()
     // Back to schema version 4: no column, no indexes, the migration not yet applied.
     await db.sql('DROP INDEX sessions_workflow_id')
-    await db.sql('DROP INDEX sessions_session_id')
+    await db.sql('DROP INDEX IF EXISTS sessions_session_id')
     await db.sql('ALTER TABLE sessions DROP COLUMN workflow_id')
     await db.sql('DELETE FROM schema_migrations WHERE version = 5')
     const store = createRuntimeStore(db.dialect, { origin: ORIGIN })

@@ -62,6 +62,7 @@ describe('sqlite dialect', () => {
         { version: 7, name: 'analysis index fix' },
         { version: 8, name: 'event payloads as standard JSON' },
         { version: 9, name: 'daily and model usage rollups' },
+        { version: 10, name: 'query indexes' },
       ])
     } finally {
       other.close()

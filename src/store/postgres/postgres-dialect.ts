@@ -64,6 +64,7 @@ import {
   type WorkflowRollupRow,
 } from '../analysis-rollups.js'
 import { DAILY_ROLLUPS_VERSION } from '../daily-rollups.js'
+import { QUERY_INDEXES_VERSION, backfillPromptGraphHashes } from '../query-indexes.js'
 import { ANALYSIS_ROLLUPS_VERSION, POSTGRES_MIGRATIONS } from './postgres-migrations.js'
 import { rollupsQuery, rowToRollup, type RollupFilter, type RollupRow } from '../rollups.js'
 import {
@@ -176,6 +177,8 @@ class PostgresDriver implements StoreDriver {
         // The tables are new: fill them from the rows already stored (nothing to do in a new database).
         await transaction(pool, (client) => runPlan(recomputeAllAnalysisRollups(), planExecutor(client)))
       }
+      if (outcome.results.some((r) => r.version === QUERY_INDEXES_VERSION && r.status === 'applied'))
+        await transaction(pool, (client) => runPlan(backfillPromptGraphHashes(), planExecutor(client)))
     } catch (error) {
       await pool.end().catch(() => {})
       throw error

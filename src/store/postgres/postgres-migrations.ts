@@ -13,6 +13,7 @@ import { EVENT_PAYLOAD_FORMAT_MIGRATION } from '../sql-common.js'
 import { ANALYSIS_INDEX_FIX, analysisRollupMigration } from '../analysis-rollups.js'
 import { rollupMigration } from '../rollups.js'
 import { DAILY_ROLLUPS_VERSION, dailyRollupMigration } from '../daily-rollups.js'
+import { QUERY_INDEXES_MIGRATION } from '../query-indexes.js'
 
 /** The migration creating workflow_rollups and usage_rollups; the driver fills them when it is applied. */
 export const ANALYSIS_ROLLUPS_VERSION = 6
@@ -187,4 +188,5 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
     // Per day for every hourly rollup table, and usage per model (src/store/daily-rollups.ts).
     statements: dailyRollupMigration({ text: 'text COLLATE "C"', int: 'bigint', real: 'double precision' }),
   },
+  QUERY_INDEXES_MIGRATION,
 ]

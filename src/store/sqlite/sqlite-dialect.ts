@@ -94,6 +94,7 @@ import {
   rowToWorkflowRollup,
 } from '../analysis-rollups.js'
 import { DAILY_ROLLUPS_VERSION } from '../daily-rollups.js'
+import { QUERY_INDEXES_VERSION, backfillPromptGraphHashes } from '../query-indexes.js'
 import { ANALYSIS_ROLLUPS_VERSION, SQLITE_MIGRATIONS } from './sqlite-migrations.js'
 import { loadBetterSqlite3, textSafe, type SqliteDatabase, type SqliteStatement } from './sqlite-database.js'
 import { createWorkerSqliteDriver } from './sqlite-worker-driver.js'
@@ -183,6 +184,8 @@ export class SqliteDriver implements StoreDriver {
         const cache = new Map<string, SqliteStatement>()
         db.transaction(() => runPlanSync(recomputeAllAnalysisRollups(), planExecutor(db, cache))).immediate()
       }
+      if (outcome.results.some((r) => r.version === QUERY_INDEXES_VERSION && r.status === 'applied'))
+        db.transaction(() => runPlanSync(backfillPromptGraphHashes(), planExecutor(db, new Map()))).immediate()
     } catch (error) {
       db.close()
       throw error
