@@ -216,7 +216,7 @@ export async function measureCaptureThroughput(
       })
     },
     environment: async () => environment,
-    gpuSampleIntervalMs: 0,
+    gpuSampleIntervalMillis: 0,
     onError: () => {
       captureErrors++
     },

@@ -126,7 +126,7 @@ async function startLocked(
     // Capture emits events in order; the runtime store assigns sequence numbers in call order and
     // group-commits. Nothing on the proxy path waits for this promise.
     emit: (e) => void store.append(e).catch((err: unknown) => reportError(err, 'store append')),
-    gpuSampleIntervalMs: config.capture.gpuSampleIntervalMillis,
+    gpuSampleIntervalMillis: config.capture.gpuSampleIntervalMillis,
     maxInputStringLength: config.capture.maxInputLength,
     // Secrets, e-mail addresses and home-directory user names leave before anything is hashed or stored.
     redact: redaction,
@@ -135,7 +135,7 @@ async function startLocked(
       return offThread.analyze(body, opts)
     },
     redactText: redaction.text,
-    environmentTtlMs: config.capture.environmentTtlMillis,
+    environmentTtlMillis: config.capture.environmentTtlMillis,
     onRedactedFile: provenance.onRedactedFile,
     sampleGpu: environment.sampleGpu,
     environment: environment.environment,
@@ -285,9 +285,9 @@ function startProxy(
     maxClientFrameBytes: config.limits.maxWsFrameBytes,
     onRequestDone: (e) => metrics.observeRequest(e.method, e.route, e.status, e.seconds),
     maxPromptBytes: config.limits.maxBodyBytes,
-    headersTimeoutMs: config.limits.headersTimeoutMillis,
-    requestTimeoutMs: config.limits.requestTimeoutMillis,
-    unauthenticatedIdleMs: config.limits.unauthenticatedIdleMillis,
+    headersTimeoutMillis: config.limits.headersTimeoutMillis,
+    requestTimeoutMillis: config.limits.requestTimeoutMillis,
+    unauthenticatedIdleMillis: config.limits.unauthenticatedIdleMillis,
     // Fail closed (default): a prompt that could not be recorded is not run. Synchronous, no disk.
     refusePrompt: () => {
       if (config.store.outage.whenFull !== 'refuse' || store.health().state !== 'over-quota') return null
@@ -297,7 +297,7 @@ function startProxy(
     auditHandler: access.auditHandler,
     now: options.now,
     logger,
-    upstreamTimeoutMs: config.comfyui.timeoutMillis,
+    upstreamTimeoutMillis: config.comfyui.timeoutMillis,
     // Capture alone answers "is this prompt id known?"; the hub tells it what ComfyUI holds.
     promptIds: capture,
     onRefused: (r) => access.refusals.refused({ ...r, user: null, role: null }),
@@ -324,7 +324,7 @@ async function shutdown(
   const { recording, capture, provenance } = parts
   const { store } = recording
   parts.stopTimers()
-  await parts.gateway.close({ drainMs: config.drainMillis })
+  await parts.gateway.close({ drainMillis: config.drainMillis })
   await capture.flush()
   capture.close()
   await parts.offThread.close()

@@ -27,9 +27,9 @@ export default defineConfig({
   server: {
     // `npm run dev:web` against a gateway on its default port.
     proxy: {
-      '/_audit/api': 'http://127.0.0.1:8189',
-      '/_audit/whoami': 'http://127.0.0.1:8189',
-      '/view': 'http://127.0.0.1:8189',
+      '/_audit/api': 'http://127.0.0.1:8190',
+      '/_audit/whoami': 'http://127.0.0.1:8190',
+      '/view': 'http://127.0.0.1:8190',
     },
   },
 })

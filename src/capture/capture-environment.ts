@@ -18,11 +18,11 @@ export function captureEnvironment(
   },
 ) {
   const { now, onError, machine, flags } = shell
-  const interval = options.gpuSampleIntervalMs ?? 100
-  const envTimeout = options.environmentTimeoutMs ?? 5000
-  const envTtl = options.environmentTtlMs ?? 60_000
+  const interval = options.gpuSampleIntervalMillis ?? 100
+  const envTimeout = options.environmentTimeoutMillis ?? 5000
+  const envTtl = options.environmentTtlMillis ?? 60_000
   const sampler: GpuSampler | null = options.sampleGpu
-    ? createGpuSampler({ sample: options.sampleGpu, now, minIntervalMs: Math.max(100, interval), onError })
+    ? createGpuSampler({ sample: options.sampleGpu, now, minIntervalMillis: Math.max(100, interval), onError })
     : null
   let timer: NodeJS.Timeout | null = null
   // The snapshot and when it was taken; a generation number tells answers asked before a refresh apart.

@@ -143,7 +143,7 @@ export interface MachineConfig {
   /** Whether someone wants to hear of output files whose name redaction changed (`onRedactedFile`). */
   readonly reportRedactedFiles: boolean
   readonly maxInputStringLength: number
-  readonly pendingFrameTtlMs: number
+  readonly pendingFrameTtlMillis: number
   /** Opens sealed attributions (an HMAC check: synchronous, no I/O). */
   readonly submissionSeal?: Pick<SubmissionSeal, 'open'>
 }
@@ -170,7 +170,7 @@ export function createCore(config: MachineConfig) {
   }
   const { redactText } = config
   const maxLen = config.maxInputStringLength
-  const ttl = config.pendingFrameTtlMs
+  const ttl = config.pendingFrameTtlMillis
 
   const sessions = new Map<string, SessionState>()
   const recent = new Map<string, SessionState>()

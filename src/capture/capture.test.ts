@@ -61,7 +61,7 @@ function newCapture(
     sampleGpu: async () => readingAt(READINGS, clock.now),
     environment: async () => ENVIRONMENT,
     onError: (err) => errors.push(err),
-    gpuSampleIntervalMs: 0,
+    gpuSampleIntervalMillis: 0,
     ...extra,
   })
 }
@@ -827,7 +827,7 @@ describe('capture on synthetic traffic', () => {
     let maxInFlight = 0
     const h = harness({
       now: () => Date.now(),
-      gpuSampleIntervalMs: 100,
+      gpuSampleIntervalMillis: 100,
       sampleGpu: async () => {
         calls++
         inFlight++
@@ -1039,7 +1039,7 @@ describe('issue 10 item 13: the environment per session', () => {
     const source = counting()
     const { versions, events } = await twoRuns({
       environment: source.environment,
-      environmentTtlMs: 3_600_000,
+      environmentTtlMillis: 3_600_000,
     })
     expect(versions).toEqual(['0.8.0', '0.8.0'])
     expect(source.calls()).toBe(1)
@@ -1050,7 +1050,7 @@ describe('issue 10 item 13: the environment per session', () => {
     const source = counting()
     const { versions, events } = await twoRuns({
       environment: source.environment,
-      environmentTtlMs: RUN_GAP_TTL_MS,
+      environmentTtlMillis: RUN_GAP_TTL_MS,
     })
     expect(versions).toEqual(['0.8.0', '0.8.1'])
     const logged = events.filter((e) => e.kind === 'environment.snapshot')
@@ -1063,7 +1063,7 @@ describe('issue 10 item 13: the environment per session', () => {
   it('takes a new snapshot after refreshEnvironment (ComfyUI restarted), whatever the TTL', async () => {
     const source = counting()
     const { versions } = await twoRuns(
-      { environment: source.environment, environmentTtlMs: 3_600_000 },
+      { environment: source.environment, environmentTtlMillis: 3_600_000 },
       (capture) => capture.refreshEnvironment(),
     )
     expect(versions).toEqual(['0.8.0', '0.8.1'])
@@ -1072,7 +1072,7 @@ describe('issue 10 item 13: the environment per session', () => {
   it('records no environment rather than the old one when ComfyUI does not answer after a restart', async () => {
     const source = counting()
     const { versions, errors } = await twoRuns(
-      { environment: source.environment, environmentTtlMs: 3_600_000 },
+      { environment: source.environment, environmentTtlMillis: 3_600_000 },
       (capture) => {
         capture.refreshEnvironment()
         source.failing.on = true
@@ -1085,7 +1085,7 @@ describe('issue 10 item 13: the environment per session', () => {
   it('keeps the expired snapshot when ComfyUI does not answer and no restart was seen', async () => {
     const source = counting()
     const { versions } = await twoRuns(
-      { environment: source.environment, environmentTtlMs: RUN_GAP_TTL_MS },
+      { environment: source.environment, environmentTtlMillis: RUN_GAP_TTL_MS },
       () => {
         source.failing.on = true
       },

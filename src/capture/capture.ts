@@ -48,11 +48,11 @@ export interface CaptureOptions {
   readonly sampleGpu?: () => Promise<GpuSample | null>
   /**
    * Environment snapshot (see `environmentFromSystemStats`), asked when a prompt is submitted and kept for at
-   * most {@link environmentTtlMs}, or until {@link Capture.refreshEnvironment} says ComfyUI may have changed.
+   * most {@link environmentTtlMillis}, or until {@link Capture.refreshEnvironment} says ComfyUI may have changed.
    */
   readonly environment?: () => Promise<EnvironmentSnapshot | null>
   /** Longest time one environment snapshot is used for new sessions, ms (default 60 s). */
-  readonly environmentTtlMs?: number
+  readonly environmentTtlMillis?: number
   /** Redaction hook applied to stored prompt, extra_data, validation, error and node output values. */
   readonly redact?: Redactor
   /**
@@ -69,8 +69,8 @@ export interface CaptureOptions {
   /** Receives every error capture swallows. Default: `reportError`. */
   readonly onError?: (err: unknown) => void
   /** GPU polling period while a node runs, ms (default 100; 0 turns the timer off). Never above ~10/s. */
-  readonly gpuSampleIntervalMs?: number
-  /** Longest string kept in node inputs/outputs before it becomes `{truncated, length, sha256}` (default 2048). */
+  readonly gpuSampleIntervalMillis?: number
+  /** Longest string kept in node inputs/outputs before it becomes `{truncated, length, sha256}` (default 4096, as the config). */
   readonly maxInputStringLength?: number
   /** Longest unparseable POST /prompt body recorded as text, bytes (default 1 MiB). */
   readonly maxBodyTextBytes?: number
@@ -83,9 +83,9 @@ export interface CaptureOptions {
     options: { maxTextBytes?: number },
   ) => Promise<PromptBodyAnalysis>
   /** How long frames naming an unknown prompt are kept for a submission that may follow, ms (default 60 s). */
-  readonly pendingFrameTtlMs?: number
+  readonly pendingFrameTtlMillis?: number
   /** How long a transition waits for the environment snapshot, ms (default 5000). */
-  readonly environmentTimeoutMs?: number
+  readonly environmentTimeoutMillis?: number
   /**
    * Opens the gateway's sealed attributions (`extra_data.comfy_audit`, submission-seal.ts). With it,
    * reconciliation rebuilds the `prompt.submitted` of a prompt ComfyUI holds but the log lacks (a crash
@@ -208,7 +208,7 @@ export function createCapture(options: CaptureOptions): Capture {
     redactText,
     reportRedactedFiles: options.onRedactedFile !== undefined,
     maxInputStringLength: options.maxInputStringLength ?? DEFAULT_MAX_INPUT_STRING_LENGTH,
-    pendingFrameTtlMs: options.pendingFrameTtlMs ?? 60_000,
+    pendingFrameTtlMillis: options.pendingFrameTtlMillis ?? 60_000,
     submissionSeal: options.submissionSeal,
   })
   // Set by close(): queued work and timers stop.

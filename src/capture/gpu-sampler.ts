@@ -2,7 +2,7 @@
  * Rate-limited, non-overlapping GPU memory sampling. ComfyUI's only memory figure is `/system_stats`, a
  * point-in-time poll (comfyui-protocol.md §2.5, §7.8), so capture polls it at node transitions and on a
  * timer while nodes run; this wrapper keeps those polls to at most one in flight and one start per
- * `minIntervalMs`, handing callers within that window the latest result instead.
+ * `minIntervalMillis`, handing callers within that window the latest result instead.
  */
 
 /** One reading of the device ComfyUI uses (bytes, as `/system_stats` gives them). */
@@ -20,22 +20,22 @@ interface GpuSamplerOptions {
   /** Clock for the rate limit (epoch ms). */
   readonly now: () => number
   /** Shortest time between two sample starts, ms (default 100: at most ~10 polls a second). */
-  readonly minIntervalMs?: number
+  readonly minIntervalMillis?: number
   /** How long a caller waits for a sample before going on without one, ms (default 2000). */
-  readonly timeoutMs?: number
+  readonly timeoutMillis?: number
   readonly onError: (err: unknown) => void
 }
 
 /** A sampler shared by every caller. */
 export interface GpuSampler {
-  /** The newest sample, taking one unless one is in flight (joined) or one started under minIntervalMs ago. */
+  /** The newest sample, taking one unless one is in flight (joined) or one started under minIntervalMillis ago. */
   sample(): Promise<GpuSample | null>
 }
 
 /** Creates a {@link GpuSampler}. */
 export function createGpuSampler(options: GpuSamplerOptions): GpuSampler {
-  const minInterval = options.minIntervalMs ?? 100
-  const timeoutMs = options.timeoutMs ?? 2000
+  const minInterval = options.minIntervalMillis ?? 100
+  const timeoutMs = options.timeoutMillis ?? 2000
   let inFlight: Promise<GpuSample | null> | null = null
   let lastStart = Number.NEGATIVE_INFINITY
   let last: GpuSample | null = null

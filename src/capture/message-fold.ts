@@ -1,6 +1,6 @@
 /**
  * Typed WebSocket messages into a session: a message of a known prompt is dispatched to the fold; one of a
- * prompt not yet submitted waits (bounded, for `pendingFrameTtlMs`) for its submission; a late end of a prompt
+ * prompt not yet submitted waits (bounded, for `pendingFrameTtlMillis`) for its submission; a late end of a prompt
  * already closed as lost becomes a `session.corrected`. Synchronous: what a message needs from outside (the
  * environment, a GPU sample) the shell fetches first, asking {@link MessageIntake.needs}, and passes in.
  */

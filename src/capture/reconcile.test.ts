@@ -266,7 +266,7 @@ describe('capture.reconcile', () => {
     const capture = createCapture({
       now: () => clock,
       emit: (b) => events.push(...b),
-      gpuSampleIntervalMs: 0,
+      gpuSampleIntervalMillis: 0,
     })
     const steps = replaySteps(ROWS, { clients: { A: 'gw:A' }, scenarios: ['runtime_error_custom_node'] })
     const cut = steps.findIndex(

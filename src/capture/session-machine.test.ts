@@ -47,7 +47,7 @@ function newMachine(): SessionMachine {
     redactText: null,
     reportRedactedFiles: false,
     maxInputStringLength: 2048,
-    pendingFrameTtlMs: 60_000,
+    pendingFrameTtlMillis: 60_000,
   })
 }
 

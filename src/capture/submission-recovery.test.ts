@@ -62,7 +62,7 @@ function harness(seal: SubmissionSeal | undefined) {
     now: () => 1_795_665_100_000,
     emit: (batch) => events.push(...batch),
     onError: (err) => errors.push(err),
-    gpuSampleIntervalMs: 0,
+    gpuSampleIntervalMillis: 0,
     ...(seal ? { submissionSeal: seal } : {}),
   })
   return { capture, events, errors }

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { isAbsolute, join, resolve } from 'node:path'
 import { z } from 'zod'
+import { DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT, DEFAULT_MAX_INPUT_LENGTH } from './defaults.js'
 import { parseDurationMillis } from './duration.js'
 import { zAuthConfig, zLimitsConfig, zRedactionConfig } from './security-config.js'
 import { sinkName, zSinkConfig } from './sink-config.js'
@@ -11,12 +12,7 @@ export { SINK_TYPES, sinkName, zSinkConfig, type SinkConfig } from './sink-confi
 /** Major version of the config file format this build understands. */
 export const CONFIG_VERSION = 1
 
-/** Where the gateway listens by default; the library's options default to the same values. */
-export const DEFAULT_LISTEN_HOST = '127.0.0.1'
-/** Port the gateway listens on by default (ComfyUI's 8188, plus two). */
-export const DEFAULT_LISTEN_PORT = 8190
-/** Input strings longer than this are stored truncated, with their length and SHA-256. */
-export const DEFAULT_MAX_INPUT_LENGTH = 4096
+export { DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT, DEFAULT_MAX_INPUT_LENGTH } from './defaults.js'
 
 /** Which store a `store.url` names, parsed once with the config (see {@link parseStoreUrl}). */
 export type StoreLocation =

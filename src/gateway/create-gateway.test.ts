@@ -114,7 +114,7 @@ async function setup(
   if (!upstream) cleanups.push(() => up.close())
   const tap = createRecordingTap()
   const gw = await createGateway({ upstreamUrl: up.url, port: 0, tap, ...extra })
-  cleanups.push(() => gw.close({ drainMs: 100 }))
+  cleanups.push(() => gw.close({ drainMillis: 100 }))
   return { up, gw, tap }
 }
 
@@ -276,9 +276,9 @@ describe('HTTP forwarding', () => {
       upstreamUrl: `http://127.0.0.1:${port}`,
       port: 0,
       tap,
-      reconnect: { initialDelayMs: 10, maxDelayMs: 50 },
+      reconnect: { initialDelayMillis: 10, maxDelayMillis: 50 },
     })
-    cleanups.push(() => gw.close({ drainMs: 100 }))
+    cleanups.push(() => gw.close({ drainMillis: 100 }))
     expect(gw.upstreamHealthy).toBe(false)
     const down = await request(`${gw.url}/system_stats`)
     expect(down.status).toBe(503)
@@ -487,7 +487,7 @@ describe('POST /prompt', () => {
     await probe.close()
     const tap = createRecordingTap()
     const gw = await createGateway({ upstreamUrl: probe.url, port: 0, tap })
-    cleanups.push(() => gw.close({ drainMs: 100 }))
+    cleanups.push(() => gw.close({ drainMillis: 100 }))
     const reply = await request(`${gw.url}/prompt`, { method: 'POST', body: '{"prompt": {}}' })
     expect(reply.status).toBe(503)
     const answered = await tap.waitFor('promptAnswered')

@@ -4,6 +4,7 @@ import type { ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { silentLogger } from '../audit/report-error.js'
+import { DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT } from '../config/defaults.js'
 import { stripUrlCredentials } from '../capture/url-credentials.js'
 import { createComfyClient } from '../comfyui/comfy-client.js'
 import { comfyErrorBody } from '../comfyui/py-json.js'
@@ -45,8 +46,8 @@ function createHub(
     logger,
     random: options.random ?? Math.random,
     reconnect: options.reconnect ?? {},
-    handshakeTimeoutMs: timeoutMs,
-    idleCloseMs: options.idleCloseMs ?? 10_000,
+    handshakeTimeoutMillis: timeoutMs,
+    idleCloseMillis: options.idleCloseMillis ?? 10_000,
     highWaterMarkBytes: options.downstreamHighWaterMarkBytes ?? 16 * 1024 * 1024,
     fetchFeatures: async () => {
       const body = await comfy.get('/features')
@@ -81,21 +82,21 @@ function createServer(
   route: RequestRoute,
   active: { readonly responses: Set<ServerResponse>; drained: (() => void) | null },
 ): http.Server {
-  const headersTimeoutMs = options.headersTimeoutMs ?? 20_000
-  const requestTimeoutMs = options.requestTimeoutMs ?? 300_000
-  const unauthenticatedIdleMs = options.unauthenticatedIdleMs ?? 30_000
-  if (requestTimeoutMs > 0 && headersTimeoutMs > requestTimeoutMs) {
+  const headersTimeoutMillis = options.headersTimeoutMillis ?? 20_000
+  const requestTimeoutMillis = options.requestTimeoutMillis ?? 300_000
+  const unauthenticatedIdleMillis = options.unauthenticatedIdleMillis ?? 30_000
+  if (requestTimeoutMillis > 0 && headersTimeoutMillis > requestTimeoutMillis) {
     throw new Error(
-      `createGateway: headersTimeoutMs (${headersTimeoutMs}) must not exceed requestTimeoutMs (${requestTimeoutMs})`,
+      `createGateway: headersTimeoutMillis (${headersTimeoutMillis}) must not exceed requestTimeoutMillis (${requestTimeoutMillis})`,
     )
   }
   const server = http.createServer(
     {
       // Both are enforced by Node's connection check, which runs every connectionsCheckingInterval: make it
       // fine enough for the timeout to mean what it says.
-      headersTimeout: headersTimeoutMs,
-      requestTimeout: requestTimeoutMs,
-      connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(headersTimeoutMs / 4))),
+      headersTimeout: headersTimeoutMillis,
+      requestTimeout: requestTimeoutMillis,
+      connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(headersTimeoutMillis / 4))),
     },
     (req, res) => {
       active.responses.add(res)
@@ -126,7 +127,7 @@ function createServer(
   server.on('connection', (socket: Socket) => {
     // Until a request on it is admitted, an idle connection is closed: a client that opens connections and
     // sends nothing, or only refused requests, cannot hold them (issue 9 class 5).
-    socket.setTimeout(unauthenticatedIdleMs, () => {
+    socket.setTimeout(unauthenticatedIdleMillis, () => {
       if (!trusted.has(socket)) socket.destroy()
     })
   })
@@ -139,14 +140,14 @@ function createServer(
  * The routes live beside it: prompt-route.ts, request-route.ts, upgrade-route.ts, over proxy.ts.
  *
  * @example
- * const gw = await createGateway({ upstreamUrl: 'http://127.0.0.1:8188', port: 8189, tap })
+ * const gw = await createGateway({ upstreamUrl: 'http://127.0.0.1:8188', port: 8190, tap })
  * // point browsers and API clients at gw.url
  * await gw.close()
  */
 export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const upstream = upstreamTarget(options.upstreamUrl)
   const logger = options.logger ?? silentLogger
-  const timeoutMs = options.upstreamTimeoutMs ?? 60_000
+  const timeoutMs = options.upstreamTimeoutMillis ?? 60_000
   const listeners = new Set<Listener>()
   let closing = false
   /** Sockets on which a request was admitted: their idleness is the keep-alive timeout's business. */
@@ -195,7 +196,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
-    server.listen(options.port ?? 8189, options.host ?? '127.0.0.1', () => {
+    server.listen(options.port ?? DEFAULT_LISTEN_PORT, options.host ?? DEFAULT_LISTEN_HOST, () => {
       server.off('error', reject)
       resolve()
     })
@@ -222,7 +223,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       listeners.add(listener)
       return () => listeners.delete(listener)
     },
-    close(opts?: { drainMs?: number }) {
+    close(opts?: { drainMillis?: number }) {
       closePromise ??= (async () => {
         closing = true
         const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()))
@@ -230,7 +231,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         await hub.close()
         if (active.responses.size > 0) {
           await new Promise<void>((resolve) => {
-            const timer = setTimeout(resolve, opts?.drainMs ?? 5000)
+            const timer = setTimeout(resolve, opts?.drainMillis ?? 5000)
             timer.unref()
             active.drained = () => {
               clearTimeout(timer)

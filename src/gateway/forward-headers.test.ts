@@ -30,7 +30,7 @@ describe('isLoopbackHost', () => {
 
 describe('backoffDelay', () => {
   it('grows exponentially up to the cap and takes jitter off', () => {
-    const opts = { initialDelayMs: 100, maxDelayMs: 1000, factor: 2, jitter: 0.5 }
+    const opts = { initialDelayMillis: 100, maxDelayMillis: 1000, factor: 2, jitter: 0.5 }
     expect([0, 1, 2, 3, 4, 10].map((a) => backoffDelay(a, opts, () => 0))).toEqual([
       100, 200, 400, 800, 1000, 1000,
     ])

@@ -50,10 +50,10 @@ async function startGateway(sim: SimServer, extra: Partial<GatewayOptions> = {})
     upstreamUrl: sim.url,
     port: 0,
     tap: createRecordingTap(),
-    idleCloseMs: 0,
+    idleCloseMillis: 0,
     ...extra,
   })
-  cleanups.push(() => gw.close({ drainMs: 100 }))
+  cleanups.push(() => gw.close({ drainMillis: 100 }))
   if (!gw.upstreamHealthy) await new Promise<void>((r) => gw.on('upstream', (e) => e.healthy && r()))
   return gw
 }

@@ -25,7 +25,7 @@ export interface GatewayOptions {
   readonly upstreamUrl: string
   /** Address to listen on (default `127.0.0.1`). */
   readonly host?: string
-  /** Port to listen on (default 8189; 0 picks a free one). */
+  /** Port to listen on (default 8190, as the config; 0 picks a free one). */
   readonly port?: number
   /** Where proxied traffic is reported. Called synchronously; never awaited. */
   readonly tap: CaptureTap
@@ -76,11 +76,11 @@ export interface GatewayOptions {
   readonly newPromptId?: () => string
   readonly logger?: Logger
   /** Longest wait for ComfyUI's response headers or WebSocket handshake, ms (default 60 000). */
-  readonly upstreamTimeoutMs?: number
+  readonly upstreamTimeoutMillis?: number
   /** Backoff of upstream socket reconnects (default 250 ms doubling to 10 s, 50 % jitter). */
   readonly reconnect?: ReconnectOptions
   /** How long an id with no prompt in flight and no downstream socket keeps its upstream socket (default 10 000 ms). */
-  readonly idleCloseMs?: number
+  readonly idleCloseMillis?: number
   /** Bytes queued for one downstream socket beyond which it is dropped (default 16 MiB). */
   readonly downstreamHighWaterMarkBytes?: number
   /**
@@ -104,14 +104,14 @@ export interface GatewayOptions {
    * Longest a client may take to send a request's headers, ms (default 20 000): then 408 and the connection
    * is closed, so a slowloris client cannot hold connections open (issue 9 class 5).
    */
-  readonly headersTimeoutMs?: number
+  readonly headersTimeoutMillis?: number
   /** Longest a client may take to send a whole request, body included, ms (default 300 000; 0 = no limit). */
-  readonly requestTimeoutMs?: number
+  readonly requestTimeoutMillis?: number
   /**
    * How long a connection on which no request has been admitted may stay idle, ms (default 30 000): a
    * connection that sent nothing, or only requests the guard refused, is closed then.
    */
-  readonly unauthenticatedIdleMs?: number
+  readonly unauthenticatedIdleMillis?: number
   /** Refuse downstream `/ws` connects whose Origin does not match Host on a loopback Host, as ComfyUI does (default true). */
   readonly checkWebSocketOrigin?: boolean
 }
@@ -129,6 +129,6 @@ export interface Gateway {
   readonly observerClientId: string
   /** Listens for upstream health changes; returns a function that removes the listener. */
   on(event: 'upstream', listener: (e: { healthy: boolean }) => void): () => void
-  /** Stops listening, closes sockets, waits up to `drainMs` (default 5000) for requests in progress. */
-  close(opts?: { drainMs?: number }): Promise<void>
+  /** Stops listening, closes sockets, waits up to `drainMillis` (default 5000) for requests in progress. */
+  close(opts?: { drainMillis?: number }): Promise<void>
 }

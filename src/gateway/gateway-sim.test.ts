@@ -88,8 +88,8 @@ async function startSim(): Promise<SimServer> {
 }
 
 async function startGateway(sim: SimServer): Promise<Gateway> {
-  const gw = await createGateway({ upstreamUrl: sim.url, port: 0, tap: createRecordingTap(), idleCloseMs: 0 })
-  cleanups.push(() => gw.close({ drainMs: 100 }))
+  const gw = await createGateway({ upstreamUrl: sim.url, port: 0, tap: createRecordingTap(), idleCloseMillis: 0 })
+  cleanups.push(() => gw.close({ drainMillis: 100 }))
   if (!gw.upstreamHealthy) await new Promise<void>((r) => gw.on('upstream', (e) => e.healthy && r()))
   return gw
 }

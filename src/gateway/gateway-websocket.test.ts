@@ -30,8 +30,8 @@ async function setup(
     upstreamUrl: comfy.url,
     port: 0,
     tap,
-    idleCloseMs: 0,
-    reconnect: { initialDelayMs: 10, maxDelayMs: 50 },
+    idleCloseMillis: 0,
+    reconnect: { initialDelayMillis: 10, maxDelayMillis: 50 },
     identify: (req) => ({
       user: userHeader(req),
       auth_method: 'test',
@@ -41,7 +41,7 @@ async function setup(
     }),
     ...extra,
   })
-  cleanups.push(() => gw.close({ drainMs: 100 }))
+  cleanups.push(() => gw.close({ drainMillis: 100 }))
   if (!gw.upstreamHealthy) {
     await new Promise<void>((resolve) => gw.on('upstream', (e) => e.healthy && resolve()))
   }

@@ -26,7 +26,7 @@ function captureRegistry(events: AuditEventInput[] = []) {
     origin: 'studio',
     now: () => 1_795_665_100_000,
     emit: (batch) => events.push(...batch),
-    gpuSampleIntervalMs: 0,
+    gpuSampleIntervalMillis: 0,
     submissionSeal: seal,
   })
   return { capture, seal }

@@ -46,9 +46,9 @@ interface SocketHubOptions {
   readonly logger: Logger
   readonly random: () => number
   readonly reconnect: ReconnectOptions
-  readonly handshakeTimeoutMs: number
+  readonly handshakeTimeoutMillis: number
   /** How long an id with neither a prompt in flight nor a downstream socket keeps its upstream socket. */
-  readonly idleCloseMs: number
+  readonly idleCloseMillis: number
   /** A downstream socket with more than this many bytes queued is dropped rather than slowing anyone. */
   readonly highWaterMarkBytes: number
   /** The raw body of ComfyUI's `GET /features`, or null when it cannot be had. */
@@ -223,7 +223,7 @@ export class SocketHub {
     return {
       wsUrl: o.wsUrl,
       clientId,
-      handshakeTimeoutMs: o.handshakeTimeoutMs,
+      handshakeTimeoutMillis: o.handshakeTimeoutMillis,
       reconnect: o.reconnect,
       random: o.random,
       logger: o.logger,
@@ -275,7 +275,7 @@ export class SocketHub {
         if (this.#closing.get(ch.id) === closed) this.#closing.delete(ch.id)
       })
       this.#persist()
-    }, this.#opts.idleCloseMs)
+    }, this.#opts.idleCloseMillis)
     ch.idleTimer.unref()
   }
 

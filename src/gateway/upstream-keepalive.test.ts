@@ -32,7 +32,7 @@ it('closes an idle kept-alive upstream socket before the Keep-Alive timeout Comf
   server.unref()
   const upstreamUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
   const gw = await createGateway({ upstreamUrl, port: 0, tap: createRecordingTap() })
-  cleanups.push(() => gw.close({ drainMs: 100 }))
+  cleanups.push(() => gw.close({ drainMillis: 100 }))
 
   const before = ended.length
   const answer = await fetch(`http://127.0.0.1:${gw.port}/system_stats`)

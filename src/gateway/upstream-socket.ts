@@ -4,9 +4,9 @@ import type { Logger } from '../audit/report-error.js'
 /** Reconnect backoff: exponential with jitter, so a restarted ComfyUI is not hit by every socket at once. */
 export interface ReconnectOptions {
   /** First delay after a failure, ms (default 250). */
-  readonly initialDelayMs?: number
+  readonly initialDelayMillis?: number
   /** Largest delay, ms (default 10 000). */
-  readonly maxDelayMs?: number
+  readonly maxDelayMillis?: number
   /** Growth per failed attempt (default 2). */
   readonly factor?: number
   /** Fraction of the delay taken off at random, 0..1 (default 0.5). */
@@ -15,8 +15,8 @@ export interface ReconnectOptions {
 
 /** The delay before reconnect attempt `attempt` (0-based). `random` returns [0, 1). */
 export function backoffDelay(attempt: number, opts: ReconnectOptions, random: () => number): number {
-  const initial = opts.initialDelayMs ?? 250
-  const max = opts.maxDelayMs ?? 10_000
+  const initial = opts.initialDelayMillis ?? 250
+  const max = opts.maxDelayMillis ?? 10_000
   const factor = opts.factor ?? 2
   const jitter = Math.min(1, Math.max(0, opts.jitter ?? 0.5))
   const base = Math.min(max, initial * factor ** Math.min(attempt, 30))
@@ -29,7 +29,7 @@ interface UpstreamSocketOptions {
   readonly wsUrl: string
   /** The upstream client id (`?clientId=`). */
   readonly clientId: string
-  readonly handshakeTimeoutMs: number
+  readonly handshakeTimeoutMillis: number
   readonly reconnect: ReconnectOptions
   readonly random: () => number
   readonly logger: Logger
@@ -151,7 +151,7 @@ export class UpstreamSocket {
   #connect(): void {
     const url = `${this.#opts.wsUrl}?clientId=${encodeURIComponent(this.clientId)}`
     const ws = new WebSocket(url, {
-      handshakeTimeout: this.#opts.handshakeTimeoutMs,
+      handshakeTimeout: this.#opts.handshakeTimeoutMillis,
       perMessageDeflate: false,
       maxPayload: 0,
     })

@@ -110,9 +110,9 @@ async function setup(opts: {
       }
       return false
     },
-    idleCloseMs: 0,
+    idleCloseMillis: 0,
   })
-  cleanups.push(() => gw.close({ drainMs: 100 }))
+  cleanups.push(() => gw.close({ drainMillis: 100 }))
   if (!gw.upstreamHealthy) await new Promise<void>((r) => gw.on('upstream', (e) => e.healthy && r()))
   return { gw, tap, tokens, auth: authenticator, store }
 }

@@ -57,10 +57,10 @@ async function gatewayFor(
     }),
     auditHandler: (req, res) => authenticator.handleAuditRoute(req, res),
     maxClientFrameBytes: limits.maxWsFrameBytes,
-    idleCloseMs: 0,
-    upstreamTimeoutMs: 5000,
+    idleCloseMillis: 0,
+    upstreamTimeoutMillis: 5000,
   })
-  cleanups.push(() => gw.close({ drainMs: 100 }))
+  cleanups.push(() => gw.close({ drainMillis: 100 }))
   if (!gw.upstreamHealthy) await new Promise<void>((r) => gw.on('upstream', (e) => e.healthy && r()))
   return { gw, tap, token: added.value.token }
 }

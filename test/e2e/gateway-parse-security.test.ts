@@ -149,9 +149,9 @@ async function setup(opts: { upstreamUrl?: string; auth?: Partial<AuthConfig>; m
     tap,
     guard,
     auditHandler: (req, res) => authenticator.handleAuditRoute(req, res),
-    idleCloseMs: 0,
+    idleCloseMillis: 0,
   })
-  cleanups.push(() => gw.close({ drainMs: 100 }))
+  cleanups.push(() => gw.close({ drainMillis: 100 }))
   // A recording upstream has no WebSocket endpoint: only the stand-in becomes healthy.
   if (!opts.upstreamUrl && !gw.upstreamHealthy)
     await new Promise<void>((r) => gw.on('upstream', (e) => e.healthy && r()))

@@ -123,7 +123,7 @@ async function committedBeforeTheCrash(
     const capture = createCapture({
       origin: ORIGIN,
       emit: (events: AuditEventInput[]) => void pending.push(store.append(events)),
-      gpuSampleIntervalMs: 0,
+      gpuSampleIntervalMillis: 0,
     })
     act(capture)
     await capture.flush()
