@@ -423,6 +423,10 @@ export function sessionsQuery(filter: SessionFilter): SqlQuery {
   return { sql, params }
 }
 
+/** The columns of {@link NodeRunFilter.lean}: the others (JSON among them) read back null. */
+const LEAN_NODE_RUN_COLUMNS =
+  'origin, session_id, node_id, node_type, timestamp_start, timestamp_end, duration_ms, status, gpu_memory_used'
+
 /** The node runs query: by timestamp_start, then key. */
 export function nodeRunsQuery(filter: NodeRunFilter): SqlQuery {
   checkCount('limit', filter.limit)
@@ -453,7 +457,7 @@ export function nodeRunsQuery(filter: NodeRunFilter): SqlQuery {
   }
   return {
     sql:
-      'SELECT * FROM node_runs' +
+      `SELECT ${filter.lean ? LEAN_NODE_RUN_COLUMNS : '*'} FROM node_runs` +
       (where.length ? ` WHERE ${where.join(' AND ')}` : '') +
       ' ORDER BY timestamp_start, origin, session_id, node_id' +
       (filter.limit !== undefined ? ` LIMIT ${filter.limit}` : ''),
