@@ -17,8 +17,11 @@
  * figures; nothing fails on them.
  *
  * Usage: npm run bench:analysis -- [--sessions N=10000] [--days D=90] [--repeat R=5] [--out FILE]
- *        [--load append|bulk] [--append-max N=5000] [--no-postgres] [--no-sqlite]
+ *        [--load append|bulk] [--append-max N=5000] [--no-postgres] [--no-sqlite] [--keep FILE]
  *        npm run bench:analysis -- --fit SMALL.json LARGE.json [--to N=1000000] [--out FILE]
+ *
+ * `--keep FILE` loads SQLite into FILE and keeps it (with FILE.json, what was loaded); when both exist, the
+ * next run with the same `--keep` times the commands on it without loading again (for profiling a change).
  *
  * `--fit` runs nothing: from two earlier `--out` files at different session counts it fits each command's p50
  * and p95 to a power of the session count (t = c·n^k, through both points) and extrapolates to `--to`
@@ -67,6 +70,7 @@ if (load !== 'append' && load !== 'bulk') throw new Error(`--load: expected appe
 const out = flag('--out')
 const withSqlite = !args.includes('--no-sqlite')
 const withPostgres = !args.includes('--no-postgres') && findPostgresBin() !== undefined
+const keep = flag('--keep')
 
 const DAY = 86_400_000
 const START = '2026-01-01T00:00:00Z'
@@ -207,17 +211,22 @@ const dir = await mkdtemp(join(tmpdir(), 'bench-analysis-'))
 const results: Figures[] = []
 try {
   if (withSqlite) {
-    const path = join(dir, 'audit.sqlite')
+    const path = keep ?? join(dir, 'audit.sqlite')
     const dialect = (): StoreDialect => createSqliteDialect({ path, synchronous: 'normal' })
-    const { history, seconds } = await loadHistory('sqlite', dialect(), async () => {
-      const db = new Database(path)
-      db.pragma('journal_mode = WAL')
-      db.pragma('synchronous = NORMAL')
-      return {
-        loader: createBulkLoader(sqliteBulkConnection(db), ORIGIN),
-        close: async () => void db.close(),
-      }
-    })
+    const kept = keep === undefined ? undefined : await readKept(keep)
+    const { history, seconds } =
+      kept ??
+      (await loadHistory('sqlite', dialect(), async () => {
+        const db = new Database(path)
+        db.pragma('journal_mode = WAL')
+        db.pragma('synchronous = NORMAL')
+        return {
+          loader: createBulkLoader(sqliteBulkConnection(db), ORIGIN),
+          close: async () => void db.close(),
+        }
+      }))
+    if (keep !== undefined && kept === undefined)
+      await writeFile(`${keep}.json`, JSON.stringify({ history, seconds }) + '\n')
     const store = createRuntimeStore(dialect(), { origin: ORIGIN })
     try {
       results.push({
@@ -293,6 +302,21 @@ if (out) {
   process.stdout.write(`wrote ${out}\n`)
 }
 
+/** What an earlier `--keep` run loaded into FILE, or undefined when FILE or its summary is missing. */
+async function readKept(file: string): Promise<{ history: GeneratedHistory; seconds: number } | undefined> {
+  try {
+    await stat(file)
+    const kept = JSON.parse(await readFile(`${file}.json`, 'utf8')) as {
+      history: GeneratedHistory
+      seconds: number
+    }
+    process.stdout.write(`sqlite: reusing ${file} (${kept.history.sessions} sessions)\n`)
+    return kept
+  } catch {
+    return undefined
+  }
+}
+
 /** The `--fit` mode: power-law growth per dialect and command from two result files. */
 async function fitGrowth(
   smallFile: string | undefined,
@@ -306,7 +330,10 @@ async function fitGrowth(
   const [small, large] = [await read(smallFile), await read(largeFile)]
   const fits: Record<
     string,
-    Record<string, { k_p50: number; k_p95: number; p50_ms: number; p95_ms: number }>
+    Record<
+      string,
+      { k_p50: number; k_p95: number; k_cpu: number; p50_ms: number; p95_ms: number; cpu_p50_ms: number }
+    >
   > = {}
   for (const b of large) {
     const a = small.find((x) => x.dialect === b.dialect)
@@ -317,14 +344,24 @@ async function fitGrowth(
       if (!fa) continue
       const k = (x: number, y: number): number => Math.log(Math.max(y, 0.1) / Math.max(x, 0.1)) / span
       const at = (y: number, kk: number): number => y * (to / b.sessions) ** kk
-      const f = { k_p50: k(fa.p50_ms, fb.p50_ms), k_p95: k(fa.p95_ms, fb.p95_ms), p50_ms: 0, p95_ms: 0 }
+      // CPU time too: on a loaded machine the wall-clock figures mostly measure the wait for a core.
+      const f = {
+        k_p50: k(fa.p50_ms, fb.p50_ms),
+        k_p95: k(fa.p95_ms, fb.p95_ms),
+        k_cpu: k(fa.cpu_p50_ms, fb.cpu_p50_ms),
+        p50_ms: 0,
+        p95_ms: 0,
+        cpu_p50_ms: 0,
+      }
       f.p50_ms = round(at(fb.p50_ms, f.k_p50), 1)
       f.p95_ms = round(at(fb.p95_ms, f.k_p95), 1)
+      f.cpu_p50_ms = round(at(fb.cpu_p50_ms, f.k_cpu), 1)
       f.k_p50 = round(f.k_p50, 2)
       f.k_p95 = round(f.k_p95, 2)
+      f.k_cpu = round(f.k_cpu, 2)
       ;(fits[b.dialect] ??= {})[label] = f
       process.stdout.write(
-        `${b.dialect.padEnd(8)} ${label.padEnd(31)} k ${String(f.k_p95).padStart(5)}  ${a.sessions}->${b.sessions}: p95 ${fa.p95_ms} -> ${fb.p95_ms} ms; at ${to}: p50 ~${f.p50_ms} ms, p95 ~${f.p95_ms} ms\n`,
+        `${b.dialect.padEnd(8)} ${label.padEnd(31)} k ${String(f.k_p95).padStart(5)}  ${a.sessions}->${b.sessions}: p95 ${fa.p95_ms} -> ${fb.p95_ms} ms; at ${to}: p50 ~${f.p50_ms} ms, p95 ~${f.p95_ms} ms; cpu p50 ${fa.cpu_p50_ms} -> ${fb.cpu_p50_ms} -> ~${f.cpu_p50_ms} ms (k ${f.k_cpu})\n`,
       )
     }
   }

@@ -100,6 +100,12 @@ export interface NodeRunFilter {
   /** Only runs of these session ids (with `origin`, the primary key serves the lookup). */
   readonly sessionIds?: readonly string[]
   readonly limit?: number
+  /**
+   * Only the columns sums and sketches need (key, node_type, timestamps, duration_ms, status,
+   * gpu_memory_used); the others read back null. Decoding the JSON columns is most of a read's cost, and
+   * analysis reads thousands of rows at a window's edges only to count and sketch them.
+   */
+  readonly lean?: boolean
 }
 
 /** A node run as stored: the record plus the log it came from (node ids repeat across origins). */

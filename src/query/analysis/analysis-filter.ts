@@ -128,9 +128,10 @@ async function sessionsOf(
   return map
 }
 
-/** Node runs in the window with their sessions, filtered. */
-export async function loadFacts(store: AnalysisStore, f: AnalysisFilter): Promise<Fact[]> {
+/** Node runs in the window with their sessions, filtered; `lean` reads only what sums need (see NodeRunFilter). */
+export async function loadFacts(store: AnalysisStore, f: AnalysisFilter, lean = false): Promise<Fact[]> {
   const runs = await store.nodeRuns({
+    ...(lean ? { lean } : {}),
     ...(f.since !== undefined ? { since: f.since } : {}),
     ...(f.until !== undefined ? { until: f.until } : {}),
     ...(f.nodeType !== undefined ? { nodeType: f.nodeType } : {}),

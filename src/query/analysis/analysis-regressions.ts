@@ -226,6 +226,10 @@ async function regressionsFromRollups(
     ...(filter.nodeType !== undefined ? { nodeType: filter.nodeType } : {}),
     ...(filter.workflow !== undefined ? { workflow: filter.workflow } : {}),
   }
+  // The edges (partial hours) are read by time and their workflow checked here: with the workflow in the SQL
+  // the planner reads every run of the workflow's sessions over the whole history, then drops those outside
+  // the hour.
+  const { workflow: _workflow, ...edgeFilter } = filter
   const sides = [
     ['base', planWindow(from, split, true)],
     ['recent', planWindow(split, now, true)],
@@ -239,10 +243,11 @@ async function regressionsFromRollups(
       }
     }
     for (const span of plan.raw) {
-      for (const { run, session } of await loadFacts(store, { ...filter, ...isoSpan(span) })) {
+      for (const { run, session } of await loadFacts(store, { ...edgeFilter, ...isoSpan(span) }, true)) {
         if (run.status !== 'success' || run.duration_ms === null) continue
-        group(run.node_type, null)[side].add(run.duration_ms)
         const workflow = workflowId(session)
+        if (filter.workflow !== undefined && workflow !== filter.workflow) continue
+        group(run.node_type, null)[side].add(run.duration_ms)
         if (workflow !== null) group(run.node_type, workflow)[side].add(run.duration_ms)
       }
     }

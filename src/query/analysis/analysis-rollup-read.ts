@@ -92,7 +92,8 @@ export async function fromRollups(
     }
   }
   const edges: NodeRunRow[] = []
-  for (const span of plan.raw) edges.push(...(await store.nodeRuns({ ...scope, ...isoSpan(span) })))
+  for (const span of plan.raw)
+    edges.push(...(await store.nodeRuns({ ...scope, ...isoSpan(span), lean: true })))
   for (const run of edges) {
     const hour = new Date(Math.floor(Date.parse(run.timestamp_start) / HOUR) * HOUR).toISOString()
     addRun(entry(groupOf(run.origin, run.node_type, hour)), run)

@@ -119,7 +119,9 @@ async function sessionsWithRuns(
   for (const s of sessions) byOrigin.set(s.origin, [...(byOrigin.get(s.origin) ?? []), s.session_id])
   for (const [origin, ids] of byOrigin) {
     for (let i = 0; i < ids.length; i += SESSION_LOOKUP_CHUNK)
-      runs.push(...(await store.nodeRuns({ origin, sessionIds: ids.slice(i, i + SESSION_LOOKUP_CHUNK) })))
+      runs.push(
+        ...(await store.nodeRuns({ origin, sessionIds: ids.slice(i, i + SESSION_LOOKUP_CHUNK), lean: true })),
+      )
   }
   return { sessions, runs }
 }

@@ -23,7 +23,6 @@ import {
   SELECT_DERIVED_SQL,
   SELECT_OUTPUT_SQL,
   SELECT_SESSION_SQL,
-  SESSION_COUNTS_SQL,
   UPSERT_NODE_RUN_SQL,
   UPSERT_OUTPUT_SQL,
   UPSERT_SESSION_SQL,
@@ -32,24 +31,27 @@ import {
   derivedTableQuery,
   encodeState,
   eventParams,
-  eventsPageQuery,
   nodeRunParams,
-  nodeRunsQuery,
   outputParams,
-  pagedEvents,
   rowToCheckpoint,
   rowToNodeRun,
   rowToOutput,
   rowToSession,
-  rowToSessionCount,
   rowToStoredEvent,
   sessionParams,
   sessionQuery,
-  sessionsQuery,
   storedToEvent,
   type SqlQuery,
   type SqlRow,
 } from '../sql-common.js'
+import {
+  SESSION_COUNTS_SQL,
+  eventsPageQuery,
+  nodeRunsQuery,
+  pagedEvents,
+  rowToSessionCount,
+  sessionsQuery,
+} from '../sql-queries.js'
 import type {
   DerivedRows,
   EventFilter,
@@ -185,7 +187,9 @@ export class SqliteDriver implements StoreDriver {
         db.transaction(() => runPlanSync(recomputeAllAnalysisRollups(), planExecutor(db, cache))).immediate()
       }
       if (outcome.results.some((r) => r.version === QUERY_INDEXES_VERSION && r.status === 'applied'))
-        db.transaction(() => runPlanSync(backfillPromptGraphHashes(), planExecutor(db, new Map()))).immediate()
+        db.transaction(() =>
+          runPlanSync(backfillPromptGraphHashes(), planExecutor(db, new Map())),
+        ).immediate()
     } catch (error) {
       db.close()
       throw error

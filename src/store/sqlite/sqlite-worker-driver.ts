@@ -11,20 +11,22 @@ import { parseJson, stringifyJson } from '../../audit/json.js'
 import type { AuditEvent } from '../../audit/types.js'
 import {
   DERIVED_TABLES,
-  SESSION_COUNTS_SQL,
-  nodeRunsQuery,
-  pagedEvents,
   rowToNodeRun,
   rowToOutput,
   rowToSession,
-  rowToSessionCount,
   sessionQuery,
-  sessionsQuery,
   derivedTableQuery,
   storedToEvent,
   type SqlQuery,
   type SqlRow,
 } from '../sql-common.js'
+import {
+  SESSION_COUNTS_SQL,
+  nodeRunsQuery,
+  pagedEvents,
+  rowToSessionCount,
+  sessionsQuery,
+} from '../sql-queries.js'
 import type { EventFilter, StoreDriver, StoredEventRow } from '../store.js'
 import type { SqliteDialectOptions } from './sqlite-dialect.js'
 
