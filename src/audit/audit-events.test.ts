@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import {
   nodeFinishedEvent,
+  outputHashedEvent,
   sessionBypassEvent,
   sessionLostEvent,
   sessionReconciledEvent,
@@ -108,6 +109,13 @@ describe('reconciliation event constructors', () => {
     expect(Object.keys(d.payload)).toEqual(['node_run'])
     const withFiles = decoded(nodeFinishedEvent(TIME, RUN, [FILE]))
     expect(Object.keys(withFiles.payload)).toEqual(['node_run', 'outputs'])
+  })
+
+  it('output.hashed decodes to its kind with its rows', () => {
+    const row = { ...FILE, sha256: 'ab'.repeat(32), bytes: 12, width: 8, height: 8 }
+    const d = decoded(outputHashedEvent(TIME, SESSION, [row]))
+    expect(d.kind).toBe('output.hashed')
+    expect(d.payload.outputs).toEqual([row])
   })
 
   it('the decoder is what these checks rest on: a payload off its schema does not decode', () => {

@@ -154,6 +154,15 @@ export function nodeFinishedEvent(
   })
 }
 
+/** `output.hashed`: the session's output files with their digests (may come after `execution.finished`). */
+export function outputHashedEvent(
+  time: string,
+  sessionId: string,
+  outputs: readonly NodeFile[],
+): AuditEventInput {
+  return event('output.hashed', time, sessionId, { outputs: toJsonValue(outputs) })
+}
+
 /** What `node.error_blocked` says: the node ComfyUI blocked, and why (the run goes on). */
 interface NodeBlocked {
   readonly node_id: string | null
