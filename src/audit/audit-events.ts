@@ -139,16 +139,28 @@ export function nodeStartedEvent(time: string, sessionId: string, node: NodeStar
   return event('node.started', time, sessionId, toJsonObject(node))
 }
 
-/** `node.finished`: the complete node-run record and the files the node produced. */
+/**
+ * `node.finished`: the complete node-run record and the files the node produced. Reconciliation knows no
+ * files per node (history lists them per session), so it passes none and the payload has no `outputs` key.
+ */
 export function nodeFinishedEvent(
   time: string,
   record: NodeRunRecord,
-  outputs: readonly NodeFile[],
+  outputs?: readonly NodeFile[],
 ): AuditEventInput {
   return event('node.finished', time, record.session_id, {
     node_run: toJsonObject(record),
-    outputs: toJsonValue(outputs),
+    ...(outputs === undefined ? {} : { outputs: toJsonValue(outputs) }),
   })
+}
+
+/** `output.hashed`: the session's output files with their digests (may come after `execution.finished`). */
+export function outputHashedEvent(
+  time: string,
+  sessionId: string,
+  outputs: readonly NodeFile[],
+): AuditEventInput {
+  return event('output.hashed', time, sessionId, { outputs: toJsonValue(outputs) })
 }
 
 /** What `node.error_blocked` says: the node ComfyUI blocked, and why (the run goes on). */
@@ -185,6 +197,71 @@ export function sessionCancelledEvent(
   by: JsonObject,
 ): AuditEventInput {
   return patchEvent('session.cancelled', time, sessionId, patch, { by })
+}
+
+/** What a `session.reconciled` says besides its patch: history's outcome of a session closed after a gap. */
+interface Reconciliation {
+  /** The files history lists. */
+  readonly outputs: readonly NodeFile[]
+  /** `execution_interrupted` data, or null. */
+  readonly interrupted: JsonObject | null
+}
+
+/** `session.reconciled`: an open session closed from ComfyUI's history after a gap. */
+export function sessionReconciledEvent(
+  time: string,
+  sessionId: string,
+  patch: SessionPatch,
+  reconciliation: Reconciliation,
+): AuditEventInput {
+  return patchEvent('session.reconciled', time, sessionId, patch, {
+    outputs: toJsonValue(reconciliation.outputs),
+    interrupted: reconciliation.interrupted,
+  })
+}
+
+/** What a `session.lost` decision rested on, so a reader can judge it later (issue 10 item 3). */
+interface LostEvidence {
+  readonly queue_running: number
+  readonly queue_pending: number
+  readonly history_entries: number
+  readonly in_queue: false
+  readonly in_history: false
+  readonly accepted: boolean
+  /** Present (true) only for a session taken over from a gateway process that died. */
+  readonly orphaned?: true
+  readonly comfy_restarted: boolean
+  readonly decided_at: string
+}
+
+/** `session.lost`: ComfyUI has the prompt neither queued nor in history. */
+export function sessionLostEvent(
+  time: string,
+  sessionId: string,
+  patch: SessionPatch,
+  loss: { readonly reason: string; readonly evidence: LostEvidence },
+): AuditEventInput {
+  return patchEvent('session.lost', time, sessionId, patch, {
+    reason: loss.reason,
+    evidence: toJsonObject(loss.evidence),
+  })
+}
+
+/** `session.bypass`: a run seen in ComfyUI's history that never passed the gateway. */
+export function sessionBypassEvent(
+  time: string,
+  sessionId: string,
+  patch: SessionPatch,
+  bypass: {
+    readonly outputs: readonly NodeFile[]
+    /** Why the entry's gateway seal did not open, or null when it had none. */
+    readonly sealRejected: string | null
+  },
+): AuditEventInput {
+  return patchEvent('session.bypass', time, sessionId, patch, {
+    outputs: toJsonValue(bypass.outputs),
+    ...(bypass.sealRejected === null ? {} : { seal_rejected: bypass.sealRejected }),
+  })
 }
 
 /** What a `session.corrected` says besides its patch. */

@@ -13,7 +13,13 @@ import type {
   NodeRunRecord,
   SessionStatus,
 } from '../audit/types.js'
-import { isoTime, toJsonObject, toJsonValue } from './json-value.js'
+import {
+  nodeFinishedEvent,
+  sessionBypassEvent,
+  sessionLostEvent,
+  sessionReconciledEvent,
+} from '../audit/audit-events.js'
+import { isoTime } from './json-value.js'
 import {
   DEFAULT_MAX_INPUT_STRING_LENGTH,
   analyzePrompt,
@@ -280,24 +286,17 @@ export function reconcileSessions(input: ReconcileInput): ReconcileResult {
     const entry = input.history[session.session_id]
     if (entry) {
       const outcome = historyOutcome(entry)
-      for (const run of gapNodeRuns(session.session_id, outcome, graphOf(entry), session, input)) {
-        events.push({
-          kind: 'node.finished',
-          time,
-          session_id: session.session_id,
-          payload: { node_run: toJsonObject(run) },
-        })
-      }
+      for (const run of gapNodeRuns(session.session_id, outcome, graphOf(entry), session, input))
+        events.push(nodeFinishedEvent(time, run))
       const startedAt =
         session.started_at ?? (outcome.started_ms === null ? null : isoTime(outcome.started_ms))
       const endedAt = outcome.ended_ms === null ? null : isoTime(outcome.ended_ms)
       const status: SessionStatus = outcome.status
-      events.push({
-        kind: 'session.reconciled',
-        time,
-        session_id: session.session_id,
-        payload: {
-          session: toJsonObject({
+      events.push(
+        sessionReconciledEvent(
+          time,
+          session.session_id,
+          {
             status,
             number: outcome.number,
             started_at: startedAt,
@@ -308,11 +307,10 @@ export function reconcileSessions(input: ReconcileInput): ReconcileResult {
             outputs: outcome.outputs,
             status_reason: 'completed from ComfyUI history after a gap; no per-node timing for the gap',
             flags: ['reconciled'],
-          }),
-          outputs: toJsonValue(outcome.outputs),
-          interrupted: outcome.interrupted,
-        },
-      })
+          },
+          { outputs: outcome.outputs, interrupted: outcome.interrupted },
+        ),
+      )
       closed.push(session.session_id)
       continue
     }
@@ -322,35 +320,29 @@ export function reconcileSessions(input: ReconcileInput): ReconcileResult {
       : input.comfyRestarted
         ? 'ComfyUI restarted: the prompt is neither queued nor in history'
         : 'ComfyUI no longer knows the prompt: neither queued nor in history'
-    for (const run of session.running_nodes) {
-      events.push({
-        kind: 'node.finished',
+    for (const run of session.running_nodes)
+      events.push(nodeFinishedEvent(time, { ...run, status: 'interrupted', error_message: reason }))
+    events.push(
+      sessionLostEvent(
         time,
-        session_id: session.session_id,
-        payload: { node_run: toJsonObject({ ...run, status: 'interrupted', error_message: reason }) },
-      })
-    }
-    events.push({
-      kind: 'session.lost',
-      time,
-      session_id: session.session_id,
-      payload: {
-        session: { status: 'lost', ended_at: time, status_reason: reason },
-        reason,
-        // What the decision rested on, so a reader can judge it later (issue 10 item 3).
-        evidence: {
-          queue_running: input.queue.queue_running.length,
-          queue_pending: input.queue.queue_pending.length,
-          history_entries: Object.keys(input.history).length,
-          in_queue: false,
-          in_history: false,
-          accepted: session.orphaned !== true,
-          ...(session.orphaned ? { orphaned: true } : {}),
-          comfy_restarted: input.comfyRestarted === true,
-          decided_at: time,
+        session.session_id,
+        { status: 'lost', ended_at: time, status_reason: reason },
+        {
+          reason,
+          evidence: {
+            queue_running: input.queue.queue_running.length,
+            queue_pending: input.queue.queue_pending.length,
+            history_entries: Object.keys(input.history).length,
+            in_queue: false,
+            in_history: false,
+            accepted: session.orphaned !== true,
+            ...(session.orphaned ? { orphaned: true } : {}),
+            comfy_restarted: input.comfyRestarted === true,
+            decided_at: time,
+          },
         },
-      },
-    })
+      ),
+    )
     closed.push(session.session_id)
   }
   return { events, closed }
@@ -385,20 +377,13 @@ export function bypassSessions(input: BypassInput): AuditEventInput[] {
     const createTime = isJsonObject(extra) && typeof extra.create_time === 'number' ? extra.create_time : null
     const clientId = isJsonObject(extra) && typeof extra.client_id === 'string' ? extra.client_id : null
     const rejected = input.sealRejected?.(promptId) ?? null
-    for (const run of gapNodeRuns(promptId, outcome, analysis.graph, null, input)) {
-      events.push({
-        kind: 'node.finished',
+    for (const run of gapNodeRuns(promptId, outcome, analysis.graph, null, input))
+      events.push(nodeFinishedEvent(time, run))
+    events.push(
+      sessionBypassEvent(
         time,
-        session_id: promptId,
-        payload: { node_run: toJsonObject(run) },
-      })
-    }
-    events.push({
-      kind: 'session.bypass',
-      time,
-      session_id: promptId,
-      payload: {
-        session: toJsonObject({
+        promptId,
+        {
           status: outcome.status,
           http_status: null,
           number: outcome.number,
@@ -427,11 +412,10 @@ export function bypassSessions(input: BypassInput): AuditEventInput[] {
               ? 'seen in ComfyUI history without having passed the gateway'
               : `seen in ComfyUI history without having passed the gateway; its gateway seal was rejected: ${rejected}`,
           flags: rejected === null ? ['bypass'] : ['bypass', 'seal_rejected'],
-        }),
-        outputs: toJsonValue(outcome.outputs),
-        ...(rejected === null ? {} : { seal_rejected: rejected }),
-      },
-    })
+        },
+        { outputs: outcome.outputs, sealRejected: rejected },
+      ),
+    )
   }
   return events
 }

@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto'
 import { open } from 'node:fs/promises'
 import { isAbsolute, join, relative, resolve, sep } from 'node:path'
-import { modelsHashedEvent } from '../audit/audit-events.js'
+import { modelsHashedEvent, outputHashedEvent } from '../audit/audit-events.js'
 import { decodeEvent } from '../audit/decode-event.js'
 import { reportError } from '../audit/report-error.js'
 import { createComfyClient, type ComfyClient } from '../comfyui/comfy-client.js'
@@ -227,7 +227,7 @@ export function createProvenanceEnricher(options: ProvenanceEnricherOptions): Pr
   const hashOutputs = async (sessionId: string, files: (FileRef & { node_id: string })[]): Promise<void> => {
     const hasher = options.outputHasher
     if (!hasher) return
-    const rows: JsonObject[] = []
+    const rows: (FileRef & { node_id: string })[] = []
     for (const f of files) {
       try {
         const d = await hasher.hash(f, sessionId)
@@ -237,9 +237,7 @@ export function createProvenanceEnricher(options: ProvenanceEnricherOptions): Pr
       }
     }
     if (rows.length > 0) {
-      await options.emit([
-        { kind: 'output.hashed', time: now(), session_id: sessionId, payload: { outputs: rows } },
-      ])
+      await options.emit([outputHashedEvent(now(), sessionId, rows)])
     }
   }
 
