@@ -3,20 +3,14 @@
  * id is copied out of the session's JSON into an indexed column, filled for rows written before the
  * migration; `diff` finds a session by id alone; and the queries use those indexes.
  */
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import Database from 'better-sqlite3'
-import pg from 'pg'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import type { AuditEventInput, JsonObject } from '../../src/audit/types.js'
-import { createPostgresDialect } from '../../src/store/postgres/postgres-dialect.js'
 import { createRuntimeStore, type RuntimeStore } from '../../src/store/runtime-store.js'
 import { SELECT_BUCKET_RUNS_SQL } from '../../src/store/rollups.js'
 import { nodeRunsQuery, sessionsQuery } from '../../src/store/sql-queries.js'
 import { createSqliteDialect } from '../../src/store/sqlite/sqlite-dialect.js'
-import type { StoreDialect } from '../../src/store/store.js'
-import { findPostgresBin, startPostgres, type PostgresCluster } from '../helpers/postgres.js'
+import { sqlDialects } from '../helpers/sql-dialects.js'
 
 const ORIGIN = 'gw/indexes'
 
@@ -71,63 +65,7 @@ async function populate(store: RuntimeStore): Promise<void> {
   ])
 }
 
-interface Dialect {
-  readonly name: string
-  make(): Promise<{ dialect: StoreDialect; sql(text: string): Promise<unknown[]>; done(): Promise<void> }>
-}
-
-let dir = ''
-let cluster: PostgresCluster | undefined
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'comfy-audit-indexes-'))
-})
-afterAll(async () => {
-  await cluster?.stop()
-  await rm(dir, { recursive: true, force: true })
-})
-
-let counter = 0
-const dialects: Dialect[] = [
-  {
-    name: 'sqlite',
-    async make() {
-      const path = join(dir, `db-${++counter}.sqlite`)
-      return {
-        dialect: createSqliteDialect({ path }),
-        async sql(text) {
-          const db = new Database(path)
-          try {
-            const stmt = db.prepare(text)
-            return stmt.reader ? stmt.all() : (stmt.run(), [])
-          } finally {
-            db.close()
-          }
-        },
-        async done() {},
-      }
-    },
-  },
-]
-if (findPostgresBin()) {
-  dialects.push({
-    name: 'postgres',
-    async make() {
-      cluster ??= await startPostgres()
-      const url = await cluster.createDatabase()
-      const client = new pg.Client({ connectionString: url })
-      await client.connect()
-      return {
-        dialect: createPostgresDialect({ url }),
-        async sql(text) {
-          return (await client.query(text)).rows
-        },
-        async done() {
-          await client.end()
-        },
-      }
-    },
-  })
-}
+const { dialects, tempPath } = sqlDialects('comfy-audit-indexes-')
 
 describe.each(dialects)('analysis indexes on $name', ({ make }) => {
   it('fills workflow_id on write, filters sessions and node runs by it, and finds a session by id alone', async () => {
@@ -217,7 +155,7 @@ describe.each(dialects)('analysis rollups migration on $name', ({ make }) => {
 
 describe('analysis query plans on sqlite', () => {
   it('reads the workflow and session-id lookups through their indexes', async () => {
-    const path = join(dir, 'plans.sqlite')
+    const path = tempPath('plans.sqlite')
     const store = createRuntimeStore(createSqliteDialect({ path }), { origin: ORIGIN })
     await populate(store)
     await store.close()

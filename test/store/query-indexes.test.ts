@@ -4,22 +4,17 @@
  * found by their prompt's hash or its graph hash (a PNG's prompt chunk, with or without `is_changed`); a store
  * of schema version 9 upgrades, its stored prompts' graph hashes filled.
  */
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import Database from 'better-sqlite3'
-import pg from 'pg'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { canonicalJson, sha256Hex } from '../../src/audit/json.js'
 import type { AuditEventInput, JsonObject, SessionRecord } from '../../src/audit/types.js'
-import { createPostgresDialect } from '../../src/store/postgres/postgres-dialect.js'
 import { promptGraphSha256 } from '../../src/store/query-indexes.js'
 import { createRuntimeStore, type RuntimeStore } from '../../src/store/runtime-store.js'
 import { sessionQuery } from '../../src/store/sql-common.js'
 import { sessionsQuery } from '../../src/store/sql-queries.js'
 import { createSqliteDialect } from '../../src/store/sqlite/sqlite-dialect.js'
-import type { SessionFilter, StoreDialect } from '../../src/store/store.js'
-import { findPostgresBin, startPostgres, type PostgresCluster } from '../helpers/postgres.js'
+import type { SessionFilter } from '../../src/store/store.js'
+import { sqlDialects } from '../helpers/sql-dialects.js'
 
 const ORIGIN = 'gw/query'
 const USERS = ['ana', 'ben', 'chloe']
@@ -60,59 +55,7 @@ function history(): AuditEventInput[] {
 
 const ids = (rows: readonly SessionRecord[]): string[] => rows.map((s) => s.session_id)
 
-interface Dialect {
-  readonly name: string
-  make(): Promise<{ dialect: StoreDialect; sql(text: string): Promise<unknown[]>; done(): Promise<void> }>
-}
-
-let dir = ''
-let cluster: PostgresCluster | undefined
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'comfy-audit-query-'))
-})
-afterAll(async () => {
-  await cluster?.stop()
-  await rm(dir, { recursive: true, force: true })
-})
-
-let counter = 0
-const dialects: Dialect[] = [
-  {
-    name: 'sqlite',
-    async make() {
-      const path = join(dir, `db-${++counter}.sqlite`)
-      return {
-        dialect: createSqliteDialect({ path }),
-        async sql(text) {
-          const db = new Database(path)
-          try {
-            const stmt = db.prepare(text)
-            return stmt.reader ? stmt.all() : (stmt.run(), [])
-          } finally {
-            db.close()
-          }
-        },
-        async done() {},
-      }
-    },
-  },
-]
-if (findPostgresBin()) {
-  dialects.push({
-    name: 'postgres',
-    async make() {
-      cluster ??= await startPostgres()
-      const url = await cluster.createDatabase()
-      const client = new pg.Client({ connectionString: url })
-      await client.connect()
-      return {
-        dialect: createPostgresDialect({ url }),
-        sql: async (text) => (await client.query(text)).rows,
-        done: async () => void (await client.end()),
-      }
-    },
-  })
-}
+const { dialects, tempPath } = sqlDialects('comfy-audit-query-')
 
 /** Every page by cursor (as the API pages), joined. */
 async function byCursor(store: RuntimeStore, filter: SessionFilter, limit: number): Promise<string[]> {
@@ -203,7 +146,7 @@ describe.each(dialects)('query indexes on $name', ({ make }) => {
 
 describe('query plans on sqlite', () => {
   it('reads the listings, the id lookup and the prompt lookup through indexes, sorting nothing', async () => {
-    const path = join(dir, 'plans.sqlite')
+    const path = tempPath('plans.sqlite')
     const store = createRuntimeStore(createSqliteDialect({ path }), { origin: ORIGIN })
     await store.append(history())
     await store.close()
