@@ -20,6 +20,7 @@ import { encodePng } from '../src/sim/png.js'
 import {
   generateHistory,
   PLANTED,
+  standInSha256,
   type GeneratedHistory,
   type HistoryTarget,
 } from '../test/helpers/history-generator.js'
@@ -167,7 +168,7 @@ export async function timeQuerySet(
   const pick = (i: number): (typeof picks)[number] => picks[i % picks.length]!
   const hashPick = (i: number): string => hashed[i % hashed.length]?.sha ?? '0'.repeat(64)
   const number = (id: string): string => String(Number(id.slice(1, 7)))
-  const modelSha = sha256Of(PLANTED.goodLora)
+  const modelSha = standInSha256(PLANTED.goodLora)
   const set: [string, Probe, number | null][] = [
     [
       'sessions by person + day',
@@ -258,17 +259,6 @@ export async function timeQuerySet(
     api.server.close()
   }
   return figures
-}
-
-/** The generator's stand-in model hash (history-generator.ts `sha`), recomputed: FNV-1a rounds to 64 hex digits. */
-function sha256Of(name: string): string {
-  let h = 2166136261
-  let out = ''
-  for (let round = 0; out.length < 64; round++) {
-    for (const ch of `${round}:${name}`) h = Math.imul(h ^ ch.charCodeAt(0), 16777619) >>> 0
-    out += h.toString(16).padStart(8, '0')
-  }
-  return out.slice(0, 64)
 }
 
 /** One day's node runs read as the CLI's export reads them: rows per second and heap growth. */

@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { canonicalJson, sha256Hex, stringifyJson } from '../audit/json.js'
 import type {
@@ -11,10 +10,9 @@ import type {
 import { zRedactionConfig } from '../config/security-config.js'
 import { createRedactor } from '../identity/redaction.js'
 import { createCapture, type Capture, type CaptureOptions } from './capture.js'
-import { environmentFromSystemStats } from './environment.js'
 import { usedMiB } from './gpu-sampler.js'
 import { REDACTED } from './prompt-analysis.js'
-import { isJsonObject, parseWith, zObjectInfo, zSystemStats } from '../comfyui/schemas.js'
+import { isJsonObject } from '../comfyui/schemas.js'
 import {
   applyStep,
   gpuReadings,
@@ -24,17 +22,13 @@ import {
   type ReplayStep,
   type TraceRow,
 } from './trace-replay.js'
-import { FIXTURES, fixtureTraceRows } from '../../test/helpers/fixture-trace.js'
+import { fixtureEnvironment, fixtureTraceRows } from '../../test/helpers/fixture-trace.js'
 import { parseUpstreamFrame } from '../comfyui/frames.js'
 
 const ROWS = fixtureTraceRows()
 const READINGS = gpuReadings(ROWS)
 
-const systemStatsRow = ROWS.find((r) => r.kind === 'http' && r.path === '/system_stats')
-const systemStats = parseWith(zSystemStats, systemStatsRow?.response ?? null)
-const objectInfo = parseWith(zObjectInfo, readFileSync(new URL('object_info.json', FIXTURES)))
-if (!systemStats.ok || !objectInfo.ok) throw new Error('fixtures do not parse')
-const ENVIRONMENT: EnvironmentSnapshot = environmentFromSystemStats(systemStats.value, objectInfo.value)
+const ENVIRONMENT = fixtureEnvironment(ROWS)
 
 const CLIENTS = { A: 'gw:A', B: 'gw:B', C: 'gw:C', 'C-reconnected': 'gw:C', 'C-duplicate': 'gw:C' }
 

@@ -1,38 +1,18 @@
-import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
 import { decodeEvent } from '../audit/decode-event.js'
-import type {
-  AuditEventInput,
-  EnvironmentSnapshot,
-  JsonObject,
-  JsonValue,
-  Submitter,
-} from '../audit/types.js'
-import {
-  checkWith,
-  isJsonObject,
-  parseWith,
-  zObjectInfo,
-  zSystemStats,
-  zWsMessage,
-  type WsMessage,
-} from '../comfyui/schemas.js'
-import { environmentFromSystemStats } from './environment.js'
+import type { AuditEventInput, JsonObject, JsonValue, Submitter } from '../audit/types.js'
+import { checkWith, isJsonObject, zWsMessage, type WsMessage } from '../comfyui/schemas.js'
 import { usedMiB, type GpuSample } from './gpu-sampler.js'
 import { analyzePromptBody } from './prompt-analysis.js'
 import { submittedBody } from './prompt-exchange.js'
 import { createSessionMachine, type MachineInput, type SessionMachine } from './session-machine.js'
 import type { CaptureTap } from './tap.js'
 import { applyStep, gpuReadings, readingAt, replaySteps, type TraceRow } from './trace-replay.js'
-import { FIXTURES, fixtureTraceRows } from '../../test/helpers/fixture-trace.js'
+import { fixtureEnvironment, fixtureTraceRows } from '../../test/helpers/fixture-trace.js'
 
 const ROWS = fixtureTraceRows()
 const READINGS = gpuReadings(ROWS)
-const systemStatsRow = ROWS.find((r) => r.kind === 'http' && r.path === '/system_stats')
-const systemStats = parseWith(zSystemStats, systemStatsRow?.response ?? null)
-const objectInfo = parseWith(zObjectInfo, readFileSync(new URL('object_info.json', FIXTURES)))
-if (!systemStats.ok || !objectInfo.ok) throw new Error('fixtures do not parse')
-const ENVIRONMENT: EnvironmentSnapshot = environmentFromSystemStats(systemStats.value, objectInfo.value)
+const ENVIRONMENT = fixtureEnvironment(ROWS)
 const CLIENTS = { A: 'gw:A', B: 'gw:B', C: 'gw:C', 'C-reconnected': 'gw:C', 'C-duplicate': 'gw:C' }
 const SUBMITTER: Submitter = {
   user: 'alice',

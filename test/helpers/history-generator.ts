@@ -98,8 +98,8 @@ const SAMPLERS = ['euler', 'euler_ancestral', 'dpmpp_2m', 'dpmpp_2m_sde'] as con
 const SCHEDULERS = ['normal', 'karras', 'simple'] as const
 const CHECKPOINTS = ['sd_xl_base_1.0.safetensors', 'juggernautXL_v9.safetensors'] as const
 
-function sha(name: string): string {
-  // A stable stand-in for a file hash: 64 hex digits derived from the name.
+/** A stable stand-in for a model file's SHA-256: 64 hex digits derived from the name (FNV-1a rounds). */
+export function standInSha256(name: string): string {
   let h = 2166136261
   let out = ''
   for (let round = 0; out.length < 64; round++) {
@@ -287,8 +287,8 @@ export async function generateHistory(
     })
     const hashed: ModelRef[] = analysis.models.map((m) => ({
       ...m,
-      sha256: sha(m.name),
-      autov2: sha(m.name).slice(0, 10),
+      sha256: standInSha256(m.name),
+      autov2: standInSha256(m.name).slice(0, 10),
       bytes: 100_000_000,
     }))
     await push('models.hashed', t + 1, id, { session: { models: hashed as unknown as JsonValue } })
