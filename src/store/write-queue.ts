@@ -396,18 +396,25 @@ export class WriteQueue {
       this.#options.onError?.(error, `store.spool read ${name}`)
       inputs = []
     }
+    // The appends are settled once the segment has left the spool, so that health() no longer counts their
+    // events as spooled by the time their callers see them committed.
+    let settle = (): void => {}
     const outcome = await this.#committer.commit([
       {
         inputs,
         resolve: (events) => {
-          let offset = 0
-          for (const w of waiters) {
-            w.resolve(events.slice(offset, offset + w.count))
-            offset += w.count
+          settle = () => {
+            let offset = 0
+            for (const w of waiters) {
+              w.resolve(events.slice(offset, offset + w.count))
+              offset += w.count
+            }
           }
         },
         reject: (error) => {
-          for (const w of waiters) w.reject(error)
+          settle = () => {
+            for (const w of waiters) w.reject(error)
+          }
         },
       },
     ])
@@ -416,6 +423,7 @@ export class WriteQueue {
     await spool.remove(name).catch((error: unknown) => this.#options.onError?.(error, 'store.spool remove'))
     this.#spooled.delete(name)
     this.#spooledEvents -= waiters.reduce((n, w) => n + w.count, 0)
+    settle()
     if (this.#spoolRefused) this.#spill()
     return true
   }
