@@ -22,7 +22,12 @@ export function captureEnvironment(
   const envTimeout = options.environmentTimeoutMillis ?? 5000
   const envTtl = options.environmentTtlMillis ?? 60_000
   const sampler: GpuSampler | null = options.sampleGpu
-    ? createGpuSampler({ sample: options.sampleGpu, now, minIntervalMillis: Math.max(100, interval), onError })
+    ? createGpuSampler({
+        sample: options.sampleGpu,
+        now,
+        minIntervalMillis: Math.max(100, interval),
+        onError,
+      })
     : null
   let timer: NodeJS.Timeout | null = null
   // The snapshot and when it was taken; a generation number tells answers asked before a refresh apart.

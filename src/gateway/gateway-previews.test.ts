@@ -62,7 +62,12 @@ async function start(): Promise<string> {
     () => rm(dataDir, { recursive: true, force: true }),
     () => sim.close(),
   )
-  const gw = await createGateway({ upstreamUrl: sim.url, port: 0, tap: createRecordingTap(), idleCloseMillis: 0 })
+  const gw = await createGateway({
+    upstreamUrl: sim.url,
+    port: 0,
+    tap: createRecordingTap(),
+    idleCloseMillis: 0,
+  })
   cleanups.push(() => gw.close({ drainMillis: 100 }))
   if (!gw.upstreamHealthy) await new Promise<void>((r) => gw.on('upstream', (e) => e.healthy && r()))
   return gw.url

@@ -88,7 +88,12 @@ async function startSim(): Promise<SimServer> {
 }
 
 async function startGateway(sim: SimServer): Promise<Gateway> {
-  const gw = await createGateway({ upstreamUrl: sim.url, port: 0, tap: createRecordingTap(), idleCloseMillis: 0 })
+  const gw = await createGateway({
+    upstreamUrl: sim.url,
+    port: 0,
+    tap: createRecordingTap(),
+    idleCloseMillis: 0,
+  })
   cleanups.push(() => gw.close({ drainMillis: 100 }))
   if (!gw.upstreamHealthy) await new Promise<void>((r) => gw.on('upstream', (e) => e.healthy && r()))
   return gw

@@ -101,7 +101,9 @@ describe('downstream connects', () => {
     expect((reply as { text: string }).text).toBe(`{"type": "feature_flags", "data": ${FEATURES}}`)
     // The upstream socket is shared by every downstream of this id, so it always negotiates preview
     // metadata itself (each downstream gets the format it asked for); the client's frame is not relayed.
-    expect(await upstreamGotFlags).toBe('{"type": "feature_flags", "data": {"supports_preview_metadata": true}}')
+    expect(await upstreamGotFlags).toBe(
+      '{"type": "feature_flags", "data": {"supports_preview_metadata": true}}',
+    )
     // ComfyUI's own reply to the forwarded flags is not relayed a second time.
     comfy.send('marker', {}, ns('ff'))
     await client.waitForType('marker')

@@ -117,12 +117,8 @@ describe('queueDepthFromFrame', () => {
     expect(depthOf(status, false)).toBe(3)
     expect(depthOf(Buffer.from(status), false)).toBe(3)
     expect(depthOf(Buffer.from(status), true)).toBeUndefined()
-    expect(
-      depthOf('{"type": "progress", "data": {"value": 1, "max": 20}}', false),
-    ).toBeUndefined()
-    expect(
-      depthOf('{"type": "executing", "data": {"queue_remaining": 2}}', false),
-    ).toBeUndefined()
+    expect(depthOf('{"type": "progress", "data": {"value": 1, "max": 20}}', false)).toBeUndefined()
+    expect(depthOf('{"type": "executing", "data": {"queue_remaining": 2}}', false)).toBeUndefined()
     expect(depthOf('{"queue_remaining": ', false)).toBeUndefined()
   })
 })

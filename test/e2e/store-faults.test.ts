@@ -107,7 +107,9 @@ async function expectWholeTrail(
   })
   await audit.close()
   const { createRuntimeStore } = await import('../../src/store/runtime-store.js')
-  const reader = createRuntimeStore(await openStoreDialect(storeLocation(storeUrl, data)), { origin: 'reader' })
+  const reader = createRuntimeStore(await openStoreDialect(storeLocation(storeUrl, data)), {
+    origin: 'reader',
+  })
   const events: AuditEvent[] = []
   for await (const e of reader.events({ origin: ORIGIN })) events.push(e)
   for (const id of accepted) {

@@ -156,7 +156,8 @@ export class MiniComfy extends EventEmitter {
   }
 }
 
-export type Frame = { text: string; json: { type: string; data: Record<string, unknown> } } | { binary: Buffer }
+export type Frame =
+  { text: string; json: { type: string; data: Record<string, unknown> } } | { binary: Buffer }
 
 /** A downstream client that records every frame from the first. */
 export class Client {
