@@ -8,6 +8,7 @@ import type { AuditEventInput, Submitter } from '../audit/types.js'
 import { parseJson } from '../audit/json.js'
 import { createCapture } from '../capture/capture.js'
 import { SUBMISSION_SEAL_KEY, createSubmissionSeal, promptDigest } from '../capture/submission-seal.js'
+import { emptySession } from '../store/project.js'
 import { namespacedClientId } from './client-ids.js'
 import { memoryPromptIds, type PromptIdRegistry } from './prompt-ids.js'
 
@@ -86,30 +87,10 @@ describe('capture as the one owner of prompt state', () => {
     capture.resume([
       {
         session: {
-          origin: 'studio',
-          session_id: 'old',
-          status: 'queued',
-          http_status: null,
-          number: null,
+          ...emptySession('studio', 'old'),
           client_id: namespacedClientId('alice', 'tab-1'),
           submitter: ALICE,
-          prompt: null,
-          workflow: null,
-          prompt_sha256: null,
-          workflow_sha256: null,
-          extra_data: null,
-          validation: null,
           queued_at: '2026-12-01T00:00:00.000Z',
-          started_at: null,
-          ended_at: null,
-          duration_ms: null,
-          environment: null,
-          models: [],
-          seeds: [],
-          outputs: [],
-          error: null,
-          status_reason: null,
-          flags: [],
         },
         nodeRuns: [],
         startedNodes: new Map(),
