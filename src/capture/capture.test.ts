@@ -22,6 +22,7 @@ import {
   type ReplayStep,
   type TraceRow,
 } from './trace-replay.js'
+import { nodeRuns, session, statuses } from '../../test/helpers/captured-events.js'
 import { fixtureEnvironment, fixtureTraceRows } from '../../test/helpers/fixture-trace.js'
 import { parseUpstreamFrame } from '../comfyui/frames.js'
 
@@ -81,25 +82,6 @@ async function replay(scenarios: string[], options: Partial<ReplayOptions> = {})
   return { events, errors, capture }
 }
 
-/** The session row the projection would build: patches folded in log order. */
-function session(events: readonly AuditEventInput[], id: string): JsonObject {
-  const row: JsonObject = {}
-  for (const e of events) {
-    if (e.session_id === id && isJsonObject(e.payload.session)) Object.assign(row, e.payload.session)
-  }
-  return row
-}
-
-/** Node runs of a session, the last record per node id (the projection's upsert). */
-function nodeRuns(events: readonly AuditEventInput[], id: string): Map<string, JsonObject> {
-  const runs = new Map<string, JsonObject>()
-  for (const e of events) {
-    const run = e.payload.node_run
-    if (e.session_id === id && isJsonObject(run)) runs.set(run.node_id as string, run)
-  }
-  return runs
-}
-
 function promptIdOf(scenario: string, index = 0): string {
   const posts = rowsOf(scenario).filter(
     (r) => r.kind === 'http' && r.path === '/prompt' && r.method === 'POST',
@@ -108,10 +90,6 @@ function promptIdOf(scenario: string, index = 0): string {
   if (!isJsonObject(response) || typeof response.prompt_id !== 'string')
     throw new Error(`no prompt ${index} in ${scenario}`)
   return response.prompt_id
-}
-
-function statuses(runs: Map<string, JsonObject>): Record<string, JsonValue> {
-  return Object.fromEntries([...runs].map(([id, r]) => [id, r.status ?? null]))
 }
 
 function allJson(events: readonly AuditEventInput[]): string {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { decodeEvent } from '../audit/decode-event.js'
-import type { AuditEventInput, JsonObject, JsonValue, Submitter } from '../audit/types.js'
+import type { AuditEventInput, JsonObject, Submitter } from '../audit/types.js'
 import { checkWith, isJsonObject, zWsMessage, type WsMessage } from '../comfyui/schemas.js'
 import { usedMiB, type GpuSample } from './gpu-sampler.js'
 import { analyzePromptBody } from './prompt-analysis.js'
@@ -8,6 +8,7 @@ import { submittedBody } from './prompt-exchange.js'
 import { createSessionMachine, type MachineInput, type SessionMachine } from './session-machine.js'
 import type { CaptureTap } from './tap.js'
 import { applyStep, gpuReadings, readingAt, replaySteps, type TraceRow } from './trace-replay.js'
+import { nodeRuns, session, statuses } from '../../test/helpers/captured-events.js'
 import { fixtureEnvironment, fixtureTraceRows } from '../../test/helpers/fixture-trace.js'
 
 const ROWS = fixtureTraceRows()
@@ -101,26 +102,6 @@ function promptIdOf(scenario: string): string {
   if (!isJsonObject(response) || typeof response.prompt_id !== 'string')
     throw new Error(`no prompt in ${scenario}`)
   return response.prompt_id
-}
-
-function nodeRuns(events: readonly AuditEventInput[], id: string): Map<string, JsonObject> {
-  const runs = new Map<string, JsonObject>()
-  for (const e of events) {
-    const run = e.payload.node_run
-    if (e.session_id === id && isJsonObject(run)) runs.set(run.node_id as string, run)
-  }
-  return runs
-}
-
-function statuses(runs: Map<string, JsonObject>): Record<string, JsonValue> {
-  return Object.fromEntries([...runs].map(([id, r]) => [id, r.status ?? null]))
-}
-
-function session(events: readonly AuditEventInput[], id: string): JsonObject {
-  const row: JsonObject = {}
-  for (const e of events)
-    if (e.session_id === id && isJsonObject(e.payload.session)) Object.assign(row, e.payload.session)
-  return row
 }
 
 function ws(type: string, data: JsonObject): WsMessage {
