@@ -15,9 +15,6 @@ import { openEventSpool } from '../store/event-spool.js'
 import { createRuntimeStore, type RuntimeStore, type StoreHealth } from '../store/runtime-store.js'
 import { openStoreDialect } from './store-dialects.js'
 
-// Kept here too for the composition root's other callers (the demo); the CLI imports the lighter module.
-export { openStoreDialect }
-
 /**
  * The gateway's own store: its dialect on a worker thread, with the outage policy of `store.outage` (a
  * write-ahead spool inside the locked data dir, so one process owns it; a next start commits what a crash
