@@ -10,6 +10,7 @@
  * per prompt and folded into node records; no event is emitted per frame.
  */
 import { reportError } from '../audit/report-error.js'
+import { DEFAULT_MAX_INPUT_LENGTH } from '../config/defaults.js'
 import type {
   AuditEventInput,
   EnvironmentSnapshot,
@@ -19,12 +20,7 @@ import type {
 } from '../audit/types.js'
 import { type GpuSample } from './gpu-sampler.js'
 import { type TextRedactor } from './redact-event.js'
-import {
-  analyzePromptBody,
-  DEFAULT_MAX_INPUT_STRING_LENGTH,
-  type PromptBodyAnalysis,
-  type Redactor,
-} from './prompt-analysis.js'
+import { analyzePromptBody, type PromptBodyAnalysis, type Redactor } from './prompt-analysis.js'
 import { type SubmissionSeal } from './submission-seal.js'
 import { type OpenSession } from './reconcile.js'
 import type { CaptureTap } from './tap.js'
@@ -207,7 +203,7 @@ export function createCapture(options: CaptureOptions): Capture {
     redact: options.redact,
     redactText,
     reportRedactedFiles: options.onRedactedFile !== undefined,
-    maxInputStringLength: options.maxInputStringLength ?? DEFAULT_MAX_INPUT_STRING_LENGTH,
+    maxInputStringLength: options.maxInputStringLength ?? DEFAULT_MAX_INPUT_LENGTH,
     pendingFrameTtlMillis: options.pendingFrameTtlMillis ?? 60_000,
     submissionSeal: options.submissionSeal,
   })

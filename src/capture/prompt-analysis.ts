@@ -4,7 +4,6 @@
  */
 import { canonicalJson, keepSpellings, parseJson, sha256Hex } from '../audit/json.js'
 import type { JsonObject, JsonValue, ModelRef } from '../audit/types.js'
-import { DEFAULT_MAX_INPUT_LENGTH } from '../config/defaults.js'
 import { redactKeyedValues } from './keyed-text-scan.js'
 import {
   checkWith,
@@ -25,9 +24,6 @@ export const SENSITIVE_KEYS: readonly string[] = ['api_key_comfy_org', 'auth_tok
 
 /** A user-supplied redaction hook: gets a value and where it sits (`['extra_data']`, `['prompt']`, ...). */
 export type Redactor = (value: JsonValue, path: string[]) => JsonValue
-
-/** Default longest string kept in node inputs and outputs before it is replaced by a summary. */
-export const DEFAULT_MAX_INPUT_STRING_LENGTH = DEFAULT_MAX_INPUT_LENGTH
 
 /** Deep copy with the values of {@link SENSITIVE_KEYS} replaced by {@link REDACTED}, wherever they sit. */
 export function stripSensitive(value: JsonValue): JsonValue {

@@ -19,9 +19,9 @@ import {
   sessionLostEvent,
   sessionReconciledEvent,
 } from '../audit/audit-events.js'
+import { DEFAULT_MAX_INPUT_LENGTH } from '../config/defaults.js'
 import { isoTime } from './json-value.js'
 import {
-  DEFAULT_MAX_INPUT_STRING_LENGTH,
   analyzePrompt,
   nodeInputs,
   outputFiles,
@@ -147,7 +147,7 @@ export function historyOutcome(entry: HistoryEntry): HistoryOutcome {
 interface ReconcileOptions {
   /** Redaction hook for stored values (see capture). */
   readonly redact?: Redactor
-  /** Longest string kept in node inputs (default {@link DEFAULT_MAX_INPUT_STRING_LENGTH}). */
+  /** Longest string kept in node inputs (default {@link DEFAULT_MAX_INPUT_LENGTH}). */
   readonly maxInputStringLength?: number
 }
 
@@ -177,7 +177,7 @@ function gapNodeRuns(
   open: OpenSession | null,
   options: ReconcileOptions,
 ): NodeRunRecord[] {
-  const maxLength = options.maxInputStringLength ?? DEFAULT_MAX_INPUT_STRING_LENGTH
+  const maxLength = options.maxInputStringLength ?? DEFAULT_MAX_INPUT_LENGTH
   const runs: NodeRunRecord[] = []
   const recorded = new Set(open?.recorded_nodes ?? [])
   const failedNode = stringField(outcome.error ?? outcome.interrupted, 'node_id')
@@ -280,7 +280,7 @@ export function reconcileSessions(input: ReconcileInput): ReconcileResult {
   const queued = new Set<string>()
   for (const item of [...(input.queue?.queue_running ?? []), ...(input.queue?.queue_pending ?? [])])
     queued.add(item[1])
-  const maxLength = input.maxInputStringLength ?? DEFAULT_MAX_INPUT_STRING_LENGTH
+  const maxLength = input.maxInputStringLength ?? DEFAULT_MAX_INPUT_LENGTH
 
   for (const session of input.open) {
     const entry = input.history[session.session_id]
@@ -367,7 +367,7 @@ interface BypassInput extends ReconcileOptions {
  */
 export function bypassSessions(input: BypassInput): AuditEventInput[] {
   const time = isoTime(input.timeMs)
-  const maxLength = input.maxInputStringLength ?? DEFAULT_MAX_INPUT_STRING_LENGTH
+  const maxLength = input.maxInputStringLength ?? DEFAULT_MAX_INPUT_LENGTH
   const events: AuditEventInput[] = []
   for (const [promptId, entry] of Object.entries(input.history)) {
     if (input.isKnown(promptId)) continue
