@@ -28,7 +28,7 @@ interface Access {
 /** What access needs of the rest of the gateway. */
 interface AccessDeps {
   readonly recording: Recording
-  readonly capture: Pick<Capture, 'openSessions'>
+  readonly capture: Pick<Capture, 'openSessions' | 'isPromptIdKnown' | 'flush'>
   readonly logger: Logger
   /** ComfyUI's base URL. */
   readonly upstream: string
@@ -67,7 +67,16 @@ export function createAccess(config: Readonly<Config>, deps: AccessDeps): Access
     multiUser: config.comfyui.multiUser,
     listenHost: deps.listenHost,
     upstreamUrl: deps.upstream,
-    promptOwner: async (id) => (await store.session(id))?.submitter?.user ?? null,
+    promptOwner: async (id) => {
+      const recorded = async (): Promise<string | null> => (await store.session(id))?.submitter?.user ?? null
+      const owner = await recorded()
+      // A prompt capture knows that the store does not hold yet is on its way (capture's queue, then a group
+      // commit; its run may have ended already): wait for it rather than refuse its submitter.
+      if (owner !== null || !deps.capture.isPromptIdKnown(id)) return owner
+      await deps.capture.flush()
+      await store.flush()
+      return recorded()
+    },
     // The metrics route checks metrics.token itself.
     publicPaths: ['/_audit/metrics'],
     now,
