@@ -115,13 +115,18 @@ async function startChildServer(
   args: readonly string[],
   ready: (stdout: string) => string | null | Error,
   timeoutMs: number,
+  nodeArgs: readonly string[] = [],
 ): Promise<ChildServer> {
-  const child: ChildProcess = spawn(process.execPath, [join(ROOT, 'dist/cli/main.js'), ...args], {
-    cwd: ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    // The benchmark's own settings only: no config file or overrides from the caller's environment.
-    env: Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('COMFY_AUDIT_'))),
-  })
+  const child: ChildProcess = spawn(
+    process.execPath,
+    [...nodeArgs, join(ROOT, 'dist/cli/main.js'), ...args],
+    {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      // The benchmark's own settings only: no config file or overrides from the caller's environment.
+      env: Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('COMFY_AUDIT_'))),
+    },
+  )
   let out = ''
   let err = ''
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
@@ -182,7 +187,12 @@ export function startSimProcess(dataDir: string, speed: number): Promise<ChildSe
  * Starts `node dist/cli/main.js serve --comfyui URL --listen 127.0.0.1:0 --data DIR` and resolves once it
  * listens and has found ComfyUI answering.
  */
-export function startGatewayProcess(comfyuiUrl: string, dataDir: string): Promise<GatewayProcess> {
+export function startGatewayProcess(
+  comfyuiUrl: string,
+  dataDir: string,
+  /** Options for node itself, e.g. `--cpu-prof` to profile the gateway. */
+  nodeArgs: readonly string[] = [],
+): Promise<GatewayProcess> {
   // Every benchmark client is the same local person: lift the per-person prompt rate limit for this run.
   mkdirSync(dataDir, { recursive: true })
   const configFile = join(dataDir, 'bench-config.json')
@@ -196,6 +206,7 @@ export function startGatewayProcess(comfyuiUrl: string, dataDir: string): Promis
       return url !== undefined && /ComfyUI answers/.test(out) ? url : null
     },
     30_000,
+    nodeArgs,
   )
 }
 

@@ -157,3 +157,70 @@ export async function measureWsRelay(options: WsRelayOptions): Promise<WsRelayRe
     ratio: round(direct.framesPerSecond > 0 ? gateway.framesPerSecond / direct.framesPerSecond : 0),
   }
 }
+
+/** Options of {@link measureWsRelayFlood}. */
+export interface WsRelayFloodOptions {
+  /** The fast upstream (bench/flood-upstream.ts). */
+  readonly directUrl: string
+  /** A gateway whose ComfyUI is that upstream. */
+  readonly gatewayUrl: string
+  /** Nodes × steps of the prompt (default 20 × 1000). */
+  readonly nodes?: number
+  readonly stepsPerNode?: number
+  /** Direct/gateway pairs, alternated so both see the same machine load (default 3). */
+  readonly rounds?: number
+  readonly timeoutMs?: number
+}
+
+/** Every round's runs, the medians and their ratio. */
+export interface WsRelayFloodResult {
+  readonly steps: number
+  readonly directRuns: readonly RelayRun[]
+  readonly gatewayRuns: readonly RelayRun[]
+  readonly directFramesPerSecond: number
+  readonly gatewayFramesPerSecond: number
+  /** median gateway frames/s ÷ median direct frames/s */
+  readonly ratio: number
+}
+
+function median(values: readonly number[]): number {
+  const s = [...values].sort((a, b) => a - b)
+  const mid = s.length >> 1
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
+}
+
+/**
+ * The relay ceiling: the upstream sends as fast as each socket drains, so the direct figure is what a client
+ * can take and the gateway's is what it can relay. One warm-up per path, then direct and gateway alternated.
+ */
+export async function measureWsRelayFlood(options: WsRelayFloodOptions): Promise<WsRelayFloodResult> {
+  const nodes = options.nodes ?? 20
+  const steps = options.stepsPerNode ?? 1000
+  const rounds = options.rounds ?? 3
+  const timeoutMs = options.timeoutMs ?? 240_000
+  const prompt = (tag: string): Record<string, unknown> =>
+    slowProgressPrompt(nodes, steps, 0.001, `bench/relay-flood-${tag}`)
+  await relayRun(options.directUrl, prompt('warm'), 'warmup-direct', timeoutMs)
+  await relayRun(options.gatewayUrl, prompt('warm'), 'warmup-gateway', timeoutMs)
+  const directRuns: RelayRun[] = []
+  const gatewayRuns: RelayRun[] = []
+  for (let r = 0; r < rounds; r++) {
+    directRuns.push(await relayRun(options.directUrl, prompt('direct'), 'direct', timeoutMs))
+    gatewayRuns.push(await relayRun(options.gatewayUrl, prompt('gateway'), 'gateway', timeoutMs))
+  }
+  const expected = nodes * steps
+  for (const run of [...directRuns, ...gatewayRuns]) {
+    if (run.progressFrames !== expected)
+      throw new Error(`${run.progressFrames} progress frames reached the client, expected ${expected}`)
+  }
+  const direct = median(directRuns.map((r) => r.framesPerSecond))
+  const gateway = median(gatewayRuns.map((r) => r.framesPerSecond))
+  return {
+    steps: expected,
+    directRuns,
+    gatewayRuns,
+    directFramesPerSecond: direct,
+    gatewayFramesPerSecond: gateway,
+    ratio: round(direct > 0 ? gateway / direct : 0),
+  }
+}

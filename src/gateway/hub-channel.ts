@@ -13,8 +13,18 @@ export interface ClientIdState {
   save(ids: string[]): Promise<void>
 }
 
+/** The client's TCP stream under its WebSocket: corked while the hub relays one upstream read to it. */
+export interface Wire {
+  cork(): void
+  uncork(): void
+}
+
 export interface Downstream {
   readonly ws: WebSocket
+  /** Without it (tests' bare sockets) every frame is its own write. */
+  readonly wire?: Wire
+  /** Whether the hub holds `wire` corked until the current upstream read has been relayed. */
+  corked?: boolean
   /** ComfyUI checks only the first text frame for feature flags. */
   first: boolean
   /** Whether that frame asked for `supports_preview_metadata` (type 4 previews). */
@@ -49,6 +59,34 @@ export interface Channel {
   pinned: boolean
   idleTimer: NodeJS.Timeout | null
   closed: boolean
+}
+
+/**
+ * Holds a downstream's wire corked until the current tick ends. One upstream read carries many frames (ws
+ * emits them synchronously), and writing each on its own cost a third of the relay's CPU in `writev`;
+ * corked, the frames a read relays to a client leave as one write. Order and bytes are unchanged.
+ */
+export class CorkedWrites {
+  #corked: Downstream[] = []
+
+  /** Corks `d`'s wire, if it has one and it is not corked yet; the next tick uncorks it. */
+  hold(d: Downstream): void {
+    const wire = d.wire
+    if (!wire || d.corked === true) return
+    wire.cork()
+    d.corked = true
+    this.#corked.push(d)
+    if (this.#corked.length === 1) process.nextTick(this.#release)
+  }
+
+  readonly #release = (): void => {
+    const corked = this.#corked
+    this.#corked = []
+    for (const d of corked) {
+      d.corked = false
+      d.wire!.uncork()
+    }
+  }
 }
 
 /** Finished prompts a channel remembers, for events that trail the end of a run. */

@@ -8,12 +8,14 @@ import { pyString } from '../comfyui/py-json.js'
 import { namespacedClientId, parseClientId } from './client-ids.js'
 import {
   ClientIdSaver,
+  CorkedWrites,
   isIdle,
   newChannel,
   settlePrompt,
   type Channel,
   type ClientIdState,
   type Downstream,
+  type Wire,
 } from './hub-channel.js'
 import {
   frameOf,
@@ -90,6 +92,7 @@ export class SocketHub {
   #reconcileAgain = false
   #shuttingDown = false
   #restoring = false
+  readonly #writes = new CorkedWrites()
 
   constructor(opts: SocketHubOptions) {
     this.#opts = opts
@@ -152,9 +155,9 @@ export class SocketHub {
    * first `status` with `sid` = the client's own id, then the reconnect `executing` while one of its prompts
    * runs a node.
    */
-  attachDownstream(ws: WebSocket, downstreamId: string, user: string): void {
+  attachDownstream(ws: WebSocket, downstreamId: string, user: string, wire?: Wire): void {
     const ch = this.#channel(namespacedClientId(user, downstreamId))
-    const d: Downstream = { ws, first: true }
+    const d: Downstream = wire ? { ws, wire, first: true } : { ws, first: true }
     ch.downstreams.add(d)
     ch.active = d
     this.#send(
@@ -305,6 +308,7 @@ export class SocketHub {
       ws.terminate()
       return
     }
+    this.#writes.hold(d)
     ws.send(data, { binary })
   }
 

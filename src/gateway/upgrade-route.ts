@@ -123,7 +123,7 @@ export function createUpgradeRoute(ctx: GatewayContext): UpgradeRoute {
         ws.close(1001, 'gateway shutting down')
         return
       }
-      hub.attachDownstream(ws, clientId, submitter.user)
+      hub.attachDownstream(ws, clientId, submitter.user, socket)
     })
   }
 
