@@ -28,6 +28,11 @@ export interface GatewayRssOptions {
 export interface GatewayRssResult {
   readonly clients: number
   readonly promptsSucceeded: number
+  /** Prompts the gateway did not accept, by HTTP status (`503` was "ComfyUI is not reachable"). */
+  readonly refused: Readonly<Record<string, number>>
+  /** Submit → end of each prompt, ms: how long the last client waited behind the others. */
+  readonly promptP50Ms: number
+  readonly promptMaxMs: number
   readonly idleRssMb: number
   /** VmHWM at the end: the process's peak resident set over its life. */
   readonly peakRssMb: number
@@ -73,6 +78,8 @@ export async function measureGatewayRss(options: GatewayRssOptions): Promise<Gat
   const clients: BenchClient[] = []
   const started = performance.now()
   let succeeded = 0
+  const refused: Record<string, number> = {}
+  const spans: number[] = []
   try {
     for (let i = 0; i < count; i++) clients.push(new BenchClient(gateway.url, `bench-rss-${i}`))
     await withTimeout(Promise.all(clients.map((c) => c.opened)), 60_000, 'clients did not connect')
@@ -80,8 +87,18 @@ export async function measureGatewayRss(options: GatewayRssOptions): Promise<Gat
     const results = await withTimeout(
       Promise.all(
         clients.map(async (client, i) => {
-          const id = await submitPrompt(agent, gateway.url, pipelinePrompt(`bench/rss-${i}`), client.clientId)
+          const t0 = performance.now()
+          let id: string
+          try {
+            id = await submitPrompt(agent, gateway.url, pipelinePrompt(`bench/rss-${i}`), client.clientId)
+          } catch (error) {
+            // A refusal is a figure, not a failed bench: count it by status and go on.
+            const status = /answered (\d+)/.exec(String(error))?.[1] ?? 'error'
+            refused[status] = (refused[status] ?? 0) + 1
+            return false
+          }
           const end = await client.ended(id, timeoutMs)
+          spans.push(performance.now() - t0)
           return end.type === 'execution_success'
         }),
       ),
@@ -98,9 +115,13 @@ export async function measureGatewayRss(options: GatewayRssOptions): Promise<Gat
   const end = readProcMemory(gateway.pid)
   if (!end) throw new Error(`gateway process ${gateway.pid} is gone:\n${gateway.stderr()}`)
   maxRss = Math.max(maxRss, end.rssKiB)
+  spans.sort((a, b) => a - b)
   return {
     clients: count,
     promptsSucceeded: succeeded,
+    refused,
+    promptP50Ms: round(spans[spans.length >> 1] ?? 0, 0),
+    promptMaxMs: round(spans[spans.length - 1] ?? 0, 0),
     idleRssMb: round(idle.rssKiB / MiB, 1),
     peakRssMb: round(end.hwmKiB / MiB, 1),
     maxSampledRssMb: round(maxRss / MiB, 1),

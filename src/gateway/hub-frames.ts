@@ -36,6 +36,18 @@ export function frameOf(upstream: UpstreamFrame): Frame | null {
   return { type: upstream.type, data: isRecord(value.data) ? value.data : {} }
 }
 
+const QUEUE_BROADCAST = '{"type": "status", "data": {"status": '
+
+/**
+ * Whether a channel's text frame is ComfyUI's queue `status` without `sid` (`send_sync("status", ...)` to
+ * every socket), spelled as its `json.dumps` spells it. The hub relays it unread and untapped: the observer
+ * taps its own copy, and tapping each channel's copy queued clients × queue changes frames for capture
+ * (1,000 clients: 2.8 GB RSS and the audit trail 60 s behind). Anything else spelled otherwise is parsed.
+ */
+export function isQueueBroadcast(text: string): boolean {
+  return text.startsWith(QUEUE_BROADCAST) && !text.includes('"sid"')
+}
+
 /** An id as ComfyUI's `str()` would give it (strings, integers); null for anything else. */
 export function str(v: JsonValue | undefined): string | null {
   return typeof v === 'string' ? v : typeof v === 'number' || typeof v === 'bigint' ? String(v) : null

@@ -20,6 +20,7 @@ import {
 import {
   frameOf,
   isNoClientBroadcast,
+  isQueueBroadcast,
   isRecord,
   parseFrame,
   parseQueue,
@@ -384,6 +385,9 @@ export class SocketHub {
       return
     }
     const text = data.toString('utf8')
+    const queueStatus = isQueueBroadcast(text) // relayed unread, tapped only on the observer
+    if (queueStatus && ch.kind === 'client' && ch.active) this.#send(ch.active, data, false)
+    if (queueStatus) return
     const upstream = parseUpstreamFrame(text, false)
     this.#route(ch, data, text, frameOf(upstream))
     this.#tapFrame(ch.id, upstream, timeMs)
