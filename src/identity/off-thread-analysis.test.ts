@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest'
+import { stringifyJson } from '../audit/json.js'
 import { analyzePromptBody } from '../capture/prompt-analysis.js'
 import { zRedactionConfig } from '../config/security-config.js'
 import { createOffThreadPromptAnalyzer, type OffThreadPromptAnalyzer } from './off-thread-analysis.js'
@@ -48,5 +49,30 @@ describe('issue 9 class 5: prompt redaction off the event loop', () => {
     expect(await analyzer.analyze(small, {})).toEqual(
       analyzePromptBody(small, { redact: createRedactor(config) }),
     )
+  })
+})
+
+describe('a body analysed on the worker keeps its number spellings', () => {
+  it('writes `cfg: 1.0` back as `1.0` for a real 256 KiB+ body', async () => {
+    const config = zRedactionConfig.parse({})
+    // The default threshold: this body goes to the worker as in production.
+    const analyzer = createOffThreadPromptAnalyzer(config)
+    analyzers.push(analyzer)
+    const note = 'x'.repeat(300 * 1024)
+    const big = Buffer.from(
+      `{"prompt":{"3":{"class_type":"KSampler","inputs":{"cfg":1.0,"denoise":1.00,"seed":18446744073709551615}}},` +
+        `"extra_data":{"note":"${note}","extra_pnginfo":{"workflow":{"version":0.40}}}}`,
+    )
+    expect(big.length).toBeGreaterThan(256 * 1024)
+    const result = await analyzer.analyze(big, {})
+    const inline = analyzePromptBody(big, { redact: createRedactor(config) })
+    if (!result.ok || !inline.ok) throw new Error('expected a JSON body')
+    expect(stringifyJson(result.prompt!)).toBe(
+      '{"3":{"class_type":"KSampler","inputs":{"cfg":1.0,"denoise":1.00,"seed":18446744073709551615}}}',
+    )
+    expect(stringifyJson(result.workflow!)).toBe('{"version":0.40}')
+    expect(result.prompt_sha256).toBe(inline.prompt_sha256)
+    expect(stringifyJson(result.extra_data!)).toBe(stringifyJson(inline.extra_data!))
+    expect(result.graph).toBe(result.prompt)
   })
 })

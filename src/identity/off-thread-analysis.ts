@@ -6,6 +6,8 @@
 import { createRequire } from 'node:module'
 import { pathToFileURL } from 'node:url'
 import { Worker } from 'node:worker_threads'
+import { parseJson } from '../audit/json.js'
+import { isJsonObject, type PromptGraph } from '../comfyui/schemas.js'
 import { analyzePromptBody, type PromptBodyAnalysis } from '../capture/prompt-analysis.js'
 import type { RedactionConfig } from '../config/security-config.js'
 import { createRedactor } from './redaction.js'
@@ -38,8 +40,27 @@ function startWorker(redaction: RedactionConfig): Worker {
   return new Worker(code, { eval: true, workerData })
 }
 
+/**
+ * The worker's analysis read back with the spelling-preserving parser (`1.0` stays `1.0`), and `graph` and
+ * `workflow` pointed back into `prompt` and `extra_data` as {@link analyzePrompt} returns them. Null when the
+ * text does not read back (then the body is analysed inline).
+ */
+function fromWorker(json: string, hasGraph: boolean): PromptBodyAnalysis | null {
+  const parsed = parseJson(json)
+  if (!parsed.ok || !isJsonObject(parsed.value)) return null
+  // cast-allowed: the worker wrote this text from a PromptBodyAnalysis
+  const value = parsed.value as unknown as PromptBodyAnalysis
+  if (!value.ok) return value
+  const extra = value.extra_data
+  const workflow =
+    isJsonObject(extra) && isJsonObject(extra.extra_pnginfo) ? (extra.extra_pnginfo.workflow ?? null) : null
+  // cast-allowed: hasGraph says the worker's schema check accepted this prompt as a graph
+  const graph = hasGraph ? (value.prompt as unknown as PromptGraph) : null
+  return { ...value, graph, workflow }
+}
+
 type Reply =
-  | { readonly id: number; readonly ok: true; readonly value: PromptBodyAnalysis }
+  | { readonly id: number; readonly ok: true; readonly json: string; readonly hasGraph: boolean }
   | { readonly id: number; readonly ok: false; readonly error: string }
 
 /**
@@ -95,7 +116,8 @@ export function createOffThreadPromptAnalyzer(
           resolve(null)
         }
       })
-      return reply?.ok ? reply.value : analyzeInline(body, maxTextBytes)
+      const value = reply?.ok ? fromWorker(reply.json, reply.hasGraph) : null
+      return value ?? analyzeInline(body, maxTextBytes)
     },
     async close() {
       const w = worker

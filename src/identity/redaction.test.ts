@@ -328,9 +328,10 @@ describe('issue 9 class 5: denial of service from one request', () => {
       { ...zRedactionConfig.parse({}), timeBudgetMillis: 50 },
       { now: () => (t += 10) },
     )
-    const value = { a: 'x', b: Array.from({ length: 50 }, (_, i) => `secret-${i}@studio.example`) }
+    // The clock is read once per 16 Ki characters of work, so the values are large enough for several readings.
+    const value = { a: 'x', b: Array.from({ length: 500 }, (_, i) => `secret-${i}@studio.example`) }
     expect(r(value, ['prompt'])).toBe(REDACTED_OVER_BUDGET)
-    expect(r.text('alice@studio.example '.repeat(5))).toBe(REDACTED_OVER_BUDGET)
+    expect(r.text('alice@studio.example '.repeat(2000))).toBe(REDACTED_OVER_BUDGET)
     // The budget is per redaction: the next one starts afresh.
     t = 0
     expect(createRedactor(zRedactionConfig.parse({}), { now: () => t })({ k: 'v' }, [])).toEqual({ k: 'v' })
