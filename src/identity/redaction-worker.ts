@@ -26,9 +26,9 @@ parentPort?.on('message', (call: Call) => {
       redact,
       ...(call.maxTextBytes !== undefined ? { maxTextBytes: call.maxTextBytes } : {}),
     })
-    const json = value.ok
-      ? stringifyJson({ ...value, graph: null, workflow: null } as unknown as JsonValue) // cast-allowed: plain JSON data
-      : stringifyJson(value)
+    // cast-allowed: an analysis without its graph and workflow objects is plain JSON data
+    const plain = value.ok ? ({ ...value, graph: null, workflow: null } as unknown as JsonValue) : value
+    const json = stringifyJson(plain)
     parentPort?.postMessage({ id: call.id, ok: true, json, hasGraph: value.ok && value.graph !== null })
   } catch (error) {
     parentPort?.postMessage({ id: call.id, ok: false, error: String(error) })
