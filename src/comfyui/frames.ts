@@ -2,7 +2,8 @@
  * One upstream WebSocket frame, read once. The socket hub parses each frame as it arrives (it needs the type
  * and prompt id to route it) and hands this object on, so capture and metrics never parse the bytes again.
  * The schema check of a known message type is deferred and memoised: the hub's hot path pays only for the
- * JSON parse, capture's serial worker pays for the check, and nobody pays twice.
+ * JSON parse (progress frames, by far the most, not even that: one match reads them), capture's serial worker
+ * pays for the check, and nobody pays twice.
  */
 import { parseJson } from '../audit/json.js'
 import type { JsonObject } from '../audit/types.js'
@@ -43,6 +44,34 @@ export interface UpstreamFrame {
   checked(): CheckedMessage
 }
 
+const PROGRESS_PREFIX = '{"type": "progress", "data": '
+
+/**
+ * Whether a text frame is ComfyUI's `progress` as `json.dumps({"type": event, "data": data})` spells it: that
+ * object has no other member, so the frame is a progress message (or not JSON at all), read or not. The most
+ * frequent frame by far (one per sampler step); the hub routes it by this prefix alone.
+ */
+export function isProgressText(text: string): boolean {
+  return text.startsWith(PROGRESS_PREFIX)
+}
+
+// The whole frame as ComfyUI's progress hook spells it: small integers, ids without escapes. Anything else
+// (floats, escapes, another member order) is parsed and checked in full.
+const PROGRESS_FRAME =
+  // eslint-disable-next-line no-control-regex -- JSON forbids raw control characters in strings
+  /^\{"type": "progress", "data": \{"value": (0|[1-9]\d{0,14}), "max": (0|[1-9]\d{0,14}), "prompt_id": "([^"\\\x00-\x1f]*)", "node": (?:"([^"\\\x00-\x1f]*)"|null)\}\}$/
+
+/**
+ * A progress frame read by one match instead of a parse and a schema check (one frame per sampler step):
+ * the object the parser would build, and it matches the schema by construction. Null when not so spelled.
+ */
+function readProgress(text: string): JsonObject | null {
+  const m = PROGRESS_FRAME.exec(text)
+  if (m === null) return null
+  const data = { value: Number(m[1]), max: Number(m[2]), prompt_id: m[3] ?? '', node: m[4] ?? null }
+  return { type: 'progress', data }
+}
+
 const NOT_READ: CheckedMessage = { ok: false, invalid: null }
 
 /** Reads one frame from ComfyUI. Never throws: malformed frames read as `json: null`. */
@@ -50,6 +79,11 @@ export function parseUpstreamFrame(raw: string | Buffer, isBinary: boolean): Ups
   if (isBinary) {
     const preview = typeof raw === 'string' ? null : previewTarget(raw)
     return { raw, isBinary, json: null, type: null, preview, checked: () => NOT_READ }
+  }
+  const progress = typeof raw === 'string' && isProgressText(raw) ? readProgress(raw) : null
+  if (progress !== null) {
+    const message = { ok: true, message: progress as WsMessage } as const
+    return { raw, isBinary, json: progress, type: 'progress', preview: null, checked: () => message }
   }
   const parsed = parseJson(raw)
   const json = parsed.ok && isJsonObject(parsed.value) ? parsed.value : null

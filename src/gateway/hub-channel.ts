@@ -169,3 +169,9 @@ export class ClientIdSaver {
     if (this.#saving) await this.#saving
   }
 }
+
+/** A text frame of `ch` as its downstream client reads it: the upstream id replaced by the client's own. */
+export function downstreamText(ch: Channel, data: Buffer, text: string): Buffer | string {
+  const to = ch.downstreamInJson
+  return to !== null && text.includes(ch.idInJson) ? text.split(ch.idInJson).join(to) : data
+}

@@ -3,12 +3,13 @@ import WebSocket from 'ws'
 import type { Logger } from '../audit/report-error.js'
 import type { JsonValue } from '../audit/types.js'
 import type { CaptureTap } from '../capture/tap.js'
-import { parseUpstreamFrame, queueRemaining, type UpstreamFrame } from '../comfyui/frames.js'
+import { isProgressText, parseUpstreamFrame, queueRemaining, type UpstreamFrame } from '../comfyui/frames.js'
 import { pyString } from '../comfyui/py-json.js'
 import { namespacedClientId, parseClientId } from './client-ids.js'
 import {
   ClientIdSaver,
   CorkedWrites,
+  downstreamText,
   isIdle,
   newChannel,
   settlePrompt,
@@ -389,6 +390,11 @@ export class SocketHub {
     if (queueStatus && ch.kind === 'client' && ch.active) this.#send(ch.active, data, false)
     if (queueStatus) return
     const upstream = parseUpstreamFrame(text, false)
+    if (ch.kind === 'client' && isProgressText(text)) {
+      // #route would only pass it on (nothing to track); capture parses it later, off the relay's tick.
+      if (ch.active) this.#send(ch.active, downstreamText(ch, data, text), false)
+      return this.#tapFrame(ch.id, upstream, timeMs)
+    }
     this.#route(ch, data, text, frameOf(upstream))
     this.#tapFrame(ch.id, upstream, timeMs)
   }
@@ -416,13 +422,7 @@ export class SocketHub {
       }
       return
     }
-    const active = ch.active
-    if (!active) return // ComfyUI drops events for an id without a socket
-    if (ch.downstreamInJson !== null && text.includes(ch.idInJson)) {
-      this.#send(active, text.split(ch.idInJson).join(ch.downstreamInJson), false)
-    } else {
-      this.#send(active, data, false)
-    }
+    if (ch.active) this.#send(ch.active, downstreamText(ch, data, text), false) // none: ComfyUI drops it
   }
 
   #track(ch: Channel, type: string | null, d: Record<string, JsonValue>, promptId: string | null): void {
