@@ -403,12 +403,24 @@ async function main(): Promise<number> {
     },
     {
       key: 'cli_start_ms',
-      label: 'comfy-audit --help (median wall time)',
-      value: cliStart?.help_p50_ms ?? null,
+      // The goal holds for both commands, so the figure is the slower median: `--help` alone once hid a
+      // 197 ms `sessions` behind a met goal.
+      label: 'CLI start, slower of --help and sessions (median wall time)',
+      value: cliStart ? Math.max(cliStart.help_p50_ms, cliStart.sessions_p50_ms) : null,
       unit: 'ms',
       goal: '< 150',
       meets: (v) => v < 150,
-      ...(cliStart ? { at: { bare_node_p50_ms: cliStart.bare_node_p50_ms, runs: cliStart.runs } } : {}),
+      ...(cliStart
+        ? {
+            at: {
+              help_p50_ms: cliStart.help_p50_ms,
+              sessions_p50_ms: cliStart.sessions_p50_ms,
+              store_sessions: cliStart.store_sessions,
+              bare_node_p50_ms: cliStart.bare_node_p50_ms,
+              runs: cliStart.runs,
+            },
+          }
+        : {}),
     },
   ]
 
